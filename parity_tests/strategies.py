@@ -1,0 +1,97 @@
+"""Every hypothesis strategy of the suite. Values valid by construction, never filtered.
+
+Strategies draw *descriptions* (shapes, options, a seed); arrays are then generated from a NumPy
+generator seeded by the draw, so examples shrink to small shapes and simple seeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+dtypes = st.sampled_from([np.float64, np.float32])
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+batch_sizes = st.integers(min_value=1, max_value=5)
+features = st.integers(min_value=1, max_value=9)
+reductions = st.sampled_from(["mean", "sum", "none"])
+kl_reductions = st.sampled_from(["sum", "batchmean", "mean", "none"])
+
+
+@st.composite
+def shapes(draw, min_dims=1, max_dims=4, max_side=6):
+    """Any shape with 1..max_side per axis (batch 1 and channels 1 included)."""
+    ndim = draw(st.integers(min_dims, max_dims))
+    return tuple(draw(st.integers(1, max_side)) for _ in range(ndim))
+
+
+@st.composite
+def linear_cases(draw):
+    """(leading_shape, in_features, out_features, bias): leading dims 0..2 extra axes, like torch."""
+    leading = draw(shapes(min_dims=1, max_dims=3, max_side=4))
+    return leading, draw(features), draw(features), draw(st.booleans())
+
+
+@st.composite
+def flatten_cases(draw):
+    """(shape, start_dim, end_dim) with start <= end after normalisation; negative dims too."""
+    shape = draw(shapes(min_dims=1, max_dims=5, max_side=4))
+    ndim = len(shape)
+    start = draw(st.integers(0, ndim - 1))
+    end = draw(st.integers(start, ndim - 1))
+    start = start - ndim if draw(st.booleans()) else start
+    end = end - ndim if draw(st.booleans()) else end
+    return shape, start, end
+
+
+@st.composite
+def unflatten_cases(draw):
+    """(input_shape, dim, unflattened_size): the split sizes multiply to the chosen axis."""
+    sizes = tuple(draw(st.integers(1, 4)) for _ in range(draw(st.integers(1, 3))))
+    before = draw(shapes(min_dims=1, max_dims=2, max_side=3))
+    after = draw(shapes(min_dims=0, max_dims=1, max_side=3)) if draw(st.booleans()) else ()
+    shape = (*before, int(np.prod(sizes)), *after)
+    dim = len(before)
+    dim = dim - len(shape) if draw(st.booleans()) else dim
+    return shape, dim, sizes
+
+
+negative_slopes = st.sampled_from([0.01, 0.2, 1.5, -0.3, 0.0])
+
+
+def away_from_zero(rng: np.random.Generator, shape, margin: float = 0.05) -> np.ndarray:
+    """Normal-ish values with |x| >= margin: central differences never straddle a kink at 0."""
+    magnitude = margin + np.abs(rng.standard_normal(shape))
+    return np.where(rng.random(shape) < 0.5, -magnitude, magnitude)
+
+
+def probabilities(rng: np.random.Generator, shape, low: float = 0.02) -> np.ndarray:
+    """Values in [low, 1 - low]: BCE's gradient is smooth there and its clamps inactive."""
+    return low + (1 - 2 * low) * rng.random(shape)
+
+
+def binary_targets(rng: np.random.Generator, shape, soft: bool) -> np.ndarray:
+    """0/1 targets, or soft targets in [0, 1] (BCE allows both)."""
+    return rng.random(shape) if soft else (rng.random(shape) < 0.5).astype(np.float64)
+
+
+optimizer_settings = st.one_of(
+    st.fixed_dictionaries({
+        "name": st.just("SGD"),
+        "lr": st.sampled_from([1e-2, 0.1]),
+        "momentum": st.sampled_from([0.0, 0.9]),
+        "dampening": st.sampled_from([0.0, 0.3]),
+        "weight_decay": st.sampled_from([0.0, 1e-2]),
+        "nesterov": st.booleans(),
+        "maximize": st.booleans(),
+    }).map(lambda s: {**s, "dampening": 0.0} if s["nesterov"] else s)
+      .map(lambda s: {**s, "momentum": 0.9} if s["nesterov"] else s),
+    st.fixed_dictionaries({
+        "name": st.sampled_from(["Adam", "AdamW"]),
+        "lr": st.sampled_from([1e-3, 1e-2]),
+        "betas": st.sampled_from([(0.9, 0.999), (0.5, 0.9), (0.0, 0.99)]),
+        "eps": st.sampled_from([1e-8, 1e-3]),
+        "weight_decay": st.sampled_from([0.0, 1e-5, 0.1]),
+        "amsgrad": st.booleans(),
+        "maximize": st.booleans(),
+    }),
+)

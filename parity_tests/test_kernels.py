@@ -1,0 +1,100 @@
+"""Oracle 3: each Numba kernel against the plain NumPy reference beside it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parity_tests import strategies as S
+from parity_tests.tolerances import activation_backward_terms, assert_close, loss_forward_terms
+from scratch.kernels import elementwise as E
+from scratch.kernels import losses as L
+
+
+def _flat(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(int(np.prod(shape)))).astype(dtype)
+
+
+UNARY = ["relu", "sigmoid", "tanh"]
+
+
+@given(name=st.sampled_from(UNARY), shape=S.shapes(max_dims=3, max_side=40), dtype=S.dtypes, seed=S.seeds,
+       scale=st.sampled_from([1.0, 100.0]))
+def test_unary_kernels(name, shape, dtype, seed, scale):
+    rng = np.random.default_rng(seed)
+    x = _flat(rng, shape, dtype, scale)
+    x[rng.random(x.size) < 0.1] = 0  # exact zeros: the kink convention must agree too
+    out = np.empty_like(x)
+    getattr(E, f"{name}_forward")(x, out)
+    assert_close(out, getattr(E, f"{name}_forward_reference")(x), "kernel", dtype, f"{name}_forward")
+    grad_output = _flat(rng, shape, dtype)
+    grad_input = np.empty_like(x)
+    getattr(E, f"{name}_backward")(grad_output, out, grad_input)
+    expected = getattr(E, f"{name}_backward_reference")(grad_output, out)
+    terms = activation_backward_terms(name, grad_output, out)
+    assert_close(grad_input, expected, "kernel", dtype, f"{name}_backward", scale=terms)
+
+
+@given(shape=S.shapes(max_dims=3, max_side=40), dtype=S.dtypes, seed=S.seeds, slope=S.negative_slopes)
+def test_leaky_relu_kernels(shape, dtype, seed, slope):
+    rng = np.random.default_rng(seed)
+    x = _flat(rng, shape, dtype)
+    slope = np.dtype(dtype).type(slope)
+    out = np.empty_like(x)
+    E.leaky_relu_forward(x, slope, out)
+    assert_close(out, E.leaky_relu_forward_reference(x, slope), "kernel", dtype, "leaky_relu_forward")
+    grad_output, grad_input = _flat(rng, shape, dtype), np.empty_like(x)
+    E.leaky_relu_backward(grad_output, x, slope, grad_input)
+    assert_close(grad_input, E.leaky_relu_backward_reference(grad_output, x, slope), "kernel", dtype,
+                 "leaky_relu_backward")
+
+
+def _loss_inputs(name, rng, n, dtype):
+    if name == "bce":
+        p = rng.random(n)
+        p[rng.random(n) < 0.05] = 0.0
+        p[rng.random(n) < 0.05] = 1.0
+        return p.astype(dtype), rng.random(n).astype(dtype)
+    if name == "bce_with_logits":
+        return (30 * rng.standard_normal(n)).astype(dtype), rng.random(n).astype(dtype)
+    if name == "mse":
+        return rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    mean = rng.standard_normal(n).astype(dtype)
+    return mean, np.clip(20 * rng.standard_normal(n), -80, 80).astype(dtype)
+
+
+def _backward_terms(name, g, a, b):
+    g, a, b = np.abs(g.astype(np.float64)), a.astype(np.float64), b.astype(np.float64)
+    if name == "bce":
+        return g * (np.abs(a) + np.abs(b)) / np.maximum(a * (1 - a), 1e-12)
+    if name == "bce_with_logits":
+        return g * (1 + np.abs(b))
+    if name == "mse":
+        return 2 * g * (np.abs(a) + np.abs(b))
+    return g * (1 + np.abs(a) + np.exp(b))
+
+
+@pytest.mark.parametrize("name", ["bce", "bce_with_logits", "mse", "gaussian_kl"])
+@given(n=st.integers(1, 300), dtype=S.dtypes, seed=S.seeds, per_element=st.booleans())
+def test_loss_kernels(name, n, dtype, seed, per_element):
+    rng = np.random.default_rng(seed)
+    a, b = _loss_inputs(name, rng, n, dtype)
+    out = np.empty_like(a)
+    getattr(L, f"{name}_forward")(a, b, out)
+    assert np.all(np.isfinite(out))
+    assert_close(out, getattr(L, f"{name}_forward_reference")(a, b), "kernel", dtype, f"{name}_forward",
+                 scale=loss_forward_terms(name, a, b))
+    grad_output = (rng.standard_normal(n) if per_element else rng.standard_normal(1)).astype(dtype)
+    reference = getattr(L, f"{name}_backward_reference")(grad_output, a, b)
+    terms = _backward_terms(name, np.broadcast_to(grad_output, a.shape), a, b)
+    if name == "gaussian_kl":
+        grad_mean, grad_logvar = np.empty_like(a), np.empty_like(a)
+        L.gaussian_kl_backward(grad_output, a, b, grad_mean, grad_logvar)
+        assert_close(grad_mean, reference[0], "kernel", dtype, "gaussian_kl_backward mean", scale=terms)
+        assert_close(grad_logvar, reference[1], "kernel", dtype, "gaussian_kl_backward logvar", scale=terms)
+    else:
+        grad_input = np.empty_like(a)
+        getattr(L, f"{name}_backward")(grad_output, a, b, grad_input)
+        assert_close(grad_input, reference, "kernel", dtype, f"{name}_backward", scale=terms)

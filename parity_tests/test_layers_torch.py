@@ -1,0 +1,142 @@
+"""Oracle 1 for the layers: torch parity of output, input gradient and every parameter gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parity_tests import strategies as S
+from parity_tests.tolerances import activation_backward_terms, assert_close
+from scratch import nn
+
+
+def _tensor(array):
+    return torch.tensor(array, requires_grad=True)
+
+
+def tx_grad_output(torch_output):
+    return torch_output.grad_output
+
+
+def _run_both(scratch_layer, torch_layer, x, rng, dtype):
+    """Forward and backward through both with the same input and a random cotangent."""
+    y = scratch_layer(x)
+    grad_output = rng.standard_normal(y.shape).astype(dtype)
+    dx = scratch_layer.backward(grad_output)
+    tx = _tensor(x)
+    ty = torch_layer(tx)
+    ty.backward(torch.tensor(grad_output))
+    ty.grad_output = grad_output  # kept for the tolerance's error model
+    return (y, dx), (ty, tx.grad)
+
+
+@given(case=S.linear_cases(), dtype=S.dtypes, seed=S.seeds)
+def test_linear_matches_torch(case, dtype, seed):
+    leading, fan_in, fan_out, bias = case
+    rng = np.random.default_rng(seed)
+    layer = nn.Linear(fan_in, fan_out, bias=bias, rng=rng, dtype=dtype)
+    twin = torch.nn.Linear(fan_in, fan_out, bias=bias).to(torch.float64 if dtype == np.float64 else torch.float32)
+    twin.load_state_dict({k: torch.tensor(v) for k, v in layer.state_dict().items()})
+    x = rng.standard_normal((*leading, fan_in)).astype(dtype)
+    (y, dx), (ty, tdx) = _run_both(layer, twin, x, rng, dtype)
+    assert_close(y, ty, "torch", dtype, "Linear output")
+    assert_close(dx, tdx, "torch", dtype, "Linear dx")
+    assert_close(layer.weight.grad, twin.weight.grad, "torch", dtype, "Linear dweight")
+    if bias:
+        assert_close(layer.bias.grad, twin.bias.grad, "torch", dtype, "Linear dbias")
+    assert list(layer.state_dict()) == list(twin.state_dict())
+
+
+@given(case=S.linear_cases(), seed=S.seeds)
+def test_linear_backward_accumulates_like_torch(case, seed):
+    """Two backward passes add their gradients into .grad, as torch's autograd does."""
+    leading, fan_in, fan_out, bias = case
+    rng = np.random.default_rng(seed)
+    layer = nn.Linear(fan_in, fan_out, bias=bias, rng=rng, dtype=np.float64)
+    twin = torch.nn.Linear(fan_in, fan_out, bias=bias).double()
+    twin.load_state_dict({k: torch.tensor(v) for k, v in layer.state_dict().items()})
+    for _ in range(2):
+        x = rng.standard_normal((*leading, fan_in))
+        grad_output = rng.standard_normal((*leading, fan_out))
+        layer(x)
+        layer.backward(grad_output)
+        twin(torch.tensor(x)).backward(torch.tensor(grad_output))
+    assert_close(layer.weight.grad, twin.weight.grad, "torch", np.float64, "accumulated dweight")
+
+
+ACTIVATIONS = {
+    "ReLU": (lambda: nn.ReLU(), lambda: torch.nn.ReLU()),
+    "Sigmoid": (lambda: nn.Sigmoid(), lambda: torch.nn.Sigmoid()),
+    "Tanh": (lambda: nn.Tanh(), lambda: torch.nn.Tanh()),
+}
+
+
+@given(name=st.sampled_from(sorted(ACTIVATIONS)), shape=S.shapes(), dtype=S.dtypes, seed=S.seeds,
+       scale=st.sampled_from([1.0, 10.0]))
+def test_activation_matches_torch(name, shape, dtype, seed, scale):
+    rng = np.random.default_rng(seed)
+    make_scratch, make_torch = ACTIVATIONS[name]
+    # exact zeros included: the gradient convention at the kink must match torch's too
+    x = (scale * rng.standard_normal(shape) * (rng.random(shape) > 0.1)).astype(dtype)
+    (y, dx), (ty, tdx) = _run_both(make_scratch(), make_torch(), x, rng, dtype)
+    assert_close(y, ty, "torch", dtype, f"{name} output")
+    terms = activation_backward_terms(name, tx_grad_output(ty), ty)
+    assert_close(dx, tdx, "torch", dtype, f"{name} dx", scale=terms)
+
+
+@given(slope=S.negative_slopes, shape=S.shapes(), dtype=S.dtypes, seed=S.seeds)
+def test_leaky_relu_matches_torch(slope, shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * (rng.random(shape) > 0.1)).astype(dtype)
+    (y, dx), (ty, tdx) = _run_both(nn.LeakyReLU(slope), torch.nn.LeakyReLU(slope), x, rng, dtype)
+    assert_close(y, ty, "torch", dtype, "LeakyReLU output")
+    assert_close(dx, tdx, "torch", dtype, "LeakyReLU dx")
+
+
+@given(case=S.flatten_cases(), dtype=S.dtypes, seed=S.seeds)
+def test_flatten_matches_torch(case, dtype, seed):
+    shape, start, end = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    (y, dx), (ty, tdx) = _run_both(nn.Flatten(start, end), torch.nn.Flatten(start, end), x, rng, dtype)
+    assert_close(y, ty, "torch", dtype, "Flatten output")
+    assert_close(dx, tdx, "torch", dtype, "Flatten dx")
+
+
+@given(case=S.unflatten_cases(), dtype=S.dtypes, seed=S.seeds)
+def test_unflatten_matches_torch(case, dtype, seed):
+    shape, dim, sizes = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    (y, dx), (ty, tdx) = _run_both(nn.Unflatten(dim, sizes), torch.nn.Unflatten(dim, sizes), x, rng, dtype)
+    assert_close(y, ty, "torch", dtype, "Unflatten output")
+    assert_close(dx, tdx, "torch", dtype, "Unflatten dx")
+
+
+@given(batch=S.batch_sizes, widths=st.lists(S.features, min_size=2, max_size=4), dtype=S.dtypes, seed=S.seeds)
+def test_sequential_matches_torch(batch, widths, dtype, seed):
+    """A stack of every layer kind: output, dx and every parameter gradient, keys in torch's order."""
+    rng = np.random.default_rng(seed)
+    scratch_layers, torch_layers = [], []
+    activations = [(nn.ReLU, torch.nn.ReLU), (nn.Tanh, torch.nn.Tanh), (nn.Sigmoid, torch.nn.Sigmoid)]
+    for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        scratch_layers.append(nn.Linear(fan_in, fan_out, rng=rng, dtype=dtype))
+        torch_layers.append(torch.nn.Linear(fan_in, fan_out))
+        make_scratch, make_torch = activations[index % 3]
+        scratch_layers.append(make_scratch())
+        torch_layers.append(make_torch())
+    scratch_layers += [nn.Unflatten(1, (widths[-1], 1)), nn.Flatten()]
+    torch_layers += [torch.nn.Unflatten(1, (widths[-1], 1)), torch.nn.Flatten()]
+    model = nn.Sequential(*scratch_layers)
+    twin = torch.nn.Sequential(*torch_layers).to(torch.float64 if dtype == np.float64 else torch.float32)
+    assert list(model.state_dict()) == list(twin.state_dict())
+    twin.load_state_dict({k: torch.tensor(v) for k, v in model.state_dict().items()})
+    x = rng.standard_normal((batch, widths[0])).astype(dtype)
+    (y, dx), (ty, tdx) = _run_both(model, twin, x, rng, dtype)
+    assert_close(y, ty, "torch", dtype, "Sequential output")
+    assert_close(dx, tdx, "torch", dtype, "Sequential dx")
+    torch_params = dict(twin.named_parameters())
+    for name, parameter in model.named_parameters():
+        assert_close(parameter.grad, torch_params[name].grad, "torch", dtype, f"Sequential d{name}")

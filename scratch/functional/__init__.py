@@ -1,0 +1,25 @@
+"""The math as pure functions: ``*_forward(...) -> (out, cache)``, ``*_backward(dout, cache)``."""
+
+from scratch.functional.activations import (
+    leaky_relu_backward,
+    leaky_relu_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    tanh_backward,
+    tanh_forward,
+)
+from scratch.functional.linear import linear_backward, linear_forward
+from scratch.functional.losses import (
+    bce_backward,
+    bce_forward,
+    bce_with_logits_backward,
+    bce_with_logits_forward,
+    gaussian_kl_backward,
+    gaussian_kl_forward,
+    mse_backward,
+    mse_forward,
+)
+
+__all__ = [name for name in dir() if name.endswith(("_forward", "_backward"))]

@@ -1,0 +1,77 @@
+"""Element-wise activations as pure forward/backward pairs over the Numba kernels.
+
+Each ``*_forward(x) -> (out, cache)`` and ``*_backward(grad_output, cache) -> grad_input``;
+shapes are preserved, ``(*) -> (*)``. Derivations: docs/activations.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratch.kernels import elementwise as kernels
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    # Kernels take flat contiguous arrays; ravel copies only when ``a`` is not contiguous.
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def relu_forward(x):
+    """out = max(x, 0)."""
+    out = np.empty(x.shape, dtype=x.dtype)
+    kernels.relu_forward(_flat(x), out.reshape(-1))
+    return out, out
+
+
+def relu_backward(grad_output, cache):
+    """dx = dy · 1[out > 0]  (0 at x = 0, as torch)."""
+    out = cache
+    grad_input = np.empty(out.shape, dtype=out.dtype)
+    kernels.relu_backward(_flat(grad_output), out.reshape(-1), grad_input.reshape(-1))
+    return grad_input
+
+
+def leaky_relu_forward(x, negative_slope=0.01):
+    """out = x if x > 0 else negative_slope · x."""
+    slope = x.dtype.type(negative_slope)  # torch multiplies in the tensor's dtype
+    out = np.empty(x.shape, dtype=x.dtype)
+    kernels.leaky_relu_forward(_flat(x), slope, out.reshape(-1))
+    return out, (np.ascontiguousarray(x), slope)
+
+
+def leaky_relu_backward(grad_output, cache):
+    """dx = dy · (1 if x > 0 else negative_slope)."""
+    x, slope = cache
+    grad_input = np.empty(x.shape, dtype=x.dtype)
+    kernels.leaky_relu_backward(_flat(grad_output), x.reshape(-1), slope, grad_input.reshape(-1))
+    return grad_input
+
+
+def sigmoid_forward(x):
+    """out = σ(x) = 1 / (1 + e^{-x}), overflow-free for any finite x."""
+    out = np.empty(x.shape, dtype=x.dtype)
+    kernels.sigmoid_forward(_flat(x), out.reshape(-1))
+    return out, out
+
+
+def sigmoid_backward(grad_output, cache):
+    """dx = dy · σ(x)(1 - σ(x)), from the cached output."""
+    out = cache
+    grad_input = np.empty(out.shape, dtype=out.dtype)
+    kernels.sigmoid_backward(_flat(grad_output), out.reshape(-1), grad_input.reshape(-1))
+    return grad_input
+
+
+def tanh_forward(x):
+    """out = tanh(x)."""
+    out = np.empty(x.shape, dtype=x.dtype)
+    kernels.tanh_forward(_flat(x), out.reshape(-1))
+    return out, out
+
+
+def tanh_backward(grad_output, cache):
+    """dx = dy · (1 - tanh(x)²), from the cached output."""
+    out = cache
+    grad_input = np.empty(out.shape, dtype=out.dtype)
+    kernels.tanh_backward(_flat(grad_output), out.reshape(-1), grad_input.reshape(-1))
+    return grad_input

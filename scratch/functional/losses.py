@@ -1,0 +1,112 @@
+"""Losses as pure forward/backward pairs over the Numba kernels. Derivations: docs/losses.md.
+
+``*_forward(input, target, reduction) -> (loss, cache)`` where ``loss`` is a 0-d array for
+``"mean"``/``"sum"`` and an array of the input's shape for ``"none"``;
+``*_backward(grad_output, cache) -> grad_input`` with ``grad_output`` a scalar (reduced) or an
+array of the input's shape (``"none"``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratch.kernels import losses as kernels
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def _reduce(elementwise: np.ndarray, reduction: str) -> np.ndarray:
+    if reduction == "none":
+        return elementwise
+    total = elementwise.sum(dtype=elementwise.dtype)  # NumPy's pairwise summation
+    if reduction == "mean":
+        return total / elementwise.dtype.type(elementwise.size)
+    return total
+
+
+def _upstream(grad_output, shape, dtype, reduction) -> np.ndarray:
+    """The upstream gradient as a flat array the kernels take: 1 element, or one per element."""
+    if reduction == "none":
+        return _flat(np.asarray(grad_output, dtype=dtype))
+    scale = 1.0 / np.prod(shape) if reduction == "mean" else 1.0
+    return np.array([float(grad_output) * scale], dtype=dtype)
+
+
+def _binary_loss_forward(kernel, input, target, reduction):
+    elementwise = np.empty(input.shape, dtype=input.dtype)
+    kernel(_flat(input), _flat(target), elementwise.reshape(-1))
+    cache = (np.ascontiguousarray(input), np.ascontiguousarray(target), reduction)
+    return _reduce(elementwise, reduction), cache
+
+
+def _binary_loss_backward(kernel, grad_output, cache):
+    input, target, reduction = cache
+    grad_input = np.empty(input.shape, dtype=input.dtype)
+    upstream = _upstream(grad_output, input.shape, input.dtype, reduction)
+    kernel(upstream, input.reshape(-1), target.reshape(-1), grad_input.reshape(-1))
+    return grad_input
+
+
+def bce_forward(probabilities, target, reduction="mean"):
+    """ℓ = -(y log p + (1 - y) log(1 - p)), each log clamped at -100; p, y: (*)."""
+    return _binary_loss_forward(kernels.bce_forward, probabilities, target, reduction)
+
+
+def bce_backward(grad_output, cache):
+    """dℓ/dp = (p - y) / max(p (1 - p), 1e-12), times the upstream gradient (÷N for mean)."""
+    return _binary_loss_backward(kernels.bce_backward, grad_output, cache)
+
+
+def bce_with_logits_forward(logits, target, reduction="mean"):
+    """ℓ = (1 - y) x + softplus(-x) = BCE(σ(x), y) without forming σ(x); x, y: (*)."""
+    return _binary_loss_forward(kernels.bce_with_logits_forward, logits, target, reduction)
+
+
+def bce_with_logits_backward(grad_output, cache):
+    """dℓ/dx = σ(x) - y, times the upstream gradient (÷N for mean)."""
+    return _binary_loss_backward(kernels.bce_with_logits_backward, grad_output, cache)
+
+
+def mse_forward(input, target, reduction="mean"):
+    """ℓ = (x - y)²; x, y: (*)."""
+    return _binary_loss_forward(kernels.mse_forward, input, target, reduction)
+
+
+def mse_backward(grad_output, cache):
+    """dℓ/dx = 2 (x - y), times the upstream gradient (÷N for mean)."""
+    return _binary_loss_backward(kernels.mse_backward, grad_output, cache)
+
+
+def gaussian_kl_forward(mean, logvar, reduction="sum"):
+    """KL(N(μ, diag e^{lv}) ‖ N(0, I)) = ½ Σ (μ² + e^{lv} - 1 - lv).
+
+    Parameters
+    ----------
+    mean, logvar : (N, D)
+    reduction : "sum" (over batch and latent: the VAE's loss), "batchmean" (sum / N),
+        "mean" (over every element) or "none" (the (N, D) terms)
+    """
+    elementwise = np.empty(mean.shape, dtype=mean.dtype)
+    kernels.gaussian_kl_forward(_flat(mean), _flat(logvar), elementwise.reshape(-1))
+    cache = (np.ascontiguousarray(mean), np.ascontiguousarray(logvar), reduction)
+    if reduction == "batchmean":
+        total = elementwise.sum(dtype=elementwise.dtype)
+        return total / mean.dtype.type(mean.shape[0]), cache
+    return _reduce(elementwise, reduction), cache
+
+
+def gaussian_kl_backward(grad_output, cache):
+    """dKL/dμ = μ,  dKL/dlv = ½ (e^{lv} - 1), times the upstream gradient; returns (dμ, dlv)."""
+    mean, logvar, reduction = cache
+    if reduction == "batchmean":
+        upstream = np.array([float(grad_output) / mean.shape[0]], dtype=mean.dtype)
+    else:
+        upstream = _upstream(grad_output, mean.shape, mean.dtype, reduction)
+    grad_mean = np.empty(mean.shape, dtype=mean.dtype)
+    grad_logvar = np.empty(mean.shape, dtype=mean.dtype)
+    kernels.gaussian_kl_backward(
+        upstream, mean.reshape(-1), logvar.reshape(-1), grad_mean.reshape(-1), grad_logvar.reshape(-1)
+    )
+    return grad_mean, grad_logvar

@@ -1,0 +1,319 @@
+"""Check hand-written backward passes against float64 central differences.
+
+Three entry points, one report:
+
+- ``gradcheck(module, *inputs)``: a scratch Module (or loss) with ``forward`` and ``backward``;
+  checks the gradient of the first input (or of every input, when ``backward`` returns a tuple)
+  and of every parameter.
+- ``gradcheck((forward, backward), *inputs)``: a pure pair from ``scratch.functional``,
+  ``forward(*inputs) -> (out, cache)``, ``backward(dout, cache) -> grad or tuple of grads``.
+- ``gradcheck_model(model, x, noise=...)``: a model's scalar ``loss`` against ``backward()``.
+
+A tensor-valued output is reduced to a scalar with a *random* cotangent c, L = Σ c ⊙ out, so that
+each output element contributes with its own weight (an all-ones cotangent hides errors that
+cancel when summed). Every element of every checked array is perturbed, ±eps, unless
+``max_elements`` caps the count per array, in which case a random subset is checked.
+
+Element j passes when |analytic - numeric| <= atol + rtol · |numeric| + floor, where
+floor = 16 u S / eps is the rounding noise of the difference quotient itself: L is a sum whose
+terms have total magnitude S = Σ |c ⊙ out|, each evaluation of it errs by a few u·S (u = 2^-53),
+and the quotient divides that error by 2 eps. No gradient smaller than the floor can be resolved
+by central differences; the report states it. The report gives the
+worst absolute and relative error, each with the array and index where it occurred; a failure
+raises ``GradcheckError`` carrying the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["GradcheckError", "GradcheckResult", "gradcheck", "gradcheck_model"]
+
+DEFAULT_EPS = 1e-6
+DEFAULT_RTOL = 1e-5
+DEFAULT_ATOL = 1e-8
+
+
+@dataclass
+class GradcheckResult:
+    """The outcome of one check: worst errors, where they occurred, and how much was checked."""
+
+    passed: bool
+    max_abs_error: float
+    max_abs_where: str
+    max_rel_error: float
+    max_rel_where: str
+    worst_ratio: float  # max over elements of |error| / (atol + rtol |numeric|); <= 1 passes
+    worst_where: str
+    elements_checked: int
+    rounding_floor: float  # the smallest gradient error central differences can resolve here
+    arrays: list = field(default_factory=list)  # (name, shape, elements checked)
+
+    def __str__(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return (
+            f"gradcheck {verdict}: {self.elements_checked} elements in "
+            f"{len(self.arrays)} arrays; max abs error {self.max_abs_error:.3e} at {self.max_abs_where}; "
+            f"max rel error {self.max_rel_error:.3e} at {self.max_rel_where}; "
+            f"worst error/tolerance {self.worst_ratio:.3g} at {self.worst_where} "
+            f"(rounding floor {self.rounding_floor:.1e})"
+        )
+
+
+class GradcheckError(AssertionError):
+    """Raised when an analytic gradient disagrees with central differences."""
+
+    def __init__(self, result: GradcheckResult):
+        super().__init__(str(result))
+        self.result = result
+
+
+def _require_float64(array, name: str) -> None:
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"gradcheck: {name} must be a NumPy array, got {type(array).__name__}")
+    if array.dtype != np.float64:
+        raise TypeError(
+            f"gradcheck: {name} is {array.dtype}; central differences need float64 "
+            f"(build the layer or model with dtype=np.float64)"
+        )
+
+
+ROUNDING_FACTOR = 16
+UNIT_ROUNDOFF = 2.0**-53
+
+
+def _term_magnitude(out, cotangent) -> float:
+    """S = Σ |c ⊙ out|: the size of the terms whose sum is L."""
+    if isinstance(out, tuple):
+        return sum(_term_magnitude(o, c) for o, c in zip(out, cotangent))
+    return float(np.sum(np.abs(np.asarray(out, dtype=np.float64) * cotangent)))
+
+
+def _scalarize(out, cotangent) -> float:
+    """L = Σ c ⊙ out, accumulated in float64."""
+    if isinstance(out, tuple):
+        return sum(_scalarize(o, c) for o, c in zip(out, cotangent))
+    return float(np.sum(np.asarray(out, dtype=np.float64) * cotangent))
+
+
+def _draw_cotangent(out, rng):
+    if isinstance(out, tuple):
+        return tuple(_draw_cotangent(o, rng) for o in out)
+    if np.ndim(out) == 0:
+        return float(rng.uniform(0.5, 2.0) * rng.choice([-1.0, 1.0]))
+    return rng.standard_normal(np.shape(out))
+
+
+class _Comparison:
+    """Accumulates per-element errors over several arrays."""
+
+    def __init__(self, rtol: float, atol: float, floor: float):
+        self.rtol, self.atol, self.floor = rtol, atol, floor
+        self.abs = (-1.0, "")
+        self.rel = (-1.0, "")
+        self.ratio = (-1.0, "")
+        self.count = 0
+        self.arrays = []
+
+    def add(self, name, shape, indices, analytic, numeric):
+        self.arrays.append((name, tuple(shape), len(indices)))
+        for flat_index, a, n in zip(indices, analytic, numeric):
+            where = f"{name}[{', '.join(str(i) for i in np.unravel_index(flat_index, shape))}]"
+            error = abs(a - n)
+            scale = max(abs(a), abs(n))
+            rel = error / scale if scale > 0 else 0.0
+            ratio = error / (self.atol + self.rtol * abs(n) + self.floor)
+            if not np.isfinite(a):  # a NaN or inf analytic gradient always fails
+                error, rel, ratio = np.inf, np.inf, np.inf
+            if error > self.abs[0]:
+                self.abs = (error, where)
+            if rel > self.rel[0]:
+                self.rel = (rel, where)
+            if ratio > self.ratio[0]:
+                self.ratio = (ratio, where)
+            self.count += 1
+
+    def result(self) -> GradcheckResult:
+        return GradcheckResult(
+            passed=self.ratio[0] <= 1.0,
+            max_abs_error=max(self.abs[0], 0.0), max_abs_where=self.abs[1],
+            max_rel_error=max(self.rel[0], 0.0), max_rel_where=self.rel[1],
+            worst_ratio=max(self.ratio[0], 0.0), worst_where=self.ratio[1],
+            elements_checked=self.count, rounding_floor=self.floor, arrays=self.arrays,
+        )
+
+
+def _numeric_gradient(loss_of, array: np.ndarray, indices, eps: float) -> np.ndarray:
+    """Central differences of ``loss_of()`` w.r.t. ``array.flat[indices]``, perturbing in place."""
+    flat = array.reshape(-1)  # a view: array is C-contiguous
+    gradient = np.empty(len(indices))
+    for k, j in enumerate(indices):
+        original = flat[j]
+        flat[j] = original + eps
+        plus = loss_of()
+        flat[j] = original - eps
+        minus = loss_of()
+        flat[j] = original  # restored exactly
+        gradient[k] = (plus - minus) / (2 * eps)
+    return gradient
+
+
+def _indices(size: int, max_elements, rng) -> np.ndarray:
+    if max_elements is None or size <= max_elements:
+        return np.arange(size)
+    return np.sort(rng.choice(size, size=max_elements, replace=False))
+
+
+def gradcheck(
+    target,
+    *inputs,
+    cotangent=None,
+    wrt=None,
+    check_parameters: bool = True,
+    eps: float = DEFAULT_EPS,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    max_elements: int | None = None,
+    rng=None,
+    raise_on_failure: bool = True,
+) -> GradcheckResult:
+    """Compare a backward pass with central differences of its forward pass.
+
+    Parameters
+    ----------
+    target : a scratch Module or loss, or a ``(forward, backward)`` pair of functions
+    *inputs : float64 arrays (other positional arguments, e.g. a slope, are passed through)
+    cotangent : array (or float for a scalar output); drawn from ``rng`` when omitted
+    wrt : indices of the inputs to check; default: every input that backward returns a
+        gradient for (for a Module whose backward returns one array: input 0)
+    check_parameters : also check every parameter's ``.grad`` (Modules only)
+    eps, rtol, atol : step and tolerances (see the module docstring)
+    max_elements : cap on the elements checked per array (a random subset); None checks all
+
+    Returns
+    -------
+    GradcheckResult. Raises GradcheckError on failure when ``raise_on_failure``.
+    Inputs and parameters are restored exactly; parameter ``.grad`` is left as it was.
+    """
+    rng = np.random.default_rng(rng)
+    is_pair = isinstance(target, tuple)
+    if is_pair:
+        if len(target) != 2 or not all(callable(f) for f in target):
+            raise TypeError("gradcheck: a function target must be a (forward, backward) pair")
+        forward, backward = target
+        parameters = []
+    else:
+        if not (callable(target) and hasattr(target, "backward")):
+            raise TypeError(
+                f"gradcheck: target must be a scratch Module/loss or a (forward, backward) pair, "
+                f"got {type(target).__name__}"
+            )
+        parameters = list(target.named_parameters()) if (check_parameters and hasattr(target, "named_parameters")) else []
+    array_positions = [i for i, x in enumerate(inputs) if isinstance(x, np.ndarray)]
+    for i in array_positions:
+        _require_float64(inputs[i], f"input {i}")
+        if not inputs[i].flags.c_contiguous:
+            raise ValueError(f"gradcheck: input {i} must be C-contiguous")
+    for name, parameter in parameters:
+        _require_float64(parameter.data, f"parameter {name!r}")
+
+    def run_forward():
+        if is_pair:
+            return forward(*inputs)
+        return target(*inputs), None
+
+    # Analytic pass, with parameter gradients accumulated from zero then put back as they were.
+    saved_grads = [parameter.grad.copy() for _, parameter in parameters]
+    for _, parameter in parameters:
+        parameter.grad.fill(0)
+    out, cache = run_forward()
+    if cotangent is None:
+        cotangent = _draw_cotangent(out, rng)
+    grads = backward(cotangent, cache) if is_pair else target.backward(cotangent)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    parameter_grads = [parameter.grad.copy() for _, parameter in parameters]
+    for (_, parameter), saved in zip(parameters, saved_grads):
+        parameter.grad[...] = saved
+
+    if wrt is None:
+        if is_pair:
+            wrt = [i for i, g in zip(array_positions, grads) if g is not None]
+        else:
+            wrt = [i for i, g in enumerate(grads) if g is not None and i in array_positions]
+    if is_pair:
+        grad_of = dict(zip(array_positions, grads))
+    else:
+        grad_of = dict(enumerate(grads))
+
+    def loss_of():
+        value, _ = run_forward()
+        return _scalarize(value, cotangent)
+
+    floor = ROUNDING_FACTOR * UNIT_ROUNDOFF * _term_magnitude(out, cotangent) / eps
+    comparison = _Comparison(rtol, atol, floor)
+    for i in wrt:
+        if grad_of.get(i) is None:
+            raise ValueError(f"gradcheck: backward returned no gradient for input {i}")
+        analytic = np.asarray(grad_of[i], dtype=np.float64)
+        if analytic.shape != inputs[i].shape:
+            raise ValueError(f"gradcheck: gradient of input {i} has shape {analytic.shape}, input has {inputs[i].shape}")
+        indices = _indices(inputs[i].size, max_elements, rng)
+        numeric = _numeric_gradient(loss_of, inputs[i], indices, eps)
+        comparison.add(f"input{i}", inputs[i].shape, indices, analytic.reshape(-1)[indices], numeric)
+    for (name, parameter), analytic in zip(parameters, parameter_grads):
+        indices = _indices(parameter.size, max_elements, rng)
+        numeric = _numeric_gradient(loss_of, parameter.data, indices, eps)
+        comparison.add(name, parameter.shape, indices, analytic.reshape(-1)[indices], numeric)
+
+    result = comparison.result()
+    if raise_on_failure and not result.passed:
+        raise GradcheckError(result)
+    return result
+
+
+def gradcheck_model(
+    model,
+    x: np.ndarray,
+    noise=None,
+    *,
+    eps: float = DEFAULT_EPS,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    max_elements: int | None = None,
+    rng=None,
+    raise_on_failure: bool = True,
+) -> GradcheckResult:
+    """Check ``model.backward()`` against central differences of ``model.loss(x, noise)["loss"]``.
+
+    ``noise`` must be given (or the model deterministic) so that every evaluation sees the
+    same corruption or ε; pass the arrays the model would otherwise draw.
+    """
+    rng = np.random.default_rng(rng)
+    _require_float64(x, "x")
+    parameters = list(model.named_parameters())
+    for name, parameter in parameters:
+        _require_float64(parameter.data, f"parameter {name!r}")
+    saved_grads = [parameter.grad.copy() for _, parameter in parameters]
+    model.zero_grad()
+    base_loss = float(model.loss(x, noise=noise)["loss"])
+    model.backward()
+    analytic = [parameter.grad.copy() for _, parameter in parameters]
+    for (_, parameter), saved in zip(parameters, saved_grads):
+        parameter.grad[...] = saved
+
+    def loss_of():
+        return float(model.loss(x, noise=noise)["loss"])
+
+    # The loss's terms are not visible from outside; |L| is the best available measure of S.
+    floor = ROUNDING_FACTOR * UNIT_ROUNDOFF * abs(base_loss) / eps
+    comparison = _Comparison(rtol, atol, floor)
+    for (name, parameter), gradient in zip(parameters, analytic):
+        indices = _indices(parameter.size, max_elements, rng)
+        numeric = _numeric_gradient(loss_of, parameter.data, indices, eps)
+        comparison.add(name, parameter.shape, indices, gradient.reshape(-1)[indices], numeric)
+    result = comparison.result()
+    if raise_on_failure and not result.passed:
+        raise GradcheckError(result)
+    return result

@@ -1,0 +1,132 @@
+"""Numba kernels for the element-wise activations, each beside its plain NumPy reference.
+
+Conventions shared by every kernel here:
+- arguments are flat (1-D), C-contiguous arrays of one float dtype; outputs are preallocated by
+  the caller (``scratch.functional``), which also checks shapes and chooses dtypes;
+- loop nest: a single ``prange`` over the flat index ``i``; every iteration writes only
+  ``out[i]``, so threads never share an output element;
+- compiled once per dtype and cached on disk (``cache=True``).
+
+The ``*_reference`` functions compute the same op with whole-array NumPy expressions; tests hold
+each kernel against its reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# ---------------------------------------------------------------------------- ReLU
+
+
+@njit(parallel=True, cache=True)
+def relu_forward(x, out):
+    """out[i] = max(x[i], 0). Loop: prange over i."""
+    for i in prange(x.shape[0]):
+        out[i] = x[i] if x[i] > 0 else 0
+
+
+@njit(parallel=True, cache=True)
+def relu_backward(grad_output, out, grad_input):
+    """grad_input[i] = grad_output[i] where out[i] > 0, else 0 (torch: gradient 0 at x = 0).
+
+    Reads the forward *output*, as torch's ``threshold_backward`` does. Loop: prange over i.
+    """
+    for i in prange(out.shape[0]):
+        grad_input[i] = grad_output[i] if out[i] > 0 else 0
+
+
+def relu_forward_reference(x):
+    return np.where(x > 0, x, np.zeros_like(x))
+
+
+def relu_backward_reference(grad_output, out):
+    return np.where(out > 0, grad_output, np.zeros_like(grad_output))
+
+
+# ---------------------------------------------------------------------------- LeakyReLU
+
+
+@njit(parallel=True, cache=True)
+def leaky_relu_forward(x, negative_slope, out):
+    """out[i] = x[i] if x[i] > 0 else negative_slope * x[i]. Loop: prange over i."""
+    for i in prange(x.shape[0]):
+        out[i] = x[i] if x[i] > 0 else x[i] * negative_slope
+
+
+@njit(parallel=True, cache=True)
+def leaky_relu_backward(grad_output, x, negative_slope, grad_input):
+    """grad_input[i] = grad_output[i] * (1 if x[i] > 0 else negative_slope). Loop: prange over i."""
+    for i in prange(x.shape[0]):
+        grad_input[i] = grad_output[i] if x[i] > 0 else grad_output[i] * negative_slope
+
+
+def leaky_relu_forward_reference(x, negative_slope):
+    return np.where(x > 0, x, x * x.dtype.type(negative_slope))
+
+
+def leaky_relu_backward_reference(grad_output, x, negative_slope):
+    return np.where(x > 0, grad_output, grad_output * x.dtype.type(negative_slope))
+
+
+# ---------------------------------------------------------------------------- Sigmoid
+
+
+@njit(parallel=True, cache=True)
+def sigmoid_forward(x, out):
+    """out[i] = 1 / (1 + exp(-x[i])), stably.
+
+    Branches on the sign so that ``exp`` only ever sees a non-positive argument: no overflow for
+    any finite x. Loop: prange over i.
+    """
+    for i in prange(x.shape[0]):
+        v = x[i]
+        if v >= 0:
+            out[i] = 1 / (1 + math.exp(-v))
+        else:
+            e = math.exp(v)
+            out[i] = e / (1 + e)
+
+
+@njit(parallel=True, cache=True)
+def sigmoid_backward(grad_output, out, grad_input):
+    """grad_input[i] = grad_output[i] * out[i] * (1 - out[i]), from the forward output."""
+    for i in prange(out.shape[0]):
+        grad_input[i] = grad_output[i] * (1 - out[i]) * out[i]
+
+
+def sigmoid_forward_reference(x):
+    # The same two branches, evaluated on the whole array; exp's argument is always <= 0.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+def sigmoid_backward_reference(grad_output, out):
+    return grad_output * (1 - out) * out
+
+
+# ---------------------------------------------------------------------------- Tanh
+
+
+@njit(parallel=True, cache=True)
+def tanh_forward(x, out):
+    """out[i] = tanh(x[i]). Loop: prange over i."""
+    for i in prange(x.shape[0]):
+        out[i] = math.tanh(x[i])
+
+
+@njit(parallel=True, cache=True)
+def tanh_backward(grad_output, out, grad_input):
+    """grad_input[i] = grad_output[i] * (1 - out[i]^2), from the forward output."""
+    for i in prange(out.shape[0]):
+        grad_input[i] = grad_output[i] * (1 - out[i] * out[i])
+
+
+def tanh_forward_reference(x):
+    return np.tanh(x)
+
+
+def tanh_backward_reference(grad_output, out):
+    return grad_output * (1 - out * out)

@@ -1,0 +1,173 @@
+"""The MLP autoencoder and the denoising autoencoder (same net, corrupted input, clean target).
+
+Default geometry, the seed's with its Tanh-into-BCE bug fixed:
+encoder 784-256-64 (ReLU after each layer), decoder 64-256-784 (ReLU, then Sigmoid), BCE (mean).
+Inputs are (N, D) or (N, C, H, W) with C·H·W = D; reconstructions come back in the input's shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scratch._validate import check_array, check_float_dtype
+from scratch.nn import BCELoss, LeakyReLU, Linear, MSELoss, Module, ReLU, Sequential, Sigmoid, Tanh
+from scratch.nn.layers import _resolve_rng
+
+ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+LOSSES = {"bce": BCELoss, "mse": MSELoss}
+NOISE_KINDS = ("gaussian", "masking", "salt-and-pepper")
+DEFAULT_NOISE_LEVEL = {"gaussian": 0.4, "masking": 0.25, "salt-and-pepper": 0.1}
+
+
+def _check_config(owner, input_dim, hidden_dims, latent_dim, activation, loss):
+    for label, value in (("input_dim", input_dim), ("latent_dim", latent_dim)):
+        if not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{owner}: {label} must be a positive int, got {value!r}")
+    if any(not isinstance(h, (int, np.integer)) or h <= 0 for h in hidden_dims):
+        raise ValueError(f"{owner}: hidden_dims must be positive ints, got {hidden_dims!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{owner}: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"{owner}: loss must be one of {sorted(LOSSES)}, got {loss!r}")
+
+
+def mlp_layers(sizes, activation, final, *, rng, dtype):
+    """Linear-activation pairs through ``sizes``; ``final`` is the last activation class."""
+    layers = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Linear(fan_in, fan_out, rng=rng, dtype=dtype))
+        last = index == len(sizes) - 2
+        layers.append(final() if last else ACTIVATIONS[activation]())
+    return layers
+
+
+class MLPAutoencoder(Module):
+    """x (N, D) -> encoder -> z (N, latent_dim) -> decoder -> x̂ (N, D), a Sigmoid output.
+
+    ``state_dict`` keys: ``encoder.{0,2,...}.{weight,bias}``, ``decoder.{0,2,...}.{weight,bias}``.
+    """
+
+    name = "mlp-ae"
+
+    def __init__(self, input_dim=784, hidden_dims=(256,), latent_dim=64, activation="relu",
+                 loss="bce", *, rng=None, dtype=np.float32):
+        super().__init__()
+        owner = type(self).__name__
+        hidden_dims = tuple(hidden_dims)
+        _check_config(owner, input_dim, hidden_dims, latent_dim, activation, loss)
+        dtype = check_float_dtype(dtype, owner)
+        rng = _resolve_rng(rng)
+        object.__setattr__(self, "rng", rng)
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "_config", dict(input_dim=int(input_dim), hidden_dims=list(hidden_dims),
+                                                 latent_dim=int(latent_dim), activation=activation, loss=loss))
+        activation_class = ACTIVATIONS[activation]
+        sizes = (input_dim, *hidden_dims, latent_dim)
+        self.encoder = Sequential(*mlp_layers(sizes, activation, activation_class, rng=rng, dtype=dtype))
+        self.decoder = Sequential(*mlp_layers(sizes[::-1], activation, Sigmoid, rng=rng, dtype=dtype))
+        object.__setattr__(self, "loss_fn", LOSSES[loss](reduction="mean"))
+        object.__setattr__(self, "_input_shape", None)
+
+    @property
+    def config(self) -> dict:
+        """The constructor's keyword arguments, JSON-serialisable."""
+        return dict(self._config)
+
+    def _flatten_input(self, x, name="x"):
+        owner = f"{type(self).__name__}({self.name})"
+        check_array(x, owner, dtype=self.dtype, ndim=(2, 4), name=name)
+        features = math.prod(x.shape[1:])
+        if features != self._config["input_dim"] or x.shape[0] == 0:
+            raise ValueError(
+                f"{owner}: {name} must be (N, {self._config['input_dim']}) or (N, C, H, W) with "
+                f"C·H·W = {self._config['input_dim']} and N >= 1, got shape {x.shape}"
+            )
+        return x.reshape(x.shape[0], features)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """(N, D) or (N, C, H, W) -> (N, latent_dim)."""
+        return self.encoder(self._flatten_input(x))
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """(N, latent_dim) -> (N, D) probabilities."""
+        return self.decoder(z)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Reconstruction x̂ in x's shape."""
+        flat = self._flatten_input(x)
+        object.__setattr__(self, "_input_shape", x.shape)
+        return self.decoder(self.encoder(flat)).reshape(x.shape)
+
+    def backward(self, grad_output: np.ndarray | None = None):
+        """Back-propagate dL/dx̂ (default: the last ``loss``'s) into every ``.grad``; returns dL/dx."""
+        if grad_output is None:
+            grad_output = self.loss_fn.backward()
+        if self._input_shape is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward or loss")
+        grad_output = grad_output.reshape(grad_output.shape[0], -1)
+        return self.encoder.backward(self.decoder.backward(grad_output)).reshape(self._input_shape)
+
+    def _reconstruction_loss(self, model_input, target) -> dict:
+        reconstruction = self.forward(model_input)
+        recon = self.loss_fn(reconstruction.reshape(target.shape[0], -1), target.reshape(target.shape[0], -1))
+        return {"loss": recon, "recon": recon}
+
+    def loss(self, x: np.ndarray, noise=None) -> dict:
+        """BCE (mean over every element) between x̂ and x: ``{"loss", "recon"}``, floats."""
+        if noise is not None:
+            raise ValueError(f"{type(self).__name__}: mlp-ae is deterministic and takes no noise")
+        return self._reconstruction_loss(x, x)
+
+
+class DenoisingAutoencoder(MLPAutoencoder):
+    """The MLP autoencoder trained to reconstruct clean x from a corrupted copy.
+
+    noise: "gaussian" (x + level·ε, ε ~ N(0, 1); clipped to [0, 1] when ``clip``),
+    "masking" (each pixel zeroed with probability level: u < level, u ~ U[0, 1)),
+    "salt-and-pepper" (u < level/2 -> 0, u > 1 - level/2 -> 1, else x).
+    The ``noise`` array passed to ``loss``/``corrupt`` is ε for gaussian and u otherwise, x's shape.
+    """
+
+    name = "denoising-ae"
+
+    def __init__(self, input_dim=784, hidden_dims=(256,), latent_dim=64, activation="relu", loss="bce",
+                 noise="gaussian", noise_level=None, clip=True, *, rng=None, dtype=np.float32):
+        super().__init__(input_dim, hidden_dims, latent_dim, activation, loss, rng=rng, dtype=dtype)
+        owner = type(self).__name__
+        if noise not in NOISE_KINDS:
+            raise ValueError(f"{owner}: noise must be one of {NOISE_KINDS}, got {noise!r}")
+        level = DEFAULT_NOISE_LEVEL[noise] if noise_level is None else float(noise_level)
+        upper = math.inf if noise == "gaussian" else 1.0
+        if not 0 <= level <= upper:
+            raise ValueError(f"{owner}: noise_level for {noise} must lie in [0, {upper}], got {noise_level!r}")
+        self._config.update(noise=noise, noise_level=level, clip=bool(clip))
+
+    def draw_noise(self, shape) -> np.ndarray:
+        """The raw noise ``corrupt`` expects: ε ~ N(0, 1) for gaussian, u ~ U[0, 1) otherwise."""
+        if self._config["noise"] == "gaussian":
+            return self.rng.standard_normal(shape).astype(self.dtype)
+        return self.rng.random(shape).astype(self.dtype)
+
+    def corrupt(self, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """x̃ = corruption of x, same shape; ``noise`` drawn from the model's generator if None."""
+        owner = f"{type(self).__name__}.corrupt"
+        if noise is None:
+            noise = self.draw_noise(x.shape)
+        check_array(noise, owner, dtype=self.dtype, name="noise")
+        if noise.shape != x.shape:
+            raise ValueError(f"{owner}: noise must have x's shape {x.shape}, got {noise.shape}")
+        kind, level = self._config["noise"], self.dtype.type(self._config["noise_level"])
+        if kind == "gaussian":
+            corrupted = x + level * noise
+            return np.clip(corrupted, 0, 1) if self._config["clip"] else corrupted
+        if kind == "masking":
+            return np.where(noise < level, self.dtype.type(0), x)
+        half = level / 2
+        return np.where(noise < half, self.dtype.type(0), np.where(noise > 1 - half, self.dtype.type(1), x))
+
+    def loss(self, x: np.ndarray, noise=None) -> dict:
+        """BCE between the reconstruction of corrupt(x, noise) and the clean x: ``{"loss", "recon"}``."""
+        self._flatten_input(x)
+        return self._reconstruction_loss(self.corrupt(x, noise), x)

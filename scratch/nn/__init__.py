@@ -1,0 +1,10 @@
+"""Modules per the contract: parameters with ``.data``/``.grad``, torch's ``state_dict`` keys."""
+
+from scratch.nn.layers import Flatten, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, Unflatten
+from scratch.nn.losses import BCELoss, BCEWithLogitsLoss, GaussianKL, MSELoss
+from scratch.nn.module import Module, Parameter, Sequential
+
+__all__ = [
+    "BCELoss", "BCEWithLogitsLoss", "Flatten", "GaussianKL", "LeakyReLU", "Linear", "MSELoss",
+    "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh", "Unflatten",
+]

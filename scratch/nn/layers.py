@@ -1,0 +1,218 @@
+"""Layers per the contract: torch's constructor arguments plus keyword-only ``rng=``, ``dtype=``.
+
+``layer(x)`` runs the forward pass and caches what the backward pass needs;
+``layer.backward(grad_output)`` returns dL/dx and adds into each parameter's ``.grad``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scratch import functional as F
+from scratch._validate import check_array, check_float_dtype
+from scratch.nn.module import Module, Parameter
+
+
+def _resolve_rng(rng) -> np.random.Generator:
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
+
+
+class _CachingModule(Module):
+    """A module with one forward cache; backward refuses to run without a forward first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "_cache", None)
+        object.__setattr__(self, "_output_shape", None)
+
+    def _save(self, cache, output_shape) -> None:
+        object.__setattr__(self, "_cache", cache)
+        object.__setattr__(self, "_output_shape", output_shape)
+
+    def _take(self, grad_output) -> object:
+        name = type(self).__name__
+        if self._cache is None:
+            raise RuntimeError(f"{name}.backward called before forward")
+        check_array(grad_output, f"{name}.backward", name="grad_output")
+        if grad_output.shape != self._output_shape:
+            raise ValueError(
+                f"{name}.backward: grad_output must have the forward output's shape "
+                f"{self._output_shape}, got {grad_output.shape}"
+            )
+        return self._cache
+
+
+class Linear(_CachingModule):
+    """y = x Wᵀ + b. x: (*, in_features) -> y: (*, out_features).
+
+    Weight (out_features, in_features) and bias (out_features,) are drawn from
+    U(-1/√in_features, 1/√in_features), the distribution torch's default init gives.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None, dtype=np.float32):
+        super().__init__()
+        for label, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"Linear: {label} must be a positive int, got {value!r}")
+        dtype = check_float_dtype(dtype, "Linear")
+        rng = _resolve_rng(rng)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
+        self.bias = Parameter(rng.uniform(-bound, bound, (out_features,)).astype(dtype)) if bias else None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_array(x, "Linear", dtype=self.weight.dtype, min_ndim=1)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}): input's last dimension must be "
+                f"{self.in_features}, got shape {x.shape}"
+            )
+        y, cache = F.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        self._save(cache, y.shape)
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        cache = self._take(grad_output)
+        grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, cache)
+        self.weight.grad += grad_weight
+        if self.bias is not None:
+            self.bias.grad += grad_bias
+        return grad_input
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class _Activation(_CachingModule):
+    """Shape-preserving element-wise layer backed by a functional forward/backward pair."""
+
+    _forward = None
+    _backward = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_array(x, type(self).__name__)
+        out, cache = type(self)._forward(x, *self._arguments())
+        self._save(cache, out.shape)
+        return out
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        cache = self._take(grad_output)
+        if grad_output.dtype != self._output_dtype():
+            raise TypeError(
+                f"{type(self).__name__}.backward: grad_output has dtype {grad_output.dtype}, "
+                f"the forward ran in {self._output_dtype()}"
+            )
+        return type(self)._backward(grad_output, cache)
+
+    def _arguments(self) -> tuple:
+        return ()
+
+    def _output_dtype(self):
+        cache = self._cache
+        return (cache[0] if isinstance(cache, tuple) else cache).dtype
+
+
+class ReLU(_Activation):
+    """max(x, 0); gradient 0 at x = 0, as torch."""
+
+    _forward = staticmethod(F.relu_forward)
+    _backward = staticmethod(F.relu_backward)
+
+
+class LeakyReLU(_Activation):
+    """x if x > 0 else negative_slope · x."""
+
+    _forward = staticmethod(F.leaky_relu_forward)
+    _backward = staticmethod(F.leaky_relu_backward)
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def _arguments(self) -> tuple:
+        return (self.negative_slope,)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Sigmoid(_Activation):
+    """1 / (1 + e^{-x}), computed without overflow."""
+
+    _forward = staticmethod(F.sigmoid_forward)
+    _backward = staticmethod(F.sigmoid_backward)
+
+
+class Tanh(_Activation):
+    """tanh(x)."""
+
+    _forward = staticmethod(F.tanh_forward)
+    _backward = staticmethod(F.tanh_backward)
+
+
+def _normalize_dim(dim: int, ndim: int, owner: str) -> int:
+    if not -ndim <= dim < ndim:
+        raise ValueError(f"{owner}: dim {dim} out of range for an input with {ndim} dimensions")
+    return dim % ndim
+
+
+class Flatten(_CachingModule):
+    """Merge dims start_dim..end_dim: (N, C, H, W) -> (N, C·H·W) by default."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_array(x, "Flatten")
+        if x.ndim == 0:
+            raise ValueError("Flatten: input must have at least 1 dimension, got a 0-d array")
+        start = _normalize_dim(self.start_dim, x.ndim, "Flatten")
+        end = _normalize_dim(self.end_dim, x.ndim, "Flatten")
+        if start > end:
+            raise ValueError(f"Flatten: start_dim {self.start_dim} comes after end_dim {self.end_dim} for shape {x.shape}")
+        y = x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
+        self._save(x.shape, y.shape)
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return grad_output.reshape(self._take(grad_output))
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(_CachingModule):
+    """Split dimension ``dim`` into ``unflattened_size``: (N, 784) -> (N, 1, 28, 28)."""
+
+    def __init__(self, dim: int, unflattened_size):
+        super().__init__()
+        self.dim = int(dim)
+        self.unflattened_size = tuple(int(s) for s in unflattened_size)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_array(x, "Unflatten")
+        dim = _normalize_dim(self.dim, max(x.ndim, 1), "Unflatten")
+        if x.ndim == 0 or math.prod(self.unflattened_size) != x.shape[dim]:
+            raise ValueError(
+                f"Unflatten: dimension {self.dim} of shape {x.shape} cannot be split into "
+                f"{self.unflattened_size}"
+            )
+        y = x.reshape(*x.shape[:dim], *self.unflattened_size, *x.shape[dim + 1:])
+        self._save(x.shape, y.shape)
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return grad_output.reshape(self._take(grad_output))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

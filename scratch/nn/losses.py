@@ -1,0 +1,112 @@
+"""Loss modules: ``loss = loss_fn(input, target)`` then ``dinput = loss_fn.backward()``.
+
+A reduced loss (``"mean"``, ``"sum"``) is returned as a Python float; ``"none"`` returns the
+per-element array, and its ``backward`` then needs an upstream gradient of the same shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratch import functional as F
+from scratch._validate import check_array, check_reduction, check_same_shape
+
+
+class _Loss:
+    """Shared call/backward plumbing for losses with no parameters."""
+
+    _forward = None
+    _backward = None
+    _reductions = ("mean", "sum", "none")
+
+    def __init__(self, reduction: str = "mean"):
+        self.reduction = check_reduction(reduction, type(self).__name__, self._reductions)
+        self._cache = None
+        self._shape = None
+
+    def _check_inputs(self, input, target):
+        owner = type(self).__name__
+        check_array(input, owner, name="input")
+        check_array(target, owner, dtype=input.dtype, name="target")
+        check_same_shape(input, target, owner)
+        if input.size == 0:
+            raise ValueError(f"{owner}: input is empty (shape {input.shape})")
+
+    def __call__(self, input: np.ndarray, target: np.ndarray):
+        return self.forward(input, target)
+
+    def forward(self, input: np.ndarray, target: np.ndarray):
+        self._check_inputs(input, target)
+        loss, self._cache = type(self)._forward(input, target, self.reduction)
+        self._shape = input.shape
+        return loss if self.reduction == "none" else float(loss)
+
+    def backward(self, grad_output=1.0) -> np.ndarray:
+        """dL/d(input), scaled by ``grad_output`` (a float, or an array for ``"none"``)."""
+        owner = type(self).__name__
+        if self._cache is None:
+            raise RuntimeError(f"{owner}.backward called before the loss was computed")
+        if self.reduction == "none":
+            if not isinstance(grad_output, np.ndarray) or grad_output.shape != self._shape:
+                got = getattr(grad_output, "shape", type(grad_output).__name__)
+                raise ValueError(
+                    f"{owner}(reduction='none').backward: grad_output must be an array of shape "
+                    f"{self._shape}, got {got}"
+                )
+        elif np.ndim(grad_output) != 0:
+            raise ValueError(f"{owner}.backward: grad_output of a reduced loss must be a scalar")
+        return type(self)._backward(grad_output, self._cache)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reduction={self.reduction!r})"
+
+
+class BCELoss(_Loss):
+    """Binary cross-entropy on probabilities in [0, 1]; torch's clamps (log ≥ -100, p(1-p) ≥ 1e-12)."""
+
+    _forward = staticmethod(F.bce_forward)
+    _backward = staticmethod(F.bce_backward)
+
+    def _check_inputs(self, input, target):
+        super()._check_inputs(input, target)
+        if not (np.all(input >= 0) and np.all(input <= 1)):  # also catches NaN
+            raise ValueError(
+                f"BCELoss: input must be probabilities in [0, 1], got values in "
+                f"[{np.nanmin(input):.4g}, {np.nanmax(input):.4g}]; for logits use BCEWithLogitsLoss"
+            )
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Sigmoid + binary cross-entropy in one stable step; finite for logits up to ±1e4 and beyond."""
+
+    _forward = staticmethod(F.bce_with_logits_forward)
+    _backward = staticmethod(F.bce_with_logits_backward)
+
+
+class MSELoss(_Loss):
+    """Squared error (x - y)²."""
+
+    _forward = staticmethod(F.mse_forward)
+    _backward = staticmethod(F.mse_backward)
+
+
+class GaussianKL(_Loss):
+    """KL(N(μ, diag e^{logvar}) ‖ N(0, I)); ``loss = kl(mean, logvar)``, ``dmean, dlogvar = kl.backward()``.
+
+    reduction: "sum" (default; the VAE's loss), "batchmean", "mean" or "none".
+    """
+
+    _forward = staticmethod(F.gaussian_kl_forward)
+    _backward = staticmethod(F.gaussian_kl_backward)
+    _reductions = ("sum", "batchmean", "mean", "none")
+
+    def __init__(self, reduction: str = "sum"):
+        super().__init__(reduction)
+
+    def _check_inputs(self, mean, logvar):
+        owner = "GaussianKL"
+        check_array(mean, owner, name="mean", min_ndim=1)
+        check_array(logvar, owner, dtype=mean.dtype, name="logvar")
+        check_same_shape(mean, logvar, owner, names=("mean", "logvar"))
+        if mean.size == 0:
+            raise ValueError(f"{owner}: mean is empty (shape {mean.shape})")

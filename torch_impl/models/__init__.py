@@ -1,0 +1,29 @@
+"""Torch twins: ``build(name, dtype=torch.float32, generator=None, **config)`` -> nn.Module."""
+
+from __future__ import annotations
+
+import torch
+
+from torch_impl.functional import resolve_dtype
+from torch_impl.models.mlp import DenoisingAutoencoder, MLPAutoencoder
+
+MODELS = {
+    "mlp-ae": MLPAutoencoder,
+    "denoising-ae": DenoisingAutoencoder,
+}
+
+
+def build(name: str, dtype=torch.float32, generator: torch.Generator | int | None = None, **config) -> torch.nn.Module:
+    """A torch model by name with the scratch model's configuration keys.
+
+    ``generator`` (a torch.Generator or an int seed) draws noise not passed in explicitly;
+    weights come from torch's default initialisation (load scratch weights to match exactly).
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    return MODELS[name](**config, generator=generator).to(resolve_dtype(dtype))
+
+
+__all__ = ["MODELS", "build"]
