@@ -139,3 +139,16 @@ def test_bce_with_logits_is_accurate_in_the_tail(dtype):
     values = loss(np.concatenate([x, -x]), np.concatenate([np.ones_like(x), np.zeros_like(x)]))
     exact = np.log1p(np.exp(-x.astype(np.float64)))  # no cancellation in float64 here
     np.testing.assert_allclose(values, np.concatenate([exact, exact]), rtol=8 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["ReLU", "LeakyReLU", "Sigmoid", "Tanh"])
+def test_activations_propagate_nan_and_inf_like_torch(name, dtype):
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 40.0], dtype=dtype)  # exact results only
+    layer, twin = getattr(nn, name)(), getattr(torch.nn, name)()
+    tx = torch.tensor(x, requires_grad=True)
+    ty = twin(tx)
+    grad_output = np.arange(1, 7, dtype=dtype)
+    ty.backward(torch.tensor(grad_output))
+    np.testing.assert_array_equal(layer(x), ty.detach().numpy())
+    np.testing.assert_array_equal(layer.backward(grad_output), tx.grad.numpy())

@@ -23,27 +23,28 @@ from numba import njit, prange
 
 @njit(parallel=True, cache=True)
 def relu_forward(x, out):
-    """out[i] = max(x[i], 0). Loop: prange over i."""
+    """out[i] = max(x[i], 0); NaN stays NaN, as torch. Loop: prange over i."""
     for i in prange(x.shape[0]):
-        out[i] = x[i] if x[i] > 0 else 0
+        out[i] = 0 if x[i] <= 0 else x[i]
 
 
 @njit(parallel=True, cache=True)
 def relu_backward(grad_output, out, grad_input):
-    """grad_input[i] = grad_output[i] where out[i] > 0, else 0 (torch: gradient 0 at x = 0).
+    """grad_input[i] = 0 where out[i] <= 0, else grad_output[i] (torch: gradient 0 at x = 0).
 
-    Reads the forward *output*, as torch's ``threshold_backward`` does. Loop: prange over i.
+    Reads the forward *output* and tests ``<= 0`` exactly as torch's ``threshold_backward``
+    does, so a NaN passes its gradient through. Loop: prange over i.
     """
     for i in prange(out.shape[0]):
-        grad_input[i] = grad_output[i] if out[i] > 0 else 0
+        grad_input[i] = 0 if out[i] <= 0 else grad_output[i]
 
 
 def relu_forward_reference(x):
-    return np.where(x > 0, x, np.zeros_like(x))
+    return np.maximum(x, x.dtype.type(0))  # propagates NaN
 
 
 def relu_backward_reference(grad_output, out):
-    return np.where(out > 0, grad_output, np.zeros_like(grad_output))
+    return np.where(out <= 0, np.zeros_like(grad_output), grad_output)
 
 
 # ---------------------------------------------------------------------------- LeakyReLU

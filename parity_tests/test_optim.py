@@ -1,0 +1,186 @@
+"""Optimizers: 30 steps from identical weights and gradients track torch.optim; kernels match
+their NumPy references; state_dict round-trips, and loads torch's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parity_tests import strategies as S
+from parity_tests.tolerances import assert_close
+from scratch import optim
+from scratch.kernels import optim as K
+from scratch.nn import Parameter
+
+STEPS = 30
+SHAPES = [(3, 4), (4,), (2, 1, 3)]
+
+
+def _make(settings, params, backend):
+    options = {k: v for k, v in settings.items() if k != "name"}
+    module = optim if backend == "scratch" else torch.optim
+    return getattr(module, settings["name"])(params, **options)
+
+
+def _pair(settings, dtype, rng):
+    arrays = [rng.standard_normal(shape).astype(dtype) for shape in SHAPES]
+    params = [Parameter(a.copy()) for a in arrays]
+    tensors = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
+    return params, tensors, _make(settings, params, "scratch"), _make(settings, tensors, "torch")
+
+
+def _step_both(params, tensors, opt, topt, rng, dtype, scale=1.0):
+    for p, t in zip(params, tensors):
+        grad = (scale * rng.standard_normal(p.shape)).astype(dtype)
+        p.grad[...] = grad
+        t.grad = torch.tensor(grad)
+    opt.step()
+    topt.step()
+
+
+@given(settings=S.optimizer_settings, dtype=S.dtypes, seed=S.seeds)
+def test_optimizer_tracks_torch(settings, dtype, seed):
+    rng = np.random.default_rng(seed)
+    params, tensors, opt, topt = _pair(settings, dtype, rng)
+    for step in range(STEPS):
+        _step_both(params, tensors, opt, topt, rng, dtype, scale=10.0 ** rng.uniform(-3, 1))
+        for index, (p, t) in enumerate(zip(params, tensors)):
+            assert_close(p.data, t, "optim", dtype, f"{settings['name']} param {index} after step {step + 1}")
+    for index, (p, t) in enumerate(zip(params, tensors)):
+        for name, value in opt.state[id(p)].items():
+            expected = topt.state[t][name]
+            if name == "step":
+                assert value == float(expected)
+            else:
+                assert_close(value, expected, "optim", dtype, f"{settings['name']} state {name}")
+
+
+def test_parameter_groups_track_torch():
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((3, 2)), rng.standard_normal(5)]
+    params = [Parameter(a.copy()) for a in arrays]
+    tensors = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
+    groups = lambda ps: [{"params": [ps[0]], "lr": 0.1}, {"params": [ps[1]], "weight_decay": 0.5}]  # noqa: E731
+    opt = optim.Adam(groups(params), lr=1e-2)
+    topt = torch.optim.Adam(groups(tensors), lr=1e-2)
+    for _ in range(STEPS):
+        _step_both(params, tensors, opt, topt, rng, np.float64)
+    for p, t in zip(params, tensors):
+        assert_close(p.data, t, "optim", np.float64, "grouped Adam")
+
+
+@given(settings=S.optimizer_settings, dtype=S.dtypes, seed=S.seeds, n=st.integers(1, 200))
+def test_optimizer_kernels_match_reference(settings, dtype, seed, n):
+    """Each step kernel against its NumPy reference, over a few steps so the state is exercised."""
+    rng = np.random.default_rng(seed)
+    fast = [rng.standard_normal(n).astype(dtype) for _ in range(4)]  # param, m, v, v̂ (or buffer)
+    fast[2] = np.abs(fast[2])
+    fast[3] = np.abs(fast[3])
+    slow = [a.copy() for a in fast]
+    for step in range(1, 6):
+        grad = rng.standard_normal(n).astype(dtype)
+        if settings["name"] == "SGD":
+            args = (settings["lr"], settings["momentum"], settings["dampening"], settings["weight_decay"],
+                    settings["nesterov"], settings["maximize"], step == 1)
+            K.sgd_step(fast[0], grad, fast[1], *args)
+            K.sgd_step_reference(slow[0], grad, slow[1], *args)
+        else:
+            beta1, beta2 = settings["betas"]
+            args = (settings["lr"], beta1, beta2, settings["eps"], settings["weight_decay"],
+                    settings["name"] == "AdamW", settings["amsgrad"], settings["maximize"],
+                    settings["lr"] / (1 - beta1**step), float(np.sqrt(1 - beta2**step)))
+            K.adam_step(fast[0], grad, fast[1], fast[2], fast[3], *args)
+            K.adam_step_reference(slow[0], grad, slow[1], slow[2], slow[3], *args)
+        for name, a, b in zip(("param", "buffer 1", "buffer 2", "buffer 3"), fast, slow):
+            assert_close(a, b, "kernel", dtype, f"{settings['name']} kernel {name}, step {step}",
+                         scale=np.maximum(np.abs(b), 1.0))
+
+
+@given(settings=S.optimizer_settings, seed=S.seeds, split=st.integers(1, 10))
+def test_state_dict_round_trip_resumes_exactly(settings, seed, split):
+    """Save after ``split`` steps, load into a fresh optimizer, continue: bit-identical to no break."""
+    rng = np.random.default_rng(seed)
+    grads = [[rng.standard_normal(s) for s in SHAPES] for _ in range(12)]
+    start = [rng.standard_normal(s) for s in SHAPES]
+
+    def run(break_at):
+        params = [Parameter(a.copy()) for a in start]
+        opt = _make(settings, params, "scratch")
+        for step, step_grads in enumerate(grads):
+            if step == break_at:
+                saved = opt.state_dict()
+                opt = _make(settings, params, "scratch")
+                opt.load_state_dict(saved)
+            for p, g in zip(params, step_grads):
+                p.grad[...] = g
+            opt.step()
+        return [p.data for p in params]
+
+    for a, b in zip(run(None), run(split)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+def test_loads_torch_optimizer_state(name):
+    """torch.optim's state_dict (tensors, torch's extra flags) loads and the runs stay together."""
+    settings = {"name": name, "lr": 1e-2}
+    settings.update({"momentum": 0.9} if name == "SGD" else {"amsgrad": True, "weight_decay": 1e-2})
+    rng = np.random.default_rng(1)
+    params, tensors, opt, topt = _pair(settings, np.float64, rng)
+    for _ in range(5):
+        _step_both(params, tensors, opt, topt, rng, np.float64)
+    fresh = _make(settings, params, "scratch")
+    fresh.load_state_dict(topt.state_dict())
+    for _ in range(5):
+        _step_both(params, tensors, fresh, topt, rng, np.float64)
+    for p, t in zip(params, tensors):
+        assert_close(p.data, t, "optim", np.float64, f"{name} after loading torch's state")
+
+
+def test_bad_state_dict_is_refused_and_changes_nothing():
+    params = [Parameter(np.zeros((2, 2))), Parameter(np.zeros(3))]
+    opt = optim.Adam(params)
+    for p in params:
+        p.grad[...] = 1.0
+    opt.step()
+    before = opt.state_dict()
+    bad = opt.state_dict()
+    bad["state"][0]["exp_avg"] = np.zeros((3, 3))
+    with pytest.raises(ValueError, match=r"state 0/'exp_avg' has shape \(3, 3\)"):
+        opt.load_state_dict(bad)
+    with pytest.raises(ValueError, match="parameter groups"):
+        opt.load_state_dict({"state": {}, "param_groups": []})
+    with pytest.raises(ValueError, match="exactly 'state' and 'param_groups'"):
+        opt.load_state_dict({"state": {}})
+    after = opt.state_dict()
+    for key in before["state"]:
+        for name, value in before["state"][key].items():
+            np.testing.assert_array_equal(value, after["state"][key][name])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda ps: optim.SGD(ps, lr=-1.0), "invalid learning rate"),
+    (lambda ps: optim.SGD(ps, nesterov=True), "Nesterov"),
+    (lambda ps: optim.Adam(ps, betas=(1.0, 0.9)), "betas"),
+    (lambda ps: optim.Adam(ps, eps=-1.0), "eps"),
+    (lambda ps: optim.AdamW(ps, weight_decay=-0.1), "weight_decay"),
+    (lambda ps: optim.Adam([]), "empty parameter list"),
+    (lambda ps: optim.Adam(ps[0]), "single Parameter"),
+    (lambda ps: optim.Adam([np.zeros(3)]), "expected scratch Parameters"),
+    (lambda ps: optim.Adam(ps, foo=1), "unexpected keyword"),
+])
+def test_invalid_hyperparameters_are_refused(make, message):
+    params = [Parameter(np.zeros(3))]
+    with pytest.raises((ValueError, TypeError), match=message):
+        make(params)
+
+
+def test_zero_grad_zeroes_in_place():
+    p = Parameter(np.ones(4))
+    grad_buffer = p.grad
+    p.grad[...] = 3.0
+    optim.SGD([p]).zero_grad()
+    assert p.grad is grad_buffer and not p.grad.any()
