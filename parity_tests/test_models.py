@@ -1,0 +1,181 @@
+"""The models against their torch twins: parameter counts, keys, loss and every gradient with
+identical noise, float64 finite differences, and a 30-step Adam training run on real MNIST."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parity_tests import strategies as S
+from parity_tests.mnist import mnist_train_images
+from parity_tests.tolerances import GRADCHECK, assert_close
+from scratch import optim
+from scratch.gradcheck import gradcheck_model
+from scratch.models import build
+from torch_impl.models import build as torch_build
+
+MODEL_NAMES = ["mlp-ae", "denoising-ae"]
+TABLE_PARAMETERS = {"mlp-ae": 435_536, "denoising-ae": 435_536}  # DESIGN.md's table
+
+
+def _twin_of(model, dtype):
+    twin = torch_build(model.name, dtype=dtype, **model.config)
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()}, strict=True)
+    return twin
+
+
+def _noise(model, x):
+    return model.draw_noise(x.shape) if hasattr(model, "draw_noise") else None
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_parameter_counts_and_keys_match_the_table_and_torch(name):
+    model, twin = build(name), torch_build(name)
+    assert model.num_parameters() == TABLE_PARAMETERS[name]
+    assert sum(p.numel() for p in twin.parameters()) == TABLE_PARAMETERS[name]
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in twin.state_dict().items()}
+    assert list(model.state_dict()) == list(twin.state_dict())
+    assert list(model.state_dict()) == [
+        "encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias",
+        "decoder.0.weight", "decoder.0.bias", "decoder.2.weight", "decoder.2.bias",
+    ]
+
+
+@st.composite
+def model_cases(draw):
+    """A small model of either family with any of its options, and an input batch shape."""
+    name = draw(st.sampled_from(MODEL_NAMES))
+    side = draw(st.integers(1, 4))
+    channels = draw(st.integers(1, 2))
+    config = dict(
+        input_dim=channels * side * side,
+        hidden_dims=draw(st.lists(st.integers(1, 6), min_size=0, max_size=2)),
+        latent_dim=draw(st.integers(1, 4)),
+        activation=draw(st.sampled_from(["relu", "leaky_relu", "tanh", "sigmoid"])),
+        loss=draw(st.sampled_from(["bce", "mse"])),
+    )
+    if name == "denoising-ae":
+        config["noise"] = draw(st.sampled_from(["gaussian", "masking", "salt-and-pepper"]))
+        config["noise_level"] = draw(st.sampled_from([None, 0.0, 0.3, 0.9]))
+        config["clip"] = draw(st.booleans())
+    image_shaped = draw(st.booleans())
+    batch = draw(S.batch_sizes)
+    shape = (batch, channels, side, side) if image_shaped else (batch, config["input_dim"])
+    return name, config, shape
+
+
+@given(case=model_cases(), dtype=S.dtypes, seed=S.seeds)
+def test_loss_and_every_gradient_match_torch(case, dtype, seed):
+    name, config, shape = case
+    rng = np.random.default_rng(seed)
+    model = build(name, dtype=dtype, rng=rng, **config)
+    twin = _twin_of(model, dtype)
+    x = rng.random(shape).astype(dtype)
+    noise = _noise(model, x)
+    out = model.loss(x, noise=noise)
+    model.zero_grad()
+    model.backward()
+    tout = twin.loss(torch.from_numpy(x), noise=None if noise is None else torch.from_numpy(noise))
+    tout["loss"].backward()
+    assert set(out) == set(tout) == {"loss", "recon"}
+    for part in out:
+        assert isinstance(out[part], float)
+        assert_close(np.asarray(out[part]), tout[part], "torch", dtype, f"{name} {part}")
+    torch_parameters = dict(twin.named_parameters())
+    for key, parameter in model.named_parameters():
+        assert_close(parameter.grad, torch_parameters[key].grad, "torch", dtype, f"{name} d{key}")
+    reconstruction = model(x)
+    assert reconstruction.shape == x.shape
+    assert_close(reconstruction, twin(torch.from_numpy(x)), "torch", dtype, f"{name} reconstruction")
+
+
+@given(case=model_cases(), seed=S.seeds)
+def test_model_gradients_match_finite_differences(case, seed):
+    name, config, shape = case
+    rng = np.random.default_rng(seed)
+    if config["activation"] in ("relu", "leaky_relu"):
+        config["activation"] = "tanh"  # kinks make central differences ambiguous; covered per layer
+    model = build(name, dtype=np.float64, rng=rng, **config)
+    x = S.probabilities(rng, shape)
+    noise = _noise(model, x)
+    if noise is not None and config.get("noise") != "gaussian":
+        # keep uniform draws away from the thresholds so the corruption is fixed under ±eps
+        noise = np.round(noise * 20) / 20 + 0.025
+    gradcheck_model(model, x, noise, rng=rng, **GRADCHECK)
+
+
+def test_denoising_noise_semantics():
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 16))
+    uniform = np.linspace(0, 1, 32, endpoint=False).reshape(2, 16)
+    masking = build("denoising-ae", dtype=np.float64, input_dim=16, noise="masking", noise_level=0.25)
+    np.testing.assert_array_equal(masking.corrupt(x, uniform), np.where(uniform < 0.25, 0.0, x))
+    salt = build("denoising-ae", dtype=np.float64, input_dim=16, noise="salt-and-pepper", noise_level=0.5)
+    expected = np.where(uniform < 0.25, 0.0, np.where(uniform > 0.75, 1.0, x))
+    np.testing.assert_array_equal(salt.corrupt(x, uniform), expected)
+    gaussian = build("denoising-ae", dtype=np.float64, input_dim=16)
+    eps = rng.standard_normal((2, 16))
+    assert gaussian.config["noise_level"] == 0.4  # the seed's default
+    np.testing.assert_array_equal(gaussian.corrupt(x, eps), np.clip(x + 0.4 * eps, 0, 1))
+
+
+def test_noise_drawn_from_the_model_generator_is_reproducible():
+    x = np.random.default_rng(1).random((3, 784)).astype(np.float32)
+    losses = [build("denoising-ae", rng=7).loss(x)["loss"] for _ in range(2)]
+    assert losses[0] == losses[1]
+    model = build("denoising-ae", rng=7)
+    assert model.loss(x)["loss"] != model.loss(x)["loss"]  # fresh noise on every call
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_bad_input_is_refused_with_a_clear_error(name):
+    model = build(name, dtype=np.float32)
+    with pytest.raises(TypeError, match="float64 but the layer's parameters are float32|dtype float64"):
+        model.loss(np.zeros((2, 784)))
+    with pytest.raises(ValueError, match=r"C·H·W = 784.*got shape \(2, 1, 27, 28\)"):
+        model.loss(np.zeros((2, 1, 27, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match="N >= 1"):
+        model.loss(np.zeros((0, 784), dtype=np.float32))
+    with pytest.raises(TypeError, match="NumPy array"):
+        model.loss([[0.0] * 784])
+    with pytest.raises(ValueError, match="unknown model"):
+        build("no-such-model")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        build(name, latent=3)
+
+
+STEPS, BATCH = 30, 128
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_adam_training_run_tracks_torch(name, dtype):
+    """30 Adam steps (lr 1e-3, weight_decay 1e-5, batch 128: the seed's settings) on binarized
+    MNIST from identical weights, batches and noise: every loss, and the final weights, agree."""
+    images = (mnist_train_images(STEPS * BATCH) > 0.5).astype(dtype)
+    model = build(name, dtype=dtype, rng=0)
+    twin = _twin_of(model, dtype)
+    opt = optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    topt = torch.optim.Adam(twin.parameters(), lr=1e-3, weight_decay=1e-5)
+    noise_rng = np.random.default_rng(1)
+    losses, torch_losses = [], []
+    for step in range(STEPS):
+        x = images[step * BATCH:(step + 1) * BATCH]
+        noise = noise_rng.standard_normal(x.shape).astype(dtype) if name == "denoising-ae" else None
+        opt.zero_grad()
+        losses.append(model.loss(x, noise=noise)["loss"])
+        model.backward()
+        opt.step()
+        topt.zero_grad()
+        tloss = twin.loss(torch.from_numpy(x), noise=None if noise is None else torch.from_numpy(noise))["loss"]
+        tloss.backward()
+        topt.step()
+        torch_losses.append(tloss.item())
+    assert losses[-1] < 0.8 * losses[0], "the run should learn something in 30 steps"
+    assert_close(np.array(losses), np.array(torch_losses), "training", dtype, f"{name} losses")
+    torch_parameters = dict(twin.named_parameters())
+    for key, parameter in model.named_parameters():
+        assert_close(parameter.data, torch_parameters[key], "training", dtype, f"{name} {key} after 30 steps")
