@@ -32,10 +32,12 @@ class _CachingModule(Module):
         super().__init__()
         object.__setattr__(self, "_cache", None)
         object.__setattr__(self, "_output_shape", None)
+        object.__setattr__(self, "_output_dtype", None)
 
-    def _save(self, cache, output_shape) -> None:
+    def _save(self, cache, output: np.ndarray) -> None:
         object.__setattr__(self, "_cache", cache)
-        object.__setattr__(self, "_output_shape", output_shape)
+        object.__setattr__(self, "_output_shape", output.shape)
+        object.__setattr__(self, "_output_dtype", output.dtype)
 
     def _take(self, grad_output) -> object:
         name = type(self).__name__
@@ -46,6 +48,11 @@ class _CachingModule(Module):
             raise ValueError(
                 f"{name}.backward: grad_output must have the forward output's shape "
                 f"{self._output_shape}, got {grad_output.shape}"
+            )
+        if grad_output.dtype != self._output_dtype:
+            raise TypeError(
+                f"{name}.backward: grad_output has dtype {grad_output.dtype}, the forward ran in "
+                f"{self._output_dtype}"
             )
         return self._cache
 
@@ -77,7 +84,7 @@ class Linear(_CachingModule):
                 f"{self.in_features}, got shape {x.shape}"
             )
         y, cache = F.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
-        self._save(cache, y.shape)
+        self._save(cache, y)
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
@@ -101,24 +108,14 @@ class _Activation(_CachingModule):
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_array(x, type(self).__name__)
         out, cache = type(self)._forward(x, *self._arguments())
-        self._save(cache, out.shape)
+        self._save(cache, out)
         return out
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        cache = self._take(grad_output)
-        if grad_output.dtype != self._output_dtype():
-            raise TypeError(
-                f"{type(self).__name__}.backward: grad_output has dtype {grad_output.dtype}, "
-                f"the forward ran in {self._output_dtype()}"
-            )
-        return type(self)._backward(grad_output, cache)
+        return type(self)._backward(grad_output, self._take(grad_output))
 
     def _arguments(self) -> tuple:
         return ()
-
-    def _output_dtype(self):
-        cache = self._cache
-        return (cache[0] if isinstance(cache, tuple) else cache).dtype
 
 
 class ReLU(_Activation):
@@ -181,7 +178,7 @@ class Flatten(_CachingModule):
         if start > end:
             raise ValueError(f"Flatten: start_dim {self.start_dim} comes after end_dim {self.end_dim} for shape {x.shape}")
         y = x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
-        self._save(x.shape, y.shape)
+        self._save(x.shape, y)
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
@@ -208,7 +205,7 @@ class Unflatten(_CachingModule):
                 f"{self.unflattened_size}"
             )
         y = x.reshape(*x.shape[:dim], *self.unflattened_size, *x.shape[dim + 1:])
-        self._save(x.shape, y.shape)
+        self._save(x.shape, y)
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:

@@ -1,0 +1,123 @@
+"""Module plumbing: state_dict round trips with torch, refusals that change nothing, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from scratch import nn
+from scratch.models import build
+from torch_impl.models import build as torch_build
+
+
+def _model():
+    return nn.Sequential(nn.Linear(3, 4, rng=0, dtype=np.float64), nn.ReLU(), nn.Linear(4, 2, rng=1, dtype=np.float64))
+
+
+def test_state_dict_moves_both_ways_with_torch():
+    model = build("mlp-ae", dtype=np.float64, rng=0)
+    twin = torch_build("mlp-ae", dtype=torch.float64)
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()}, strict=True)
+    fresh = build("mlp-ae", dtype=np.float64, rng=1)
+    fresh.load_state_dict(twin.state_dict())  # torch tensors accepted
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key], value)
+
+
+def test_load_casts_to_the_parameter_dtype_in_place():
+    layer = nn.Linear(2, 2, dtype=np.float32)
+    buffer = layer.weight.data
+    layer.load_state_dict({"weight": np.ones((2, 2)), "bias": torch.zeros(2, dtype=torch.float64)})
+    assert layer.weight.data is buffer and buffer.dtype == np.float32 and np.all(buffer == 1)
+
+
+def test_state_dict_returns_copies():
+    layer = nn.Linear(2, 2, dtype=np.float64)
+    layer.state_dict()["weight"][...] = 99
+    assert not np.any(layer.weight.data == 99)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda sd: sd.pop("0.bias"), r"missing keys \['0.bias'\]"),
+    (lambda sd: sd.update({"5.weight": np.zeros(1)}), r"unexpected keys \['5.weight'\]"),
+    (lambda sd: sd.update({"2.weight": np.zeros((4, 2))}), r"'2.weight': expected shape \(2, 4\), got \(4, 2\)"),
+    (lambda sd: sd.update({"2.weight": [[0.0] * 4] * 2}), "expected a NumPy array or torch tensor, got list"),
+])
+def test_bad_state_dict_is_refused_and_changes_nothing(mutate, message):
+    model = _model()
+    before = model.state_dict()
+    state = {k: np.full_like(v, 5.0) for k, v in before.items()}
+    mutate(state)
+    with pytest.raises((ValueError, TypeError), match=message):
+        model.load_state_dict(state)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_non_strict_load_ignores_missing_and_extra_but_not_shapes():
+    model = _model()
+    model.load_state_dict({"0.weight": np.zeros((4, 3)), "extra": np.zeros(1)}, strict=False)
+    assert not model[0].weight.data.any()
+    with pytest.raises(ValueError, match="shape mismatch"):
+        model.load_state_dict({"0.weight": np.zeros((3, 3))}, strict=False)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: nn.Linear(3, 2)(np.zeros((2, 4), dtype=np.float32)), ValueError, r"Linear\(3, 2\): input's last dimension must be 3, got shape \(2, 4\)"),
+    (lambda: nn.Linear(3, 2)(np.zeros((2, 3))), TypeError, "float64 but the layer's parameters are float32"),
+    (lambda: nn.Linear(3, 2)(np.zeros((2, 3), dtype=np.int64)), TypeError, "float32 or float64, got int64"),
+    (lambda: nn.Linear(0, 2), ValueError, "in_features must be a positive int"),
+    (lambda: nn.Linear(2, 2, dtype=np.int32), TypeError, "dtype must be float32 or float64"),
+    (lambda: nn.ReLU()("abc"), TypeError, "ReLU: input must be a NumPy array, got str"),
+    (lambda: nn.Sigmoid().backward(np.zeros(2)), RuntimeError, "Sigmoid.backward called before forward"),
+    (lambda: nn.Flatten(2)(np.zeros((2, 3))), ValueError, "dim 2 out of range"),
+    (lambda: nn.Unflatten(1, (2, 2))(np.zeros((2, 5))), ValueError, r"cannot be split into \(2, 2\)"),
+    (lambda: nn.BCELoss()(np.full(3, 1.5), np.zeros(3)), ValueError, r"probabilities in \[0, 1\]"),
+    (lambda: nn.MSELoss()(np.zeros(3), np.zeros(4)), ValueError, "same shape"),
+    (lambda: nn.MSELoss()(np.zeros(3), np.zeros(3, dtype=np.float32)), TypeError, "target has dtype float32"),
+    (lambda: nn.MSELoss(reduction="avg"), ValueError, "reduction must be one of"),
+    (lambda: nn.MSELoss().backward(), RuntimeError, "before the loss was computed"),
+    (lambda: nn.Sequential(nn.ReLU(), "x"), TypeError, "item 1 is a str"),
+])
+def test_bad_input_gets_a_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_backward_checks_the_gradient_it_gets():
+    layer = nn.Linear(3, 2, dtype=np.float64)
+    layer(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"forward output's shape \(4, 2\), got \(4, 3\)"):
+        layer.backward(np.zeros((4, 3)))
+    with pytest.raises(TypeError, match="forward ran in float64"):
+        layer.backward(np.zeros((4, 2), dtype=np.float32))
+    assert not layer.weight.grad.any()  # nothing accumulated by the refused calls
+
+
+def test_none_reduction_needs_an_upstream_gradient():
+    loss = nn.MSELoss("none")
+    loss(np.zeros((2, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"array of shape \(2, 3\)"):
+        loss.backward()
+
+
+def test_scratch_never_imports_torch():
+    code = ("import sys, scratch, scratch.nn, scratch.optim, scratch.functional, scratch.gradcheck, "
+            "scratch.models, scratch.cli; assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_gradcheck_demo_and_errors():
+    run = lambda *args: subprocess.run([sys.executable, "-m", "scratch.cli", *args], capture_output=True, text=True)  # noqa: E731
+    ok = run("gradcheck", "mlp-ae")
+    assert ok.returncode == 0, ok.stderr
+    assert "gradcheck passed" in ok.stdout and "encoder.0.weight" in ok.stdout
+    assert run("--help").returncode == 0 and "gradcheck" in run("--help").stdout
+    bad = run("gradcheck", "no-such-model")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run("gradcheck", "mlp-ae", "--batch-size", "0")
+    assert bad.returncode == 2 and "--batch-size must be at least 1" in bad.stderr
