@@ -135,6 +135,18 @@ class _Comparison:
                 self.ratio = (ratio, where)
             self.count += 1
 
+    def compare(self, name, array, analytic, loss_of, eps, max_elements, rng) -> None:
+        """Central differences of ``loss_of`` w.r.t. ``array`` (all or a subset) vs ``analytic``."""
+        indices = _indices(array.size, max_elements, rng)
+        numeric = _numeric_gradient(loss_of, array, indices, eps)
+        self.add(name, array.shape, indices, analytic.reshape(-1)[indices], numeric)
+
+    def finish(self, raise_on_failure: bool) -> GradcheckResult:
+        result = self.result()
+        if raise_on_failure and not result.passed:
+            raise GradcheckError(result)
+        return result
+
     def result(self) -> GradcheckResult:
         return GradcheckResult(
             passed=self.ratio[0] <= 1.0,
@@ -259,18 +271,10 @@ def gradcheck(
         analytic = np.asarray(grad_of[i], dtype=np.float64)
         if analytic.shape != inputs[i].shape:
             raise ValueError(f"gradcheck: gradient of input {i} has shape {analytic.shape}, input has {inputs[i].shape}")
-        indices = _indices(inputs[i].size, max_elements, rng)
-        numeric = _numeric_gradient(loss_of, inputs[i], indices, eps)
-        comparison.add(f"input{i}", inputs[i].shape, indices, analytic.reshape(-1)[indices], numeric)
+        comparison.compare(f"input{i}", inputs[i], analytic, loss_of, eps, max_elements, rng)
     for (name, parameter), analytic in zip(parameters, parameter_grads):
-        indices = _indices(parameter.size, max_elements, rng)
-        numeric = _numeric_gradient(loss_of, parameter.data, indices, eps)
-        comparison.add(name, parameter.shape, indices, analytic.reshape(-1)[indices], numeric)
-
-    result = comparison.result()
-    if raise_on_failure and not result.passed:
-        raise GradcheckError(result)
-    return result
+        comparison.compare(name, parameter.data, analytic, loss_of, eps, max_elements, rng)
+    return comparison.finish(raise_on_failure)
 
 
 def gradcheck_model(
@@ -310,10 +314,5 @@ def gradcheck_model(
     floor = ROUNDING_FACTOR * UNIT_ROUNDOFF * abs(base_loss) / eps
     comparison = _Comparison(rtol, atol, floor)
     for (name, parameter), gradient in zip(parameters, analytic):
-        indices = _indices(parameter.size, max_elements, rng)
-        numeric = _numeric_gradient(loss_of, parameter.data, indices, eps)
-        comparison.add(name, parameter.shape, indices, gradient.reshape(-1)[indices], numeric)
-    result = comparison.result()
-    if raise_on_failure and not result.passed:
-        raise GradcheckError(result)
-    return result
+        comparison.compare(name, parameter.data, gradient, loss_of, eps, max_elements, rng)
+    return comparison.finish(raise_on_failure)

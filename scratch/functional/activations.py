@@ -16,19 +16,22 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1)
 
 
+def _apply(kernel, *arrays):
+    """Run ``kernel(*flat arrays, flat result)`` into a new array of the first array's shape."""
+    result = np.empty(arrays[0].shape, dtype=arrays[-1].dtype)
+    kernel(*(_flat(a) for a in arrays), result.reshape(-1))
+    return result
+
+
 def relu_forward(x):
     """out = max(x, 0)."""
-    out = np.empty(x.shape, dtype=x.dtype)
-    kernels.relu_forward(_flat(x), out.reshape(-1))
+    out = _apply(kernels.relu_forward, x)
     return out, out
 
 
 def relu_backward(grad_output, cache):
     """dx = dy · 1[out > 0]  (0 at x = 0, as torch)."""
-    out = cache
-    grad_input = np.empty(out.shape, dtype=out.dtype)
-    kernels.relu_backward(_flat(grad_output), out.reshape(-1), grad_input.reshape(-1))
-    return grad_input
+    return _apply(kernels.relu_backward, grad_output, cache)
 
 
 def leaky_relu_forward(x, negative_slope=0.01):
@@ -49,29 +52,21 @@ def leaky_relu_backward(grad_output, cache):
 
 def sigmoid_forward(x):
     """out = σ(x) = 1 / (1 + e^{-x}), overflow-free for any finite x."""
-    out = np.empty(x.shape, dtype=x.dtype)
-    kernels.sigmoid_forward(_flat(x), out.reshape(-1))
+    out = _apply(kernels.sigmoid_forward, x)
     return out, out
 
 
 def sigmoid_backward(grad_output, cache):
     """dx = dy · σ(x)(1 - σ(x)), from the cached output."""
-    out = cache
-    grad_input = np.empty(out.shape, dtype=out.dtype)
-    kernels.sigmoid_backward(_flat(grad_output), out.reshape(-1), grad_input.reshape(-1))
-    return grad_input
+    return _apply(kernels.sigmoid_backward, grad_output, cache)
 
 
 def tanh_forward(x):
     """out = tanh(x)."""
-    out = np.empty(x.shape, dtype=x.dtype)
-    kernels.tanh_forward(_flat(x), out.reshape(-1))
+    out = _apply(kernels.tanh_forward, x)
     return out, out
 
 
 def tanh_backward(grad_output, cache):
     """dx = dy · (1 - tanh(x)²), from the cached output."""
-    out = cache
-    grad_input = np.empty(out.shape, dtype=out.dtype)
-    kernels.tanh_backward(_flat(grad_output), out.reshape(-1), grad_input.reshape(-1))
-    return grad_input
+    return _apply(kernels.tanh_backward, grad_output, cache)
