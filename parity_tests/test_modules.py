@@ -120,4 +120,4 @@ def test_cli_gradcheck_demo_and_errors():
     bad = run("gradcheck", "no-such-model")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
     bad = run("gradcheck", "mlp-ae", "--batch-size", "0")
-    assert bad.returncode == 2 and "--batch-size must be at least 1" in bad.stderr
+    assert bad.returncode == 2 and "--batch-size: expected a positive integer, got 0" in bad.stderr

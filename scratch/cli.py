@@ -1,11 +1,246 @@
-"""The ``autoencoders`` command. Usage errors exit with status 2 and one line on stderr."""
+"""The ``autoencoders`` command: train, eval, reconstruct, convert, compare, gradcheck.
+
+Every user error (a bad option, missing or corrupt data, a bad checkpoint) exits with status 2
+and one line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
+
+DEFAULTS = dict(epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-5, seed=0)
+# The offline digits are 1,500 small training images: 12 steps an epoch at batch 128, so an
+# epoch there teaches as much as 1/40 of an MNIST epoch. Its default runs longer to compare.
+DEFAULT_EPOCHS = {"digits": 100}
+
+
+def _epochs_for(args, dataset: str) -> int:
+    return args.epochs if args.epochs is not None else DEFAULT_EPOCHS.get(dataset, DEFAULTS["epochs"])
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse prints the whole usage block first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 256,128, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return values
+
+
+# -- model options shared by train and compare ---------------------------------------------
+
+
+def _add_model_options(parser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--hidden-dims", type=_int_list, metavar="N[,N...]",
+                       help="hidden layer widths of the MLP models (default 256)")
+    group.add_argument("--latent-dim", type=_positive_int, metavar="N", help="latent width (default 64)")
+    group.add_argument("--noise", choices=["gaussian", "masking", "salt-and-pepper"],
+                       help="denoising-ae: the corruption (default gaussian)")
+    group.add_argument("--noise-level", type=_non_negative_float, metavar="X",
+                       help="denoising-ae: std of the Gaussian noise (default 0.4), or the corrupted fraction")
+
+
+def _model_config(args) -> dict:
+    config = {}
+    if args.hidden_dims is not None:
+        config["hidden_dims"] = args.hidden_dims
+    if args.latent_dim is not None:
+        config["latent_dim"] = args.latent_dim
+    if args.model != "denoising-ae" and (args.noise is not None or args.noise_level is not None):
+        raise UsageError(f"--noise and --noise-level apply to denoising-ae, not {args.model}")
+    if args.noise is not None:
+        config["noise"] = args.noise
+    if args.noise_level is not None:
+        config["noise_level"] = args.noise_level
+    return config
+
+
+def _add_data_options(parser) -> None:
+    from scratch.data import BINARIZATION_MODES, DATASET_NAMES, OFFLINE_DEFAULT
+
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=DATASET_NAMES, default=None,
+                       help=f"dataset (default {OFFLINE_DEFAULT!r}: 8x8 digits that install with the package, no network)")
+    group.add_argument("--data-dir", metavar="DIR",
+                       help="folder with the four IDX files (.gz or raw); otherwise the cache, then a download")
+    group.add_argument("--binarize", choices=BINARIZATION_MODES, default="threshold",
+                       help="grey levels, the seed's threshold at 0.5 (default), or Bernoulli resampled every batch")
+
+
+def _add_training_options(parser) -> None:
+    group = parser.add_argument_group("training (defaults from the seed project)")
+    group.add_argument("--epochs", type=_positive_int, default=None,
+                       help="epochs (default 10; 100 on the small offline digits)")
+    group.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"], help="batch size (default 128)")
+    group.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"], help="Adam learning rate (default 1e-3)")
+    group.add_argument("--weight-decay", type=_non_negative_float, default=DEFAULTS["weight_decay"],
+                       help="Adam weight decay (default 1e-5)")
+    group.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of weights, batch order and noise (default 0)")
+    group.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="float32 (default) or float64")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _train(args) -> int:
+    from scratch.train import TrainConfig, run
+
+    if args.resume:
+        if args.model is not None or args.out is not None:
+            raise UsageError("--resume RUN_DIR continues a run with its own settings; give no MODEL or --out with it")
+        history = run(args.resume, resume=True, progress=not args.quiet)
+        _print_artifacts(Path(args.resume), history)
+        return 0
+    if args.model is None:
+        raise UsageError("train needs a MODEL (or --resume RUN_DIR)")
+    from scratch.data import OFFLINE_DEFAULT
+
+    dataset = args.dataset or ("mnist" if args.data_dir else OFFLINE_DEFAULT)
+    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    epochs = _epochs_for(args, dataset)
+    config = TrainConfig(
+        model=args.model, dataset=dataset, data_dir=args.data_dir, epochs=epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, backend=args.backend,
+        seed=args.seed, dtype=args.dtype, binarize=args.binarize,
+        image_every=args.image_every or max(1, epochs // 10), model_config=_model_config(args),
+    )
+    print(f"training {args.model} on {dataset} with the {args.backend} backend; run directory {out}")
+    history = run(out, config, progress=not args.quiet)
+    _print_artifacts(out, history)
+    return 0
+
+
+def _print_artifacts(run_dir: Path, history) -> None:
+    if history:
+        print(f"done: {run_dir}/metrics.jsonl, {run_dir}/model.safetensors, "
+              f"{run_dir}/reconstructions-epoch{history[-1]['epoch']:03d}.png, {run_dir}/loss.png")
+
+
+def _load_run(run_dir):
+    """(config, dataset, backend) of a run, with its newest checkpoint's weights loaded."""
+    from scratch.checkpoint import latest_checkpoint, read_checkpoint
+    from scratch.data import load_dataset
+    from scratch.train import load_run_config, make_backend, model_config_for
+
+    config = load_run_config(run_dir)
+    weights, _, state = read_checkpoint(latest_checkpoint(run_dir))
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+    backend = make_backend(config, model_config_for(config, dataset))
+    backend.load_weights(weights)
+    return config, dataset, backend, state
+
+
+def _eval(args) -> int:
+    from scratch.train import evaluate
+
+    config, dataset, backend, state = _load_run(args.run_dir)
+    metrics = evaluate(backend, config, dataset.test_images)
+    result = {"run": str(args.run_dir), "epoch": state["epoch"], "model": config.model,
+              "dataset": config.dataset, "backend": config.backend, "test": metrics}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{config.model} on {config.dataset} ({config.backend}), epoch {state['epoch']}, "
+              f"{len(dataset.test_images)} test images:")
+        for key, value in metrics.items():
+            print(f"  {key:<8} {value:.6f}")
+    return 0
+
+
+def _reconstruct(args) -> int:
+    from scratch import plots
+    from scratch.data import binarize
+    from scratch.models import draw_noise
+    from scratch.train import evaluation_rng
+
+    config, dataset, backend, state = _load_run(args.run_dir)
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "reconstructions.png"
+    rng = evaluation_rng(config.seed)
+    x = binarize(dataset.test_images[:args.count], config.binarize, rng).astype(config.dtype, copy=False)
+    noise = draw_noise(config.model, backend.model.config, x.shape, rng, np.dtype(config.dtype))
+    _, reconstruction = backend.evaluate(x, noise)
+    rows, labels = [x], ["original"]
+    corrupted = backend.corrupted_input(x, noise)
+    if corrupted is not None:
+        rows, labels = rows + [corrupted], labels + ["noisy input"]
+    plots.save_image_rows(out, rows + [reconstruction], labels=labels + ["reconstruction"],
+                          title=f"{config.model}, epoch {state['epoch']}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _convert(args) -> int:
+    from scratch.convert import convert
+
+    written = convert(args.source, args.destination)
+    print(f"wrote {written}")
+    return 0
+
+
+def _compare(args) -> int:
+    from scratch.compare import compare
+    from scratch.data import OFFLINE_DEFAULT
+    from scratch.train import TrainConfig
+
+    dataset = args.dataset or ("mnist" if args.data_dir else OFFLINE_DEFAULT)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{args.model}-{dataset}"
+    config = TrainConfig(
+        model=args.model, dataset=dataset, data_dir=args.data_dir, epochs=_epochs_for(args, dataset),
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        dtype=args.dtype, binarize=args.binarize, model_config=_model_config(args),
+    ).validate()
+    compare(config, out, progress=not args.quiet)
+    return 0
 
 
 def _gradcheck(args) -> int:
@@ -27,38 +262,106 @@ def _gradcheck(args) -> int:
     return 0 if result.passed else 1
 
 
+# -- parser --------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from scratch.models import MODELS
+
+    models = sorted(MODELS)
+    parser = _Parser(
         prog="autoencoders",
-        description="Autoencoders from scratch (NumPy + Numba) and their PyTorch twins.",
+        description="Autoencoders from scratch (NumPy + Numba, hand-written backward passes) and their PyTorch twins.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train", help="train a model; writes metrics, pictures and checkpoints to a run directory",
+        description="Train MODEL with Adam and write metrics.jsonl, PNG pictures and a checkpoint per epoch "
+                    "to the run directory. With no --dataset, trains on the offline default (8x8 digits).",
+    )
+    train.add_argument("model", nargs="?", choices=models, metavar="MODEL", help=f"one of {', '.join(models)}")
+    _add_data_options(train)
+    _add_training_options(train)
+    _add_model_options(train)
+    run_group = train.add_argument_group("run")
+    run_group.add_argument("--backend", choices=["scratch", "torch"], default="scratch",
+                           help="scratch (NumPy/Numba, default) or torch")
+    run_group.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/MODEL-DATASET-TIME)")
+    run_group.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    run_group.add_argument("--image-every", type=_positive_int, default=None, metavar="N",
+                           help="write pictures every N epochs and after the last (default: about ten times a run)")
+    run_group.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run's newest checkpoint on the test set",
+                                   description="Test-set metrics of RUN_DIR's newest checkpoint.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(handler=_eval)
+
+    reconstruct = commands.add_parser("reconstruct", help="picture test images above their reconstructions",
+                                      description="Write originals above reconstructions for RUN_DIR's newest checkpoint.")
+    reconstruct.add_argument("run_dir", metavar="RUN_DIR")
+    reconstruct.add_argument("--count", type=_positive_int, default=16, help="images (default 16)")
+    reconstruct.add_argument("--out", metavar="PNG", help="output file (default RUN_DIR/reconstructions.png)")
+    reconstruct.set_defaults(handler=_reconstruct)
+
+    convert = commands.add_parser(
+        "convert", help="convert weights between .safetensors and a torch .pt state_dict",
+        description="SOURCE: a .safetensors file, a run directory (its newest weights) or a .pt state_dict "
+                    "(loaded with weights_only=True, never unpickling code). DESTINATION: .pt or .safetensors.",
+    )
+    convert.add_argument("source", metavar="SOURCE")
+    convert.add_argument("destination", metavar="DESTINATION")
+    convert.set_defaults(handler=_convert)
+
+    compare = commands.add_parser(
+        "compare", help="train the scratch and torch versions side by side and compare them",
+        description="Train MODEL with both backends from the same weights, batches and noise; print each "
+                    "epoch's losses, the largest parameter difference and each backend's step time; write a plot.",
+    )
+    compare.add_argument("model", choices=models, metavar="MODEL", help=f"one of {', '.join(models)}")
+    _add_data_options(compare)
+    _add_training_options(compare)
+    _add_model_options(compare)
+    compare.add_argument("--out", metavar="DIR", help="where to write compare.png and compare.json (default runs/compare-MODEL-DATASET)")
+    compare.add_argument("--quiet", action="store_true", help="no progress bar")
+    compare.set_defaults(handler=_compare)
+
     check = commands.add_parser(
         "gradcheck", help="check a model's hand-written gradients against central differences",
         description="Build a small float64 model and compare every parameter gradient of its loss "
                     "with float64 central differences, element by element.",
     )
     check.add_argument("model", choices=["mlp-ae", "denoising-ae"], help="model name")
-    check.add_argument("--input-dim", type=int, default=16, help="input features (default 16)")
-    check.add_argument("--hidden-dim", type=int, default=8, help="hidden width (default 8)")
-    check.add_argument("--latent-dim", type=int, default=4, help="latent width (default 4)")
-    check.add_argument("--batch-size", type=int, default=5, help="batch size (default 5)")
+    check.add_argument("--input-dim", type=_positive_int, default=16, help="input features (default 16)")
+    check.add_argument("--hidden-dim", type=_positive_int, default=8, help="hidden width (default 8)")
+    check.add_argument("--latent-dim", type=_positive_int, default=4, help="latent width (default 4)")
+    check.add_argument("--batch-size", type=_positive_int, default=5, help="batch size (default 5)")
     check.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     check.set_defaults(handler=_gradcheck)
     return parser
 
 
 def main(argv=None) -> int:
+    from scratch.checkpoint import CheckpointError
+    from scratch.data import DataError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("input_dim", "hidden_dim", "latent_dim", "batch_size"):
-        if getattr(args, name, 1) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     try:
         return args.handler(args)
-    except (ValueError, TypeError) as error:
-        print(f"autoencoders: error: {error}", file=sys.stderr)
+    except (UsageError, DataError, CheckpointError, ValueError, TypeError) as error:
+        print(f"autoencoders {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        print(f"autoencoders {args.command}: error:{where} {error.strerror or error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"autoencoders {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 Conventions shared by every kernel here:
 - arguments are flat (1-D), C-contiguous arrays of one float dtype; outputs are preallocated by
   the caller (``scratch.functional``), which also checks shapes and chooses dtypes;
-- loop nest: a single ``prange`` over the flat index ``i``; every iteration writes only
-  ``out[i]``, so threads never share an output element;
+- loop nest: a single loop over the flat index ``i``; every iteration writes only ``out[i]``;
+  serial on purpose: these loops are memory-bound, and a Numba parallel region interleaved
+  with NumPy's multi-threaded BLAS calls made both thread pools spin against each other on a
+  2-core machine (a 2 µs ReLU took 8 ms when alternated with a matmul);
 - compiled once per dtype and cached on disk (``cache=True``).
 
 The ``*_reference`` functions compute the same op with whole-array NumPy expressions; tests hold
@@ -16,26 +18,26 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # ---------------------------------------------------------------------------- ReLU
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def relu_forward(x, out):
-    """out[i] = max(x[i], 0); NaN stays NaN, as torch. Loop: prange over i."""
-    for i in prange(x.shape[0]):
+    """out[i] = max(x[i], 0); NaN stays NaN, as torch. Loop: one pass over i."""
+    for i in range(x.shape[0]):
         out[i] = 0 if x[i] <= 0 else x[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def relu_backward(grad_output, out, grad_input):
     """grad_input[i] = 0 where out[i] <= 0, else grad_output[i] (torch: gradient 0 at x = 0).
 
     Reads the forward *output* and tests ``<= 0`` exactly as torch's ``threshold_backward``
-    does, so a NaN passes its gradient through. Loop: prange over i.
+    does, so a NaN passes its gradient through. Loop: one pass over i.
     """
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         grad_input[i] = 0 if out[i] <= 0 else grad_output[i]
 
 
@@ -50,17 +52,17 @@ def relu_backward_reference(grad_output, out):
 # ---------------------------------------------------------------------------- LeakyReLU
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def leaky_relu_forward(x, negative_slope, out):
-    """out[i] = x[i] if x[i] > 0 else negative_slope * x[i]. Loop: prange over i."""
-    for i in prange(x.shape[0]):
+    """out[i] = x[i] if x[i] > 0 else negative_slope * x[i]. Loop: one pass over i."""
+    for i in range(x.shape[0]):
         out[i] = x[i] if x[i] > 0 else x[i] * negative_slope
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def leaky_relu_backward(grad_output, x, negative_slope, grad_input):
-    """grad_input[i] = grad_output[i] * (1 if x[i] > 0 else negative_slope). Loop: prange over i."""
-    for i in prange(x.shape[0]):
+    """grad_input[i] = grad_output[i] * (1 if x[i] > 0 else negative_slope). Loop: one pass over i."""
+    for i in range(x.shape[0]):
         grad_input[i] = grad_output[i] if x[i] > 0 else grad_output[i] * negative_slope
 
 
@@ -75,14 +77,14 @@ def leaky_relu_backward_reference(grad_output, x, negative_slope):
 # ---------------------------------------------------------------------------- Sigmoid
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def sigmoid_forward(x, out):
     """out[i] = 1 / (1 + exp(-x[i])), stably.
 
     Branches on the sign so that ``exp`` only ever sees a non-positive argument: no overflow for
-    any finite x. Loop: prange over i.
+    any finite x. Loop: one pass over i.
     """
-    for i in prange(x.shape[0]):
+    for i in range(x.shape[0]):
         v = x[i]
         if v >= 0:
             out[i] = 1 / (1 + math.exp(-v))
@@ -91,10 +93,10 @@ def sigmoid_forward(x, out):
             out[i] = e / (1 + e)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def sigmoid_backward(grad_output, out, grad_input):
     """grad_input[i] = grad_output[i] * out[i] * (1 - out[i]), from the forward output."""
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         grad_input[i] = grad_output[i] * (1 - out[i]) * out[i]
 
 
@@ -111,17 +113,17 @@ def sigmoid_backward_reference(grad_output, out):
 # ---------------------------------------------------------------------------- Tanh
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def tanh_forward(x, out):
-    """out[i] = tanh(x[i]). Loop: prange over i."""
-    for i in prange(x.shape[0]):
+    """out[i] = tanh(x[i]). Loop: one pass over i."""
+    for i in range(x.shape[0]):
         out[i] = math.tanh(x[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def tanh_backward(grad_output, out, grad_input):
     """grad_input[i] = grad_output[i] * (1 - out[i]^2), from the forward output."""
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         grad_input[i] = grad_output[i] * (1 - out[i] * out[i])
 
 

@@ -6,8 +6,8 @@ loop. Each backward kernel takes ``grad_output`` as a flat array of either one e
 upstream gradient of a reduced loss, already divided by N for ``"mean"``) or one per element
 (``reduction="none"``), and writes ``grad_input``.
 
-Loop nest everywhere: one ``prange`` over the flat index ``i``; iteration ``i`` writes only
-element ``i`` of each output. Compiled once per dtype, cached on disk.
+Loop nest everywhere: one loop over the flat index ``i``; iteration ``i`` writes only element
+``i`` of each output. Serial on purpose (see ``scratch.kernels.elementwise``). Compiled once per dtype, cached on disk.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # torch's constants: each BCE log term is clamped at -100; its backward clamps the
 # denominator p (1 - p) from below at EPSILON = 1e-12, declared in ATen as a C++ float, so its
@@ -27,23 +27,23 @@ BCE_GRAD_EPSILON = float(np.float32(1e-12))
 # ---------------------------------------------------------------------------- BCE
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def bce_forward(p, y, out):
     """out[i] = -(y log p + (1 - y) log(1 - p)), each log clamped at -100 (torch's convention).
 
-    ``log1p(-p)`` keeps log(1 - p) accurate for small p. Loop: prange over i.
+    ``log1p(-p)`` keeps log(1 - p) accurate for small p. Loop: one pass over i.
     """
-    for i in prange(p.shape[0]):
+    for i in range(p.shape[0]):
         log_p = max(math.log(p[i]), BCE_LOG_CLAMP) if p[i] > 0 else BCE_LOG_CLAMP
         log_1mp = max(math.log1p(-p[i]), BCE_LOG_CLAMP) if p[i] < 1 else BCE_LOG_CLAMP
         out[i] = (y[i] - 1) * log_1mp - y[i] * log_p
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def bce_backward(grad_output, p, y, grad_input):
     """grad_input[i] = g * (p - y) / max(p (1 - p), 1e-12), torch's clamped denominator."""
     scalar = grad_output.shape[0] == 1
-    for i in prange(p.shape[0]):
+    for i in range(p.shape[0]):
         g = grad_output[0] if scalar else grad_output[i]
         grad_input[i] = g * (p[i] - y[i]) / max((1 - p[i]) * p[i], BCE_GRAD_EPSILON)
 
@@ -63,23 +63,23 @@ def bce_backward_reference(grad_output, p, y):
 # ---------------------------------------------------------------------------- BCE with logits
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def bce_with_logits_forward(x, y, out):
     """out[i] = (1 - y) x + softplus(-x), with softplus(-x) = max(-x, 0) + log1p(exp(-|x|)).
 
     Equals -(y log σ(x) + (1 - y) log(1 - σ(x))) without ever forming σ(x) or exp of a positive
-    number: finite for any finite x. Loop: prange over i.
+    number: finite for any finite x. Loop: one pass over i.
     """
-    for i in prange(x.shape[0]):
+    for i in range(x.shape[0]):
         v = x[i]
         out[i] = (1 - y[i]) * v + max(-v, 0) + math.log1p(math.exp(-abs(v)))
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def bce_with_logits_backward(grad_output, x, y, grad_input):
     """grad_input[i] = g * (σ(x) - y): the sigmoid's and the BCE's derivatives cancel."""
     scalar = grad_output.shape[0] == 1
-    for i in prange(x.shape[0]):
+    for i in range(x.shape[0]):
         g = grad_output[0] if scalar else grad_output[i]
         v = x[i]
         if v >= 0:
@@ -103,19 +103,19 @@ def bce_with_logits_backward_reference(grad_output, x, y):
 # ---------------------------------------------------------------------------- MSE
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def mse_forward(p, y, out):
-    """out[i] = (p[i] - y[i])^2. Loop: prange over i."""
-    for i in prange(p.shape[0]):
+    """out[i] = (p[i] - y[i])^2. Loop: one pass over i."""
+    for i in range(p.shape[0]):
         d = p[i] - y[i]
         out[i] = d * d
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def mse_backward(grad_output, p, y, grad_input):
-    """grad_input[i] = 2 g (p[i] - y[i]). Loop: prange over i."""
+    """grad_input[i] = 2 g (p[i] - y[i]). Loop: one pass over i."""
     scalar = grad_output.shape[0] == 1
-    for i in prange(p.shape[0]):
+    for i in range(p.shape[0]):
         g = grad_output[0] if scalar else grad_output[i]
         grad_input[i] = 2 * g * (p[i] - y[i])
 
@@ -131,22 +131,22 @@ def mse_backward_reference(grad_output, p, y):
 # ---------------------------------------------------------------------------- Gaussian KL
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def gaussian_kl_forward(mean, logvar, out):
     """out[i] = ½ (μ² + exp(lv) - 1 - lv), written ½ (μ² + expm1(lv) - lv).
 
     KL(N(μ, e^lv) ‖ N(0, 1)) per latent element. ``expm1`` avoids the cancellation of
     exp(lv) - 1 near lv = 0; finite for lv in [-80, 80] in float32 and float64.
     """
-    for i in prange(mean.shape[0]):
+    for i in range(mean.shape[0]):
         out[i] = 0.5 * (mean[i] * mean[i] + math.expm1(logvar[i]) - logvar[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def gaussian_kl_backward(grad_output, mean, logvar, grad_mean, grad_logvar):
     """grad_mean[i] = g μ;  grad_logvar[i] = g ½ expm1(lv) = g ½ (σ² - 1)."""
     scalar = grad_output.shape[0] == 1
-    for i in prange(mean.shape[0]):
+    for i in range(mean.shape[0]):
         g = grad_output[0] if scalar else grad_output[i]
         grad_mean[i] = g * mean[i]
         grad_logvar[i] = g * 0.5 * math.expm1(logvar[i])

@@ -2,9 +2,10 @@
 
 Each kernel updates flat, C-contiguous arrays in place: the parameter and its state buffers.
 Scalars that depend only on the step count (bias corrections, step size) are computed once per
-step one level up, in Python float64, exactly as torch.optim does. Loop nest: one ``prange``
-over the flat index ``i``; iteration ``i`` reads and writes only element ``i`` of each buffer,
-so the update is embarrassingly parallel and needs no temporaries. Cached per dtype.
+step one level up, in Python float64, exactly as torch.optim does. Loop nest: one loop over the
+flat index ``i``; iteration ``i`` reads and writes only element ``i`` of each buffer, so the
+update is one fused pass with no temporaries (serial on purpose: see
+``scratch.kernels.elementwise``). Cached per dtype.
 
 The references reproduce torch.optim's single-tensor code line by line with NumPy operations.
 """
@@ -12,14 +13,14 @@ The references reproduce torch.optim's single-tensor code line by line with NumP
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def sgd_step(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
     """p -= lr · d, with d = g + wd·p, and with momentum b = μ b + (1 - τ) d (b = d on the first step),
     then d = d + μ b (Nesterov) or d = b. ``momentum_buffer`` is ignored when momentum == 0."""
-    for i in prange(param.shape[0]):
+    for i in range(param.shape[0]):
         d = -grad[i] if maximize else grad[i]
         if weight_decay != 0:
             d = d + weight_decay * param[i]
@@ -36,7 +37,7 @@ def sgd_step(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay
         param[i] = param[i] - lr * d
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def adam_step(
     param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq,
     lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize, step_size, bias_correction2_sqrt,
@@ -49,7 +50,7 @@ def adam_step(
     ``lerp`` follows torch: a + w (b - a) for w < ½, else b - (b - a)(1 - w).
     """
     weight = 1 - beta1
-    for i in prange(param.shape[0]):
+    for i in range(param.shape[0]):
         g = -grad[i] if maximize else grad[i]
         p = param[i]
         if weight_decay != 0:

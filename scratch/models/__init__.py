@@ -26,4 +26,14 @@ def build(name: str, dtype=np.float32, rng=None, **config):
         raise TypeError(f"build({name!r}): {error}") from None
 
 
-__all__ = ["MODELS", "build", "DenoisingAutoencoder", "MLPAutoencoder"]
+def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype=np.float32):
+    """The noise model ``name`` needs for a batch of shape ``x_shape`` (None if deterministic).
+
+    Lets a training loop draw noise once and feed the same array to both backends.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name].noise_for(config, tuple(x_shape), rng, np.dtype(dtype))
+
+
+__all__ = ["MODELS", "build", "draw_noise", "DenoisingAutoencoder", "MLPAutoencoder"]

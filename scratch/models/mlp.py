@@ -114,6 +114,15 @@ class MLPAutoencoder(Module):
         recon = self.loss_fn(reconstruction.reshape(target.shape[0], -1), target.reshape(target.shape[0], -1))
         return {"loss": recon, "recon": recon}
 
+    @staticmethod
+    def noise_for(config: dict, x_shape, rng: np.random.Generator, dtype) -> np.ndarray | None:
+        """The noise ``loss(x, noise)`` takes for a batch of shape ``x_shape``: none here."""
+        return None
+
+    def reconstruct(self, x: np.ndarray, noise=None) -> np.ndarray:
+        """x̂ for x, in x's shape (the model's input as ``loss`` would build it)."""
+        return self.forward(x)
+
     def loss(self, x: np.ndarray, noise=None) -> dict:
         """BCE (mean over every element) between x̂ and x: ``{"loss", "recon"}``, floats."""
         if noise is not None:
@@ -144,11 +153,21 @@ class DenoisingAutoencoder(MLPAutoencoder):
             raise ValueError(f"{owner}: noise_level for {noise} must lie in [0, {upper}], got {noise_level!r}")
         self._config.update(noise=noise, noise_level=level, clip=bool(clip))
 
-    def draw_noise(self, shape) -> np.ndarray:
+    @staticmethod
+    def noise_for(config: dict, x_shape, rng: np.random.Generator, dtype) -> np.ndarray:
         """The raw noise ``corrupt`` expects: ε ~ N(0, 1) for gaussian, u ~ U[0, 1) otherwise."""
-        if self._config["noise"] == "gaussian":
-            return self.rng.standard_normal(shape).astype(self.dtype)
-        return self.rng.random(shape).astype(self.dtype)
+        if config.get("noise", "gaussian") == "gaussian":
+            return rng.standard_normal(x_shape).astype(dtype)
+        return rng.random(x_shape).astype(dtype)
+
+    def draw_noise(self, shape) -> np.ndarray:
+        """Noise for a batch of ``shape``, from the model's generator (see ``noise_for``)."""
+        return self.noise_for(self._config, shape, self.rng, self.dtype)
+
+    def reconstruct(self, x: np.ndarray, noise=None) -> np.ndarray:
+        """x̂ = the reconstruction of corrupt(x, noise), in x's shape."""
+        self._flatten_input(x)
+        return self.forward(self.corrupt(x, noise))
 
     def corrupt(self, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         """x̃ = corruption of x, same shape; ``noise`` drawn from the model's generator if None."""

@@ -52,6 +52,9 @@ class MLPAutoencoder(nn.Module):
         recon = LOSSES[self.config["loss"]](reconstruction.reshape(n, -1), target.reshape(n, -1), reduction="mean")
         return {"loss": recon, "recon": recon}
 
+    def reconstruct(self, x: torch.Tensor, noise=None) -> torch.Tensor:
+        return self.forward(x)
+
     def loss(self, x: torch.Tensor, noise=None) -> dict:
         if noise is not None:
             raise ValueError("mlp-ae is deterministic and takes no noise")
@@ -86,6 +89,9 @@ class DenoisingAutoencoder(MLPAutoencoder):
             return torch.where(noise < level, torch.zeros_like(x), x)
         half = level / 2
         return torch.where(noise < half, torch.zeros_like(x), torch.where(noise > 1 - half, torch.ones_like(x), x))
+
+    def reconstruct(self, x: torch.Tensor, noise=None) -> torch.Tensor:
+        return self.forward(self.corrupt(x, noise))
 
     def loss(self, x: torch.Tensor, noise=None) -> dict:
         return self._reconstruction_loss(self.corrupt(x, noise), x)

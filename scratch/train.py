@@ -1,0 +1,342 @@
+"""One training loop for both backends, over the same batches and the same noise.
+
+Determinism is by construction: every random draw of epoch ``e`` (batch order, dynamic
+binarization, corruption noise, ε) comes from ``default_rng([seed, 0, e])``, and evaluation
+draws from ``default_rng([seed, 1])``. A run resumed from the checkpoint of epoch ``e`` therefore
+replays epoch ``e + 1`` exactly as an uninterrupted run would, with no generator state to save.
+The weights are initialised by the scratch model from ``seed`` and copied into the torch twin
+when ``backend="torch"``, so both backends start from identical weights too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from scratch import optim
+from scratch.checkpoint import (
+    CheckpointError,
+    atomic_write_json,
+    latest_checkpoint,
+    read_checkpoint,
+    read_json,
+    write_checkpoint,
+)
+from scratch.data import BINARIZATION_MODES, Dataset, binarize, load_dataset
+from scratch.models import MODELS, build, draw_noise
+
+BACKENDS = ("scratch", "torch")
+DTYPES = ("float32", "float64")
+# Fault injection for the crash tests: SIGKILL this process just before training step N.
+KILL_AT_STEP_VARIABLE = "AUTOENCODERS_FAULT_KILL_AT_STEP"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run; saved as config.json in the run directory."""
+
+    model: str
+    dataset: str = "digits"
+    data_dir: str | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    backend: str = "scratch"
+    seed: int = 0
+    dtype: str = "float32"
+    binarize: str = "threshold"
+    image_every: int = 1
+    model_config: dict = field(default_factory=dict)
+
+    def validate(self) -> "TrainConfig":
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.binarize not in BINARIZATION_MODES:
+            raise ValueError(f"binarize must be one of {BINARIZATION_MODES}, got {self.binarize!r}")
+        for name in ("epochs", "batch_size", "image_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight-decay must be a non-negative number, got {self.weight_decay!r}")
+        return self
+
+    @classmethod
+    def from_json(cls, value: dict, where: str) -> "TrainConfig":
+        try:
+            return cls(**value).validate()
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{where}: not a valid training configuration ({error})") from None
+
+
+# -- backends ------------------------------------------------------------------------------
+
+
+class ScratchBackend:
+    """The scratch model and scratch.optim.Adam behind the loop's interface."""
+
+    name = "scratch"
+
+    def __init__(self, config: TrainConfig, model_config: dict):
+        self.model = build(config.model, dtype=np.dtype(config.dtype), rng=config.seed, **model_config)
+        self.optimizer = optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def train_step(self, x: np.ndarray, noise) -> dict[str, float]:
+        self.optimizer.zero_grad()
+        parts = self.model.loss(x, noise=noise)
+        self.model.backward()
+        self.optimizer.step()
+        return parts
+
+    def evaluate(self, x: np.ndarray, noise) -> tuple[dict[str, float], np.ndarray]:
+        self.model.eval()
+        try:
+            parts = self.model.loss(x, noise=noise)
+            return parts, self.model.reconstruct(x, noise=noise)
+        finally:
+            self.model.train()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return dict(self.model.state_dict())
+
+    def load_weights(self, weights) -> None:
+        self.model.load_state_dict(weights)
+
+    def optimizer_state(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+    def corrupted_input(self, x: np.ndarray, noise) -> np.ndarray | None:
+        return self.model.corrupt(x, noise) if hasattr(self.model, "corrupt") else None
+
+
+def make_backend(config: TrainConfig, model_config: dict):
+    """The backend ``config.backend`` names, starting from the scratch model's initial weights."""
+    scratch = ScratchBackend(config, model_config)
+    if config.backend == "scratch":
+        return scratch
+    from torch_impl.backend import TorchBackend  # torch only when asked for
+
+    backend = TorchBackend(config, model_config)
+    backend.load_weights(scratch.weights())
+    return backend
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator for every random draw of training epoch ``epoch`` (1-based)."""
+    return np.random.default_rng([seed, 0, epoch])
+
+
+def evaluation_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 1])
+
+
+def model_config_for(config: TrainConfig, dataset: Dataset) -> dict:
+    """The model's configuration with its input size adapted to the dataset's images."""
+    model_config = dict(config.model_config)
+    model_config["input_dim"] = int(np.prod(dataset.image_shape))
+    return model_config
+
+
+def _batches(images: np.ndarray, batch_size: int, order: np.ndarray | None = None):
+    indices = np.arange(len(images)) if order is None else order
+    for start in range(0, len(indices), batch_size):
+        yield images[indices[start:start + batch_size]]
+
+
+def reconstruction_metrics(reconstruction: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Mean per-element BCE (log terms clamped at -100, as torch) and MSE, in float64."""
+    p = reconstruction.astype(np.float64).reshape(len(target), -1)
+    y = target.astype(np.float64).reshape(len(target), -1)
+    with np.errstate(divide="ignore"):
+        bce = -(y * np.maximum(np.log(p), -100) + (1 - y) * np.maximum(np.log1p(-p), -100))
+    return {"bce": float(bce.mean()), "mse": float(((p - y) ** 2).mean())}
+
+
+def _mean(weighted: dict[str, float], count: int) -> dict[str, float]:
+    return {key: value / count for key, value in weighted.items()}
+
+
+def evaluate(backend, config: TrainConfig, images: np.ndarray) -> dict[str, float]:
+    """Test metrics: the model's loss parts and reconstruction BCE/MSE, averaged per image."""
+    rng = evaluation_rng(config.seed)
+    dtype = np.dtype(config.dtype)
+    totals: dict[str, float] = {}
+    for batch in _batches(images, max(config.batch_size, 500)):
+        x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
+        noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
+        parts, reconstruction = backend.evaluate(x, noise)
+        parts = {**parts, **reconstruction_metrics(reconstruction, x)}
+        for key, value in parts.items():
+            totals[key] = totals.get(key, 0.0) + value * len(x)
+    return _mean(totals, len(images))
+
+
+# -- artifacts -----------------------------------------------------------------------------
+
+
+def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int, history: list) -> None:
+    """Reconstructions (with the noisy input for the denoising model), filters, loss curves."""
+    from scratch import plots
+
+    dtype = np.dtype(config.dtype)
+    rng = evaluation_rng(config.seed)
+    x = binarize(dataset.test_images[:16], config.binarize, rng).astype(dtype, copy=False)
+    noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
+    _, reconstruction = backend.evaluate(x, noise)
+    rows, labels = [x], ["original"]
+    corrupted = backend.corrupted_input(x, noise)
+    if corrupted is not None:
+        rows.append(corrupted)
+        labels.append("noisy input")
+    rows.append(reconstruction)
+    labels.append("reconstruction")
+    tag = f"epoch{epoch:03d}"
+    plots.save_image_rows(run_dir / f"reconstructions-{tag}.png", rows, labels=labels,
+                          title=f"{config.model} ({config.backend}), epoch {epoch}")
+    first = next(iter(backend.weights().items()))  # encoder.0.weight: the first layer's filters
+    plots.save_filters(run_dir / f"filters-{tag}.png", first[1], dataset.image_shape,
+                       title=f"{first[0]}, epoch {epoch}")
+    epochs = [entry["epoch"] for entry in history]
+    plots.save_curves(run_dir / "loss.png", {
+        "train loss": (epochs, [entry["train"]["loss"] for entry in history]),
+        "test loss": (epochs, [entry["test"]["loss"] for entry in history]),
+    }, title=f"{config.model} on {config.dataset} ({config.backend})")
+
+
+# -- the loop ------------------------------------------------------------------------------
+
+
+def _format_metrics(entry: dict) -> str:
+    train = " ".join(f"{k} {v:.5f}" for k, v in entry["train"].items())
+    test = " ".join(f"{k} {v:.5f}" for k, v in entry["test"].items())
+    return f"epoch {entry['epoch']:3d}  train: {train}  |  test: {test}  ({entry['seconds']:.1f} s)"
+
+
+def _progress(iterable, total: int, description: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=description, leave=False, disable=None, file=sys.stderr)
+
+
+def prepare_run(run_dir, config: TrainConfig) -> Path:
+    """Create the run directory for a new run; refuses a directory that already holds a run."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.json").exists():
+        raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", asdict(config))
+    except OSError as error:
+        raise ValueError(f"cannot write to run directory {run_dir}: {error.strerror}") from None
+    return run_dir
+
+
+def load_run_config(run_dir) -> TrainConfig:
+    return TrainConfig.from_json(read_json(Path(run_dir) / "config.json"), str(Path(run_dir) / "config.json"))
+
+
+def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, progress: bool = True,
+        log: Callable[[str], None] = print) -> list[dict]:
+    """Train (or resume) the run in ``run_dir``; returns the metrics of every epoch so far.
+
+    New run: ``config`` given, ``run_dir`` fresh. Resume: ``config=None, resume=True``; the run
+    continues after its newest checkpoint with the configuration it was started with.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        config = load_run_config(run_dir)
+    else:
+        config.validate()
+        prepare_run(run_dir, config)
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+    model_config = model_config_for(config, dataset)
+    backend = make_backend(config, model_config)
+    history: list[dict] = []
+    start_epoch = 1
+    if resume:
+        try:
+            directory = latest_checkpoint(run_dir)
+        except CheckpointError:
+            if (run_dir / "checkpoints").exists():
+                raise
+            directory = None  # killed before the first checkpoint: start over, same seed
+        if directory is not None:
+            weights, optimizer_state, state = read_checkpoint(directory)
+            backend.load_weights(weights)
+            backend.load_optimizer_state(optimizer_state)
+            history = state.get("metrics", [])
+            start_epoch = state["epoch"] + 1
+            log(f"resuming {run_dir} after epoch {state['epoch']}")
+        _rewrite_metrics(run_dir, history)
+    if start_epoch > config.epochs:
+        log(f"{run_dir}: all {config.epochs} epochs are done")
+        return history
+
+    dtype = np.dtype(config.dtype)
+    kill_at = int(os.environ.get(KILL_AT_STEP_VARIABLE, "0") or 0)
+    steps_per_epoch = math.ceil(len(dataset.train_images) / config.batch_size)
+    step = (start_epoch - 1) * steps_per_epoch
+    for epoch in range(start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        rng = epoch_rng(config.seed, epoch)
+        order = rng.permutation(len(dataset.train_images))
+        totals: dict[str, float] = {}
+        batches = _batches(dataset.train_images, config.batch_size, order)
+        for batch in _progress(batches, steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress):
+            step += 1
+            if kill_at and step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
+            noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
+            parts = backend.train_step(x, noise)
+            for key, value in parts.items():
+                totals[key] = totals.get(key, 0.0) + float(value) * len(x)
+        entry = {
+            "epoch": epoch,
+            "train": _mean(totals, len(dataset.train_images)),
+            "test": evaluate(backend, config, dataset.test_images),
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(entry)
+        write_checkpoint(run_dir, epoch, backend.weights(), backend.optimizer_state(), {"metrics": history})
+        _append_metrics(run_dir, entry)
+        if epoch % config.image_every == 0 or epoch == config.epochs:
+            write_artifacts(run_dir, backend, config, dataset, epoch, history)
+        log(_format_metrics(entry))
+    return history
+
+
+def _append_metrics(run_dir: Path, entry: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as stream:
+        stream.write(json.dumps(entry) + "\n")
+
+
+def _rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
+    """metrics.jsonl as the checkpoint knows it: drops lines of epochs a crash undid."""
+    text = "".join(json.dumps(entry) + "\n" for entry in history)
+    from scratch.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(run_dir / "metrics.jsonl", text.encode())
