@@ -27,41 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from scratch._files import atomic_write_bytes, fsync_directory
+
 FORMAT_VERSION = 1
 KEEP_CHECKPOINTS = 2
 
 
 class CheckpointError(Exception):
     """A checkpoint or run directory that cannot be read: one line naming the file and the problem."""
-
-
-def _fsync_directory(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-    return path
 
 
 def atomic_write_json(path, value) -> Path:
@@ -188,7 +161,7 @@ def write_checkpoint(run_dir, epoch: int, weights: dict[str, np.ndarray], optimi
         if final.exists():  # a leftover of a run killed after this rename but before `latest` moved
             shutil.rmtree(final)
         os.rename(staging, final)
-        _fsync_directory(root)
+        fsync_directory(root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -101,8 +101,13 @@ def compare(config: TrainConfig, out_dir, *, progress: bool = True, log=print) -
         "scratch (training loss per step)": (steps, step_losses["scratch"]),
         "torch (training loss per step)": (steps, step_losses["torch"]),
     }, xlabel="step", title=f"{config.model}: scratch vs torch, max |Δparam| {epochs[-1]['max_parameter_difference']:.1e}")
+    scratch_losses, torch_losses = np.array(step_losses["scratch"]), np.array(step_losses["torch"])
+    relative = np.abs(scratch_losses - torch_losses) / np.abs(torch_losses)
+    # exact agreement (0) cannot sit on a log axis: drawn at the unit roundoff instead
+    floor = float(np.finfo(dtype).eps) / 2
     plots.save_curves(out_dir / "compare-difference.png", {
-        "max |Δparam|": ([e["epoch"] for e in epochs], [max(e["max_parameter_difference"], 1e-300) for e in epochs]),
-    }, ylabel="largest parameter difference", logy=True, title=f"{config.model}: scratch vs torch")
+        f"|scratch - torch| / torch (exact agreement drawn at {floor:.0e})": (steps, np.maximum(relative, floor)),
+    }, xlabel="step", ylabel="relative loss difference", logy=True,
+        title=f"{config.model}, {config.dtype}: how far the two runs drift apart")
     log(f"wrote {out_dir / 'compare.png'}, {out_dir / 'compare-difference.png'}, {out_dir / 'compare.json'}")
     return result

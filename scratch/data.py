@@ -22,12 +22,13 @@ import gzip
 import hashlib
 import os
 import sys
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from scratch._files import atomic_write_bytes
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "kmnist")
 OFFLINE_DEFAULT = "digits"
@@ -209,21 +210,6 @@ def read_idx(path) -> np.ndarray:
     return _parse_idx(_decompress(_read_bytes(path), path), path)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    # Same directory so the rename cannot cross file systems; readers see the old file or the new.
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_idx(path, array) -> None:
     """Write ``array`` as an IDX file, atomically; gzipped if the name ends in ``.gz``.
 
@@ -254,7 +240,7 @@ def write_idx(path, array) -> None:
     data = header + payload
     if path.name.endswith(".gz"):
         data = gzip.compress(data, compresslevel=6, mtime=0)  # mtime=0: same array, same bytes
-    _atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
 
 
 # -- named IDX datasets ----------------------------------------------------------------------
@@ -422,7 +408,7 @@ def _download(name: str, stem: str, cache: Path) -> bytes:
             continue
         try:
             cache.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(cache / filename, data)
+            atomic_write_bytes(cache / filename, data)
         except OSError as error:
             raise DataError(
                 f"{name}: cannot write {filename} to the cache {cache} ({error.strerror or error}); "
