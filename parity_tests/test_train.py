@@ -99,6 +99,18 @@ def test_a_run_leaves_metrics_pictures_and_a_checkpoint_torch_loads(tmp_path):
     assert (run_dir / "reconstructions.png").exists()
 
 
+def test_resume_extends_a_finished_run_exactly(tmp_path):
+    """Two epochs, then --resume --epochs 3, equals three epochs straight (float64)."""
+    common = ["--dtype", "float64", *SMALL]
+    cli("train", "mlp-ae", "--epochs", "3", "--out", "straight", *common, cwd=tmp_path, check_status=0)
+    cli("train", "mlp-ae", "--epochs", "2", "--out", "extended", *common, cwd=tmp_path, check_status=0)
+    cli("train", "--resume", "extended", "--epochs", "3", "--quiet", cwd=tmp_path, check_status=0)
+    straight = load_tensors(tmp_path / "straight" / "model.safetensors")
+    extended = load_tensors(tmp_path / "extended" / "model.safetensors")
+    for key in straight:
+        np.testing.assert_array_equal(extended[key], straight[key], err_msg=key)
+
+
 def test_convert_round_trip(tmp_path):
     cli("train", "mlp-ae", "--epochs", "1", "--out", "run", *SMALL, cwd=tmp_path, check_status=0)
     cli("convert", "run", "weights.pt", cwd=tmp_path, check_status=0)

@@ -137,7 +137,7 @@ def _train(args) -> int:
     if args.resume:
         if args.model is not None or args.out is not None:
             raise UsageError("--resume RUN_DIR continues a run with its own settings; give no MODEL or --out with it")
-        history = run(args.resume, resume=True, progress=not args.quiet)
+        history = run(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs)
         _print_artifacts(Path(args.resume), history)
         return 0
     if args.model is None:
@@ -288,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_group.add_argument("--backend", choices=["scratch", "torch"], default="scratch",
                            help="scratch (NumPy/Numba, default) or torch")
     run_group.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/MODEL-DATASET-TIME)")
-    run_group.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    run_group.add_argument("--resume", metavar="RUN_DIR",
+                           help="continue a run from its newest checkpoint with the settings it was started "
+                                "with; only --epochs (to extend it) and --quiet apply")
     run_group.add_argument("--image-every", type=_positive_int, default=None, metavar="N",
                            help="write pictures every N epochs and after the last (default: about ten times a run)")
     run_group.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -259,15 +259,20 @@ def load_run_config(run_dir) -> TrainConfig:
 
 
 def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, progress: bool = True,
-        log: Callable[[str], None] = print) -> list[dict]:
+        log: Callable[[str], None] = print, epochs: int | None = None) -> list[dict]:
     """Train (or resume) the run in ``run_dir``; returns the metrics of every epoch so far.
 
     New run: ``config`` given, ``run_dir`` fresh. Resume: ``config=None, resume=True``; the run
-    continues after its newest checkpoint with the configuration it was started with.
+    continues after its newest checkpoint with the configuration it was started with, for
+    ``epochs`` epochs in all when given (extending a finished run is how to train longer).
     """
     run_dir = Path(run_dir)
     if resume:
         config = load_run_config(run_dir)
+        if epochs is not None and epochs != config.epochs:
+            config.epochs = epochs
+            config.validate()
+            atomic_write_json(run_dir / "config.json", asdict(config))
     else:
         config.validate()
         prepare_run(run_dir, config)
