@@ -143,6 +143,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, args, message):
     result = cli(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists(), "a run that cannot start must leave no run directory"
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert message in lines[-1], result.stderr
     assert len(lines) == 1, result.stderr

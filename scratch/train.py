@@ -275,10 +275,14 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
             atomic_write_json(run_dir / "config.json", asdict(config))
     else:
         config.validate()
-        prepare_run(run_dir, config)
+        if (run_dir / "config.json").exists():
+            raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --out")
+    # Data and model first: a run that cannot start leaves no run directory behind.
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     model_config = model_config_for(config, dataset)
     backend = make_backend(config, model_config)
+    if not resume:
+        prepare_run(run_dir, config)
     history: list[dict] = []
     start_epoch = 1
     if resume:
