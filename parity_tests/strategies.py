@@ -95,3 +95,76 @@ optimizer_settings = st.one_of(
         "maximize": st.booleans(),
     }),
 )
+
+
+# ---------------------------------------------------------------------------- convolution
+# Geometries are built from the output size backwards, so every draw is valid: strides that do
+# not divide the input evenly (the `extra` rows a floor division drops), padding, dilation,
+# output_padding below max(stride, dilation), batch 1 and channels 1 all occur.
+
+
+@st.composite
+def _axis_for_conv(draw, max_kernel=5):
+    """(input size, kernel, stride, padding, dilation) along one axis, output >= 1."""
+    kernel, stride, dilation = draw(st.integers(1, max_kernel)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    out = draw(st.integers(1, 4))
+    extra = draw(st.integers(0, stride - 1))
+    base = (out - 1) * stride + dilation * (kernel - 1) + 1 + extra  # input size with no padding
+    padding = draw(st.integers(0, min(2, (base - 1) // 2)))
+    return base - 2 * padding, kernel, stride, padding, dilation
+
+
+@st.composite
+def conv2d_cases(draw):
+    """dict(x_shape, in_channels, out_channels, kernel_size, stride, padding, dilation, bias)."""
+    rows, cols = draw(_axis_for_conv()), draw(_axis_for_conv())
+    batch, channels_in, channels_out = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return dict(x_shape=(batch, channels_in, rows[0], cols[0]), in_channels=channels_in, out_channels=channels_out,
+                kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]), padding=(rows[3], cols[3]),
+                dilation=(rows[4], cols[4]), bias=draw(st.booleans()))
+
+
+@st.composite
+def _axis_for_conv_transpose(draw, max_kernel=5):
+    """(input size, kernel, stride, padding, output_padding, dilation) along one axis, output >= 1."""
+    kernel, stride, dilation = draw(st.integers(1, max_kernel)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    size = draw(st.integers(1, 4))
+    output_padding = draw(st.integers(0, max(stride, dilation) - 1))
+    unpadded = (size - 1) * stride + dilation * (kernel - 1) + output_padding + 1
+    padding = draw(st.integers(0, min(2, (unpadded - 1) // 2)))
+    return size, kernel, stride, padding, output_padding, dilation
+
+
+@st.composite
+def conv_transpose2d_cases(draw):
+    """dict(x_shape, in_channels, out_channels, kernel_size, stride, padding, output_padding, dilation, bias)."""
+    rows, cols = draw(_axis_for_conv_transpose()), draw(_axis_for_conv_transpose())
+    batch, channels_in, channels_out = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return dict(x_shape=(batch, channels_in, rows[0], cols[0]), in_channels=channels_in, out_channels=channels_out,
+                kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]), padding=(rows[3], cols[3]),
+                output_padding=(rows[4], cols[4]), dilation=(rows[5], cols[5]), bias=draw(st.booleans()))
+
+
+@st.composite
+def _axis_for_pool(draw):
+    """(input size, kernel, stride, padding, dilation): padding up to half the kernel (torch's
+    limit); the input at least one window wide, so every window holds an element."""
+    kernel, stride, dilation = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    effective = dilation * (kernel - 1) + 1
+    padding = draw(st.integers(0, kernel // 2))
+    size = effective + draw(st.integers(0, 4))
+    return size, kernel, stride, padding, dilation
+
+
+@st.composite
+def max_pool2d_cases(draw):
+    """dict(x_shape, kernel_size, stride, padding, dilation)."""
+    rows, cols = draw(_axis_for_pool()), draw(_axis_for_pool())
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), rows[0], cols[0])
+    return dict(x_shape=shape, kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]),
+                padding=(rows[3], cols[3]), dilation=(rows[4], cols[4]))
+
+
+def layer_arguments(case: dict) -> dict:
+    """The constructor arguments in a case (everything but the input shape)."""
+    return {k: v for k, v in case.items() if k != "x_shape"}

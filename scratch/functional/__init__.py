@@ -10,6 +10,14 @@ from scratch.functional.activations import (
     tanh_backward,
     tanh_forward,
 )
+from scratch.functional.conv import (
+    conv2d_backward,
+    conv2d_forward,
+    conv_transpose2d_backward,
+    conv_transpose2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
 from scratch.functional.linear import linear_backward, linear_forward
 from scratch.functional.losses import (
     bce_backward,

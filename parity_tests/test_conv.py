@@ -1,0 +1,215 @@
+"""Convolution and pooling: torch parity, float64 central differences, Numba kernels against
+their NumPy references, and the parallel kernels against their serial twins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parity_tests import strategies as S
+from parity_tests.tolerances import GRADCHECK, assert_close
+from scratch import functional as F
+from scratch import nn
+from scratch.functional.conv import conv2d_output_size
+from scratch.gradcheck import gradcheck
+from scratch.kernels import conv as K
+
+TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
+
+
+def _twin(layer, torch_class, case):
+    twin = torch_class(**S.layer_arguments(case)).to(TORCH_DTYPE[layer.weight.dtype.type])
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()}, strict=True)
+    return twin
+
+
+def _parity(layer, twin, x, rng, dtype, label):
+    y = layer(x)
+    grad_output = rng.standard_normal(y.shape).astype(dtype)
+    dx = layer.backward(grad_output)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = twin(tx)
+    ty.backward(torch.from_numpy(grad_output))
+    assert_close(y, ty, "torch", dtype, f"{label} output")
+    assert_close(dx, tx.grad, "torch", dtype, f"{label} dx")
+    for name, parameter in dict(twin.named_parameters()).items():
+        assert_close(getattr(layer, name).grad, parameter.grad, "torch", dtype, f"{label} d{name}")
+
+
+@given(case=S.conv2d_cases(), dtype=S.dtypes, seed=S.seeds)
+def test_conv2d_matches_torch(case, dtype, seed):
+    rng = np.random.default_rng(seed)
+    layer = nn.Conv2d(**S.layer_arguments(case), rng=rng, dtype=dtype)
+    _parity(layer, _twin(layer, torch.nn.Conv2d, case), rng.standard_normal(case["x_shape"]).astype(dtype),
+            rng, dtype, "Conv2d")
+
+
+@given(case=S.conv_transpose2d_cases(), dtype=S.dtypes, seed=S.seeds)
+def test_conv_transpose2d_matches_torch(case, dtype, seed):
+    rng = np.random.default_rng(seed)
+    layer = nn.ConvTranspose2d(**S.layer_arguments(case), rng=rng, dtype=dtype)
+    twin = _twin(layer, torch.nn.ConvTranspose2d, case)
+    x = rng.standard_normal(case["x_shape"]).astype(dtype)
+    _parity(layer, twin, x, rng, dtype, "ConvTranspose2d")
+    assert layer.weight.shape == tuple(twin.weight.shape) == (case["in_channels"], case["out_channels"], *case["kernel_size"])
+
+
+@given(case=S.max_pool2d_cases(), dtype=S.dtypes, seed=S.seeds, ties=st.booleans())
+def test_max_pool2d_matches_torch(case, dtype, seed, ties):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(case["x_shape"])
+    if ties:  # few distinct values: tied maxima everywhere, so the tie rule is what is tested
+        x = np.round(x)
+    x = x.astype(dtype)
+    layer = nn.MaxPool2d(**S.layer_arguments(case))
+    twin = torch.nn.MaxPool2d(**S.layer_arguments(case))
+    y = layer(x)
+    grad_output = rng.standard_normal(y.shape).astype(dtype)
+    tx = torch.tensor(x, requires_grad=True)
+    ty, indices = torch.nn.functional.max_pool2d(tx, return_indices=True, **S.layer_arguments(case))
+    ty.backward(torch.from_numpy(grad_output))
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(layer._cache[0], indices.numpy())  # the same arg-max, ties included
+    assert_close(layer.backward(grad_output), tx.grad, "torch", dtype, "MaxPool2d dx")
+    assert repr(twin)  # the same constructor arguments are accepted by both
+
+
+def test_max_pool2d_nan_and_empty_windows_like_torch():
+    x = np.array([[[[1.0, np.nan, 3.0, 2.0]]]])
+    layer = nn.MaxPool2d((1, 2))
+    np.testing.assert_array_equal(layer(x), torch.nn.functional.max_pool2d(torch.tensor(x), (1, 2)).numpy())
+    lone = np.ones((1, 1, 1, 1))  # kernel 2, dilation 2, padding 1: the one window misses the pixel
+    layer = nn.MaxPool2d(2, stride=1, padding=1, dilation=2)
+    y = layer(lone)
+    assert y[0, 0, 0, 0] == -np.inf == torch.nn.functional.max_pool2d(torch.tensor(lone), 2, 1, 1, 2).item()
+    np.testing.assert_array_equal(layer.backward(np.ones_like(y)), np.zeros_like(lone))
+
+
+# -- oracle 2: central differences --------------------------------------------------------
+
+
+@given(case=S.conv2d_cases(), seed=S.seeds)
+def test_conv2d_finite_differences(case, seed):
+    rng = np.random.default_rng(seed)
+    arguments = S.layer_arguments(case)
+    x = rng.standard_normal(case["x_shape"])
+    weight = rng.standard_normal((case["out_channels"], case["in_channels"], *case["kernel_size"]))
+    bias = rng.standard_normal(case["out_channels"]) if case["bias"] else None
+    pair = (lambda x, w, b: F.conv2d_forward(x, w, b, arguments["stride"], arguments["padding"], arguments["dilation"]),
+            F.conv2d_backward)
+    gradcheck(pair, x, weight, bias, rng=rng, **GRADCHECK)
+    gradcheck(nn.Conv2d(**arguments, rng=rng, dtype=np.float64), x, rng=rng, **GRADCHECK)
+
+
+@given(case=S.conv_transpose2d_cases(), seed=S.seeds)
+def test_conv_transpose2d_finite_differences(case, seed):
+    rng = np.random.default_rng(seed)
+    arguments = S.layer_arguments(case)
+    x = rng.standard_normal(case["x_shape"])
+    weight = rng.standard_normal((case["in_channels"], case["out_channels"], *case["kernel_size"]))
+    bias = rng.standard_normal(case["out_channels"]) if case["bias"] else None
+    pair = (lambda x, w, b: F.conv_transpose2d_forward(x, w, b, arguments["stride"], arguments["padding"],
+                                                        arguments["output_padding"], arguments["dilation"]),
+            F.conv_transpose2d_backward)
+    gradcheck(pair, x, weight, bias, rng=rng, **GRADCHECK)
+    gradcheck(nn.ConvTranspose2d(**arguments, rng=rng, dtype=np.float64), x, rng=rng, **GRADCHECK)
+
+
+@given(case=S.max_pool2d_cases(), seed=S.seeds)
+def test_max_pool2d_finite_differences(case, seed):
+    """Distinct values, at least 0.05 apart: no tie or near-tie, so max is smooth under ±eps."""
+    rng = np.random.default_rng(seed)
+    size = int(np.prod(case["x_shape"]))
+    x = (rng.permutation(size) * 0.05 + rng.uniform(0, 0.01, size)).reshape(case["x_shape"])
+    gradcheck(nn.MaxPool2d(**S.layer_arguments(case)), x, rng=rng, **GRADCHECK)
+
+
+# -- oracle 3: kernels against references, parallel against serial ------------------------
+
+
+def _geometry(case):
+    return (*case["stride"], *case["padding"], *case["dilation"])
+
+
+@given(case=S.conv2d_cases(), dtype=S.dtypes, seed=S.seeds)
+def test_conv_kernels_match_references_and_serial(case, dtype, seed):
+    rng = np.random.default_rng(seed)
+    n, c, h, w = case["x_shape"]
+    x = rng.standard_normal(case["x_shape"]).astype(dtype)
+    weight = rng.standard_normal((case["out_channels"], c, *case["kernel_size"])).astype(dtype)
+    bias = rng.standard_normal(case["out_channels"]).astype(dtype)
+    out_shape = (n, case["out_channels"],
+                 *(conv2d_output_size(s, k, st_, p, d) for s, k, st_, p, d in
+                   zip((h, w), case["kernel_size"], case["stride"], case["padding"], case["dilation"])))
+    geometry, arguments = _geometry(case), (case["stride"], case["padding"], case["dilation"])
+    # terms' magnitude for the error model: Σ |w||x| over each output's taps
+    scale = K.conv2d_forward_reference(np.abs(x), np.abs(weight), np.abs(bias), out_shape, *arguments)
+
+    y, y_serial = np.empty(out_shape, dtype), np.empty(out_shape, dtype)
+    K.conv2d_forward(x, weight, bias, y, *geometry)
+    K.conv2d_forward_serial(x, weight, bias, y_serial, *geometry)
+    assert_close(y, K.conv2d_forward_reference(x, weight, bias, out_shape, *arguments), "kernel", dtype,
+                 "conv2d_forward", scale=scale)
+    np.testing.assert_array_equal(y, y_serial)  # the same loops in the same order: bit-identical
+
+    dy = rng.standard_normal(out_shape).astype(dtype)
+    dx, dx_serial = np.empty_like(x), np.empty_like(x)
+    K.conv2d_backward_input(dy, weight, dx, *geometry)
+    K.conv2d_backward_input_serial(dy, weight, dx_serial, *geometry)
+    scale = K.conv2d_backward_input_reference(np.abs(dy), np.abs(weight), x.shape, *arguments)
+    assert_close(dx, K.conv2d_backward_input_reference(dy, weight, x.shape, *arguments), "kernel", dtype,
+                 "conv2d_backward_input", scale=scale)
+    np.testing.assert_array_equal(dx, dx_serial)
+
+    dw, dw_serial = np.empty_like(weight), np.empty_like(weight)
+    K.conv2d_backward_weight(x, dy, dw, *geometry)
+    K.conv2d_backward_weight_serial(x, dy, dw_serial, *geometry)
+    scale = K.conv2d_backward_weight_reference(np.abs(x), np.abs(dy), weight.shape, *arguments)
+    assert_close(dw, K.conv2d_backward_weight_reference(x, dy, weight.shape, *arguments), "kernel", dtype,
+                 "conv2d_backward_weight", scale=scale)
+    np.testing.assert_array_equal(dw, dw_serial)
+
+
+@given(case=S.max_pool2d_cases(), dtype=S.dtypes, seed=S.seeds)
+def test_pool_kernels_match_references_and_serial(case, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal(case["x_shape"]) * 2).astype(dtype)  # ties included
+    n, c, h, w = case["x_shape"]
+    out_shape = (n, c, *(conv2d_output_size(s, k, st_, p, d) for s, k, st_, p, d in
+                         zip((h, w), case["kernel_size"], case["stride"], case["padding"], case["dilation"])))
+    geometry = (*case["kernel_size"], *_geometry(case))
+    y, index = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
+    y_serial, index_serial = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
+    K.max_pool2d_forward(x, y, index, *geometry)
+    K.max_pool2d_forward_serial(x, y_serial, index_serial, *geometry)
+    expected, expected_index = K.max_pool2d_forward_reference(
+        x, out_shape, case["kernel_size"], case["stride"], case["padding"], case["dilation"])
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(index, expected_index)
+    np.testing.assert_array_equal(y_serial, y)
+    np.testing.assert_array_equal(index_serial, index)
+    dy = rng.standard_normal(out_shape).astype(dtype)
+    dx, dx_serial = np.empty_like(x), np.empty_like(x)
+    K.max_pool2d_backward(dy, index, dx)
+    K.max_pool2d_backward_serial(dy, index, dx_serial)
+    reference = K.max_pool2d_backward_reference(dy, index, x.shape)
+    assert_close(dx, reference, "kernel", dtype, "max_pool2d_backward", scale=np.abs(dy).max() * 8)
+    np.testing.assert_array_equal(dx, dx_serial)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: nn.Conv2d(2, 3, 3)(np.zeros((1, 1, 5, 5), np.float32)), r"expected input \(N, 2, H, W\)"),
+    (lambda: nn.Conv2d(1, 3, 3)(np.zeros((1, 1, 2, 2), np.float32)), "too small for this kernel"),
+    (lambda: nn.Conv2d(1, 3, 3)(np.zeros((1, 1, 5), np.float32)), "must have 4 dimensions"),
+    (lambda: nn.Conv2d(1, 3, 0), "kernel_size must be an int >= 1"),
+    (lambda: nn.Conv2d(1, 3, 3, stride=(1, 2, 3)), "stride must be"),
+    (lambda: nn.ConvTranspose2d(1, 1, 3, stride=2, output_padding=2), "output_padding"),
+    (lambda: nn.MaxPool2d(2, padding=2), "at most half the kernel size"),
+    (lambda: nn.MaxPool2d(3)(np.zeros((1, 1, 2, 2))), "too small for this window"),
+])
+def test_bad_geometry_gets_a_clear_error(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()

@@ -1,0 +1,125 @@
+"""Conv2d, ConvTranspose2d and MaxPool2d as pure forward/backward pairs (NCHW).
+
+Derivations: docs/conv.md. Geometry arguments are pairs ``(h, w)``; the nn layers accept ints
+too. Shapes are checked one level up (``scratch.nn``); the kernels trust what they are given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratch.kernels import conv as kernels
+
+
+def conv2d_output_size(size, kernel, stride, padding, dilation):
+    """torch's rule: floor((size + 2·padding - dilation·(kernel - 1) - 1) / stride) + 1."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_transpose2d_output_size(size, kernel, stride, padding, output_padding, dilation):
+    """torch's rule: (size - 1)·stride - 2·padding + dilation·(kernel - 1) + output_padding + 1."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def _geometry(stride, padding, dilation):
+    return (int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1]), int(dilation[0]), int(dilation[1]))
+
+
+def conv2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """y = conv(x, w) + b.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W)
+    weight : (C_out, C_in, kH, kW)
+    bias : (C_out,) or None
+
+    Returns
+    -------
+    y : (N, C_out, H_out, W_out), H_out = conv2d_output_size(H, kH, ...)
+    cache
+    """
+    x = np.ascontiguousarray(x)
+    weight = np.ascontiguousarray(weight)
+    out_h = conv2d_output_size(x.shape[2], weight.shape[2], stride[0], padding[0], dilation[0])
+    out_w = conv2d_output_size(x.shape[3], weight.shape[3], stride[1], padding[1], dilation[1])
+    y = np.empty((x.shape[0], weight.shape[0], out_h, out_w), dtype=x.dtype)
+    bias_values = np.zeros(weight.shape[0], dtype=x.dtype) if bias is None else bias
+    kernels.conv2d_forward(x, weight, bias_values, y, *_geometry(stride, padding, dilation))
+    return y, (x, weight, bias is not None, (stride, padding, dilation))
+
+
+def conv2d_backward(grad_output, cache):
+    """dx = full correlation of dy with the flipped kernel (strided, dilated); dw = correlation
+    of x with dy; db = Σ_{n,i,j} dy. Returns (dx (N, C_in, H, W), dw like weight, db or None)."""
+    x, weight, has_bias, geometry = cache
+    grad_output = np.ascontiguousarray(grad_output)
+    grad_input = np.empty_like(x)
+    kernels.conv2d_backward_input(grad_output, weight, grad_input, *_geometry(*geometry))
+    grad_weight = np.empty_like(weight)
+    kernels.conv2d_backward_weight(x, grad_output, grad_weight, *_geometry(*geometry))
+    grad_bias = grad_output.sum(axis=(0, 2, 3)) if has_bias else None
+    return grad_input, grad_weight, grad_bias
+
+
+def conv_transpose2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1)):
+    """y = conv_transpose(x, w) + b: the input gradient of the convolution with the same weight.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W)
+    weight : (C_in, C_out, kH, kW), torch's layout for ConvTranspose2d
+    bias : (C_out,) or None
+
+    Returns
+    -------
+    y : (N, C_out, H_out, W_out), H_out = (H - 1)·s - 2·p + d·(kH - 1) + output_padding + 1
+    cache
+    """
+    x = np.ascontiguousarray(x)
+    weight = np.ascontiguousarray(weight)
+    out_h = conv_transpose2d_output_size(x.shape[2], weight.shape[2], stride[0], padding[0], output_padding[0], dilation[0])
+    out_w = conv_transpose2d_output_size(x.shape[3], weight.shape[3], stride[1], padding[1], output_padding[1], dilation[1])
+    y = np.empty((x.shape[0], weight.shape[1], out_h, out_w), dtype=x.dtype)
+    # A convolution mapping y's shape to x's, with weight (C_in, C_out, k, k) = (its C_out, its C_in):
+    # its input gradient, fed x as "dy", is the transposed convolution.
+    kernels.conv2d_backward_input(x, weight, y, *_geometry(stride, padding, dilation))
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return y, (x, weight, bias is not None, (stride, padding, dilation))
+
+
+def conv_transpose2d_backward(grad_output, cache):
+    """dx = conv(dy, w) (the convolution's forward); dw = the convolution's weight gradient with
+    the roles of input and output gradient swapped; db = Σ_{n,i,j} dy."""
+    x, weight, has_bias, geometry = cache
+    grad_output = np.ascontiguousarray(grad_output)
+    grad_input = np.empty_like(x)
+    zeros = np.zeros(weight.shape[0], dtype=x.dtype)
+    kernels.conv2d_forward(grad_output, weight, zeros, grad_input, *_geometry(*geometry))
+    grad_weight = np.empty_like(weight)
+    kernels.conv2d_backward_weight(grad_output, x, grad_weight, *_geometry(*geometry))
+    grad_bias = grad_output.sum(axis=(0, 2, 3)) if has_bias else None
+    return grad_input, grad_weight, grad_bias
+
+
+def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0), dilation=(1, 1)):
+    """y[n, c, i, j] = max over the (dilated) window; records each max's position.
+
+    x : (N, C, H, W) -> y : (N, C, H_out, W_out) with conv2d_output_size's rule.
+    """
+    x = np.ascontiguousarray(x)
+    out_h = conv2d_output_size(x.shape[2], kernel_size[0], stride[0], padding[0], dilation[0])
+    out_w = conv2d_output_size(x.shape[3], kernel_size[1], stride[1], padding[1], dilation[1])
+    y = np.empty((x.shape[0], x.shape[1], out_h, out_w), dtype=x.dtype)
+    argmax = np.empty(y.shape, dtype=np.int64)
+    kernels.max_pool2d_forward(x, y, argmax, int(kernel_size[0]), int(kernel_size[1]), *_geometry(stride, padding, dilation))
+    return y, (argmax, x.shape, x.dtype)
+
+
+def max_pool2d_backward(grad_output, cache):
+    """dx[n, c, argmax] += dy[n, c, i, j]: each gradient goes to the element that won the max."""
+    argmax, input_shape, dtype = cache
+    grad_input = np.empty(input_shape, dtype=dtype)
+    kernels.max_pool2d_backward(np.ascontiguousarray(grad_output), argmax, grad_input)
+    return grad_input

@@ -1,0 +1,261 @@
+"""Numba kernels for 2-D convolution and max pooling in NCHW, beside NumPy references.
+
+Three convolution kernels serve both Conv2d and ConvTranspose2d (a transposed convolution's
+forward pass *is* a convolution's input gradient, and vice versa; docs/conv.md):
+
+- ``conv2d_forward``          y[n, o, i, j]  = b[o] + Σ_{c,p,q} x[n, c, i·s - pad + p·d, j·s - pad + q·d] w[o, c, p, q]
+- ``conv2d_backward_input``   dx[n, c, h, v] = Σ_{o,p,q: h = i·s - pad + p·d} dy[n, o, i, j] w[o, c, p, q]
+- ``conv2d_backward_weight``  dw[o, c, p, q] = Σ_{n,i,j} dy[n, o, i, j] x[n, c, i·s - pad + p·d, j·s - pad + q·d]
+
+Every kernel *gathers*: its outer ``prange`` runs over output blocks that it alone writes
+((n, o) planes of y, (n, c) planes of dx, (o, c) slices of dw, (n, c) planes of a pooling
+output), so no two threads ever write one element and no atomics are needed. Each exists twice,
+compiled from one Python function: ``parallel=True`` (the default) and a serial twin
+(``*_serial``), which tests hold the parallel one against. Both are cached on disk.
+
+Out-of-range taps (padding) are skipped, never read: the loops clip each kernel offset's range
+of output positions up front, so the innermost loops carry no bounds tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+def _first_valid(offset, stride, size_in, size_out):
+    """The range [lo, hi) of output positions i with 0 <= i·stride + offset < size_in."""
+    # lo = ceil(-offset / stride), clipped at 0; hi = ceil((size_in - offset) / stride), clipped.
+    lo = 0
+    if offset < 0:
+        lo = (-offset + stride - 1) // stride
+    hi = (size_in - offset + stride - 1) // stride
+    if hi > size_out:
+        hi = size_out
+    if hi < lo:
+        hi = lo
+    return lo, hi
+
+
+_first_valid_jit = njit(cache=True, inline="always")(_first_valid)
+
+
+def _conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+    """Loop nest: prange over (n, o) planes; then (c, p, q) kernel taps; then the valid (i, j)
+    window of that tap, contiguous in j. Accumulates straight into ``out`` (one plane per thread)."""
+    batch, channels_in, height, width = x.shape
+    channels_out, _, kernel_h, kernel_w = weight.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    for block in prange(batch * channels_out):
+        n = block // channels_out
+        o = block % channels_out
+        plane = out[n, o]
+        plane[:, :] = bias[o]
+        for c in range(channels_in):
+            image = x[n, c]
+            for p in range(kernel_h):
+                offset_h = p * dil_h - pad_h
+                i_lo, i_hi = _first_valid_jit(offset_h, stride_h, height, out_h)
+                for q in range(kernel_w):
+                    offset_w = q * dil_w - pad_w
+                    j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
+                    tap = weight[o, c, p, q]
+                    for i in range(i_lo, i_hi):
+                        row = image[i * stride_h + offset_h]
+                        for j in range(j_lo, j_hi):
+                            plane[i, j] += tap * row[j * stride_w + offset_w]
+
+
+def _conv2d_backward_input(grad_output, weight, grad_input, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+    """Loop nest: prange over (n, c) planes of dx; then (o, p, q); then the valid (i, j) window,
+    adding dy[n, o, i, j]·w[o, c, p, q] into dx[n, c, i·s + p·d - pad, ...]. A thread owns its plane."""
+    batch, channels_out, out_h, out_w = grad_output.shape
+    _, channels_in, kernel_h, kernel_w = weight.shape
+    height, width = grad_input.shape[2], grad_input.shape[3]
+    for block in prange(batch * channels_in):
+        n = block // channels_in
+        c = block % channels_in
+        plane = grad_input[n, c]
+        plane[:, :] = 0
+        for o in range(channels_out):
+            gradient = grad_output[n, o]
+            for p in range(kernel_h):
+                offset_h = p * dil_h - pad_h
+                i_lo, i_hi = _first_valid_jit(offset_h, stride_h, height, out_h)
+                for q in range(kernel_w):
+                    offset_w = q * dil_w - pad_w
+                    j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
+                    tap = weight[o, c, p, q]
+                    for i in range(i_lo, i_hi):
+                        row = plane[i * stride_h + offset_h]
+                        for j in range(j_lo, j_hi):
+                            row[j * stride_w + offset_w] += tap * gradient[i, j]
+
+
+def _conv2d_backward_weight(x, grad_output, grad_weight, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+    """Loop nest: prange over (o, c) slices of dw; then (p, q); then n and the valid (i, j)
+    window, a dot product of dy[n, o] with the tap's strided view of x[n, c]."""
+    batch, channels_in, height, width = x.shape
+    channels_out, _, kernel_h, kernel_w = grad_weight.shape
+    out_h, out_w = grad_output.shape[2], grad_output.shape[3]
+    for block in prange(channels_out * channels_in):
+        o = block // channels_in
+        c = block % channels_in
+        for p in range(kernel_h):
+            offset_h = p * dil_h - pad_h
+            i_lo, i_hi = _first_valid_jit(offset_h, stride_h, height, out_h)
+            for q in range(kernel_w):
+                offset_w = q * dil_w - pad_w
+                j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
+                total = 0.0
+                for n in range(batch):
+                    image = x[n, c]
+                    gradient = grad_output[n, o]
+                    for i in range(i_lo, i_hi):
+                        row = image[i * stride_h + offset_h]
+                        for j in range(j_lo, j_hi):
+                            total += gradient[i, j] * row[j * stride_w + offset_w]
+                grad_weight[o, c, p, q] = total
+
+
+def _max_pool2d_forward(x, out, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+    """Loop nest: prange over (n, c) planes; then (i, j) outputs; then the (p, q) window in
+    row-major order. torch's rule: a value replaces the running max if it is strictly greater
+    or NaN, so the first of tied maxima wins and NaN propagates. ``argmax`` holds h·W + v; a
+    window with no element inside the input (possible with padding and dilation) gives -inf and
+    argmax -1, and no gradient (torch gives -inf too, and drops its gradient)."""
+    batch, channels, height, width = x.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    for block in prange(batch * channels):
+        n = block // channels
+        c = block % channels
+        image = x[n, c]
+        for i in range(out_h):
+            for j in range(out_w):
+                best = -np.inf
+                best_index = -1
+                for p in range(kernel_h):
+                    h = i * stride_h - pad_h + p * dil_h
+                    if h < 0 or h >= height:
+                        continue
+                    for q in range(kernel_w):
+                        v = j * stride_w - pad_w + q * dil_w
+                        if v < 0 or v >= width:
+                            continue
+                        value = image[h, v]
+                        if value > best or np.isnan(value) or best_index < 0:
+                            best = value
+                            best_index = h * width + v
+                out[n, c, i, j] = best
+                argmax[n, c, i, j] = best_index
+
+
+def _max_pool2d_backward(grad_output, argmax, grad_input):
+    """Loop nest: prange over (n, c) planes; each output's gradient goes to its recorded arg-max
+    (overlapping windows add up there). The plane is the thread's own: no races."""
+    batch, channels, out_h, out_w = grad_output.shape
+    width = grad_input.shape[3]
+    for block in prange(batch * channels):
+        n = block // channels
+        c = block % channels
+        plane = grad_input[n, c]
+        plane[:, :] = 0
+        for i in range(out_h):
+            for j in range(out_w):
+                index = argmax[n, c, i, j]
+                if index >= 0:
+                    plane[index // width, index % width] += grad_output[n, c, i, j]
+
+
+conv2d_forward = njit(parallel=True, cache=True)(_conv2d_forward)
+conv2d_forward_serial = njit(cache=True)(_conv2d_forward)
+conv2d_backward_input = njit(parallel=True, cache=True)(_conv2d_backward_input)
+conv2d_backward_input_serial = njit(cache=True)(_conv2d_backward_input)
+conv2d_backward_weight = njit(parallel=True, cache=True)(_conv2d_backward_weight)
+conv2d_backward_weight_serial = njit(cache=True)(_conv2d_backward_weight)
+max_pool2d_forward = njit(parallel=True, cache=True)(_max_pool2d_forward)
+max_pool2d_forward_serial = njit(cache=True)(_max_pool2d_forward)
+max_pool2d_backward = njit(parallel=True, cache=True)(_max_pool2d_backward)
+max_pool2d_backward_serial = njit(cache=True)(_max_pool2d_backward)
+
+
+# ---------------------------------------------------------------------------- references
+# Plain NumPy, organised differently from the kernels on purpose: one strided view of the
+# (zero-padded) input per kernel tap, contracted over channels with einsum, and the input
+# gradient *scattered* back through the same views, where the kernel gathers.
+
+
+def _tap_view(padded, p, q, out_h, out_w, stride, dilation):
+    """padded[:, :, i·s + p·d, j·s + q·d] for all (i, j): (N, C, out_h, out_w), a view."""
+    (stride_h, stride_w), (dil_h, dil_w) = stride, dilation
+    return padded[:, :, p * dil_h: p * dil_h + stride_h * (out_h - 1) + 1: stride_h,
+                  q * dil_w: q * dil_w + stride_w * (out_w - 1) + 1: stride_w]
+
+
+def _pad(x, padding, value=0.0):
+    (pad_h, pad_w) = padding
+    return np.pad(x, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)), constant_values=value)
+
+
+def conv2d_forward_reference(x, weight, bias, out_shape, stride, padding, dilation):
+    padded = _pad(x, padding)
+    out = np.zeros(out_shape, dtype=np.float64)
+    for p in range(weight.shape[2]):
+        for q in range(weight.shape[3]):
+            view = _tap_view(padded, p, q, out_shape[2], out_shape[3], stride, dilation)
+            out += np.einsum("ncij,oc->noij", view, weight[:, :, p, q])
+    return (out + bias[None, :, None, None]).astype(x.dtype)
+
+
+def conv2d_backward_input_reference(grad_output, weight, input_shape, stride, padding, dilation):
+    (pad_h, pad_w) = padding
+    n, c, h, w = input_shape
+    padded = np.zeros((n, c, h + 2 * pad_h, w + 2 * pad_w), dtype=np.float64)
+    out_h, out_w = grad_output.shape[2:]
+    for p in range(weight.shape[2]):
+        for q in range(weight.shape[3]):
+            view = _tap_view(padded, p, q, out_h, out_w, stride, dilation)
+            view += np.einsum("noij,oc->ncij", grad_output, weight[:, :, p, q])
+    return padded[:, :, pad_h: pad_h + h, pad_w: pad_w + w].astype(grad_output.dtype)
+
+
+def conv2d_backward_weight_reference(x, grad_output, weight_shape, stride, padding, dilation):
+    padded = _pad(x, padding)
+    out_h, out_w = grad_output.shape[2:]
+    grad_weight = np.zeros(weight_shape, dtype=np.float64)
+    for p in range(weight_shape[2]):
+        for q in range(weight_shape[3]):
+            view = _tap_view(padded, p, q, out_h, out_w, stride, dilation)
+            grad_weight[:, :, p, q] = np.einsum("noij,ncij->oc", grad_output, view)
+    return grad_weight.astype(x.dtype)
+
+
+def max_pool2d_forward_reference(x, out_shape, kernel, stride, padding, dilation):
+    """Running max over the taps in row-major order, replacing on > or NaN: torch's tie rule."""
+    padded = _pad(x, padding, value=-np.inf)
+    n, c, h, w = x.shape
+    (pad_h, pad_w) = padding
+    rows, cols = np.meshgrid(np.arange(h + 2 * pad_h) - pad_h, np.arange(w + 2 * pad_w) - pad_w, indexing="ij")
+    flat_index = np.broadcast_to(rows * w + cols, padded.shape)
+    best = np.full(out_shape, -np.inf, dtype=x.dtype)
+    best_index = np.full(out_shape, -1, dtype=np.int64)
+    for p in range(kernel[0]):
+        for q in range(kernel[1]):
+            values = _tap_view(padded, p, q, out_shape[2], out_shape[3], stride, dilation)
+            indices = _tap_view(flat_index, p, q, out_shape[2], out_shape[3], stride, dilation)
+            inside = _tap_view(np.broadcast_to(_pad(np.zeros_like(x), padding, 1.0) == 0, padded.shape),
+                               p, q, out_shape[2], out_shape[3], stride, dilation)
+            take = inside & ((values > best) | np.isnan(values) | (best_index < 0))
+            best = np.where(take, values, best)
+            best_index = np.where(take, indices, best_index)
+    return best, best_index
+
+
+def max_pool2d_backward_reference(grad_output, argmax, input_shape):
+    n, c, h, w = input_shape
+    grad_input = np.zeros((n, c, h * w), dtype=grad_output.dtype)
+    for batch in range(n):
+        for channel in range(c):
+            index, gradient = argmax[batch, channel].reshape(-1), grad_output[batch, channel].reshape(-1)
+            np.add.at(grad_input[batch, channel], index[index >= 0], gradient[index >= 0])
+    return grad_input.reshape(input_shape)

@@ -1,0 +1,163 @@
+"""Conv2d, ConvTranspose2d and MaxPool2d with torch's arguments, weight layouts and init."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scratch import functional as F
+from scratch._validate import check_array, check_float_dtype
+from scratch.functional.conv import conv2d_output_size, conv_transpose2d_output_size
+from scratch.nn.layers import _CachingModule, _resolve_rng
+from scratch.nn.module import Parameter
+
+
+def _pair(value, name: str, owner: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum, as a pair."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v >= minimum for v in pair):
+        raise ValueError(f"{owner}: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_input(layer, x, channels: int) -> None:
+    owner = repr(layer)
+    check_array(x, owner, ndim=4)
+    if x.shape[1] != channels:
+        raise ValueError(f"{owner}: expected input (N, {channels}, H, W), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{owner}: input batch is empty (shape {x.shape})")
+
+
+class _ConvBase(_CachingModule):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, rng, dtype, fan_in_axis):
+        super().__init__()
+        owner = type(self).__name__
+        for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"{owner}: {label} must be a positive int, got {value!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size", owner, 1)
+        self.stride = _pair(stride, "stride", owner, 1)
+        self.padding = _pair(padding, "padding", owner, 0)
+        self.dilation = _pair(dilation, "dilation", owner, 1)
+        dtype = check_float_dtype(dtype, owner)
+        rng = _resolve_rng(rng)
+        shape = ((out_channels, in_channels) if fan_in_axis == 1 else (in_channels, out_channels)) + self.kernel_size
+        # torch's default init: U(±1/√fan_in), fan_in = weight.shape[1]·kH·kW, for weight and bias
+        bound = 1.0 / math.sqrt(shape[1] * self.kernel_size[0] * self.kernel_size[1])
+        self.weight = Parameter(rng.uniform(-bound, bound, shape).astype(dtype))
+        self.bias = Parameter(rng.uniform(-bound, bound, (out_channels,)).astype(dtype)) if bias else None
+
+    def backward(self, grad_output):
+        cache = self._take(grad_output)
+        grad_input, grad_weight, grad_bias = type(self)._backward(grad_output, cache)
+        self.weight.grad += grad_weight
+        if self.bias is not None:
+            self.bias.grad += grad_bias
+        return grad_input
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class Conv2d(_ConvBase):
+    """2-D convolution (cross-correlation, as torch). x (N, C_in, H, W) -> (N, C_out, H_out, W_out).
+
+    Weight (C_out, C_in, kH, kW); H_out = floor((H + 2p - d(kH - 1) - 1) / s) + 1.
+    """
+
+    _backward = staticmethod(F.conv2d_backward)
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
+                 *, rng=None, dtype=np.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias, rng, dtype, 1)
+
+    def forward(self, x):
+        _check_input(self, x, self.in_channels)
+        check_array(x, repr(self), dtype=self.weight.dtype)
+        sizes = [conv2d_output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a], self.dilation[a])
+                 for a in (0, 1)]
+        if min(sizes) < 1:
+            raise ValueError(f"{self!r}: input of spatial size {x.shape[2:]} is too small for this kernel "
+                             f"(output would be {tuple(sizes)})")
+        y, cache = F.conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
+                                    self.stride, self.padding, self.dilation)
+        self._save(cache, y)
+        return y
+
+
+class ConvTranspose2d(_ConvBase):
+    """Transposed convolution, torch's: x (N, C_in, H, W) -> (N, C_out, H_out, W_out).
+
+    Weight (C_in, C_out, kH, kW); H_out = (H - 1)s - 2p + d(kH - 1) + output_padding + 1.
+    """
+
+    _backward = staticmethod(F.conv_transpose2d_backward)
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
+                 bias=True, *, rng=None, dtype=np.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias, rng, dtype, 0)
+        self.output_padding = _pair(output_padding, "output_padding", "ConvTranspose2d", 0)
+        for axis in (0, 1):
+            if self.output_padding[axis] >= max(self.stride[axis], self.dilation[axis]):
+                raise ValueError(f"ConvTranspose2d: output_padding {self.output_padding} must be smaller than "
+                                 f"stride or dilation ({self.stride}, {self.dilation}) in each dimension")
+
+    def forward(self, x):
+        _check_input(self, x, self.in_channels)
+        check_array(x, repr(self), dtype=self.weight.dtype)
+        sizes = [conv_transpose2d_output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a],
+                                              self.output_padding[a], self.dilation[a]) for a in (0, 1)]
+        if min(sizes) < 1:
+            raise ValueError(f"{self!r}: input of spatial size {x.shape[2:]} gives an empty output {tuple(sizes)}")
+        y, cache = F.conv_transpose2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
+                                              self.stride, self.padding, self.output_padding, self.dilation)
+        self._save(cache, y)
+        return y
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", output_padding={self.output_padding}"
+
+
+class MaxPool2d(_CachingModule):
+    """Max over (dilated) windows; stride defaults to kernel_size; padding at most half the window.
+
+    Backward routes each gradient to the element the forward picked (the first of tied maxima,
+    as torch). x (N, C, H, W) -> (N, C, H_out, W_out) with Conv2d's size rule.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+        super().__init__()
+        self.kernel_size = _pair(kernel_size, "kernel_size", "MaxPool2d", 1)
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", "MaxPool2d", 1)
+        self.padding = _pair(padding, "padding", "MaxPool2d", 0)
+        self.dilation = _pair(dilation, "dilation", "MaxPool2d", 1)
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):  # torch's limit, dilation aside
+            raise ValueError(f"MaxPool2d: padding {self.padding} must be at most half the kernel size "
+                             f"{self.kernel_size}, as torch requires")
+
+    def forward(self, x):
+        owner = repr(self)
+        check_array(x, owner, ndim=4)
+        sizes = [conv2d_output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a], self.dilation[a])
+                 for a in (0, 1)]
+        if min(sizes) < 1 or x.shape[0] == 0:
+            raise ValueError(f"{owner}: input of shape {x.shape} is too small for this window (output {tuple(sizes)})")
+        y, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation)
+        self._save(cache, y)
+        return y
+
+    def backward(self, grad_output):
+        return F.max_pool2d_backward(grad_output, self._take(grad_output))
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+
+    def __repr__(self) -> str:
+        return f"MaxPool2d({self.extra_repr()})"
