@@ -13,7 +13,7 @@ from parity_tests import strategies as S
 from parity_tests.tolerances import GRADCHECK, assert_close
 from scratch import functional as F
 from scratch import nn
-from scratch.functional.conv import conv2d_output_size
+from scratch.functional.conv import batch_first, batch_last, conv2d_output_size
 from scratch.gradcheck import gradcheck
 from scratch.kernels import conv as K
 
@@ -148,25 +148,28 @@ def test_conv_kernels_match_references_and_serial(case, dtype, seed):
     # terms' magnitude for the error model: Σ |w||x| over each output's taps
     scale = K.conv2d_forward_reference(np.abs(x), np.abs(weight), np.abs(bias), out_shape, *arguments)
 
-    y, y_serial = np.empty(out_shape, dtype), np.empty(out_shape, dtype)
-    K.conv2d_forward(x, weight, bias, y, *geometry)
-    K.conv2d_forward_serial(x, weight, bias, y_serial, *geometry)
-    assert_close(y, K.conv2d_forward_reference(x, weight, bias, out_shape, *arguments), "kernel", dtype,
+    # the kernels take batch-innermost (C, H, W, N) arrays; the references take NCHW
+    x_t, out_t = batch_last(x), (out_shape[1], out_shape[2], out_shape[3], n)
+    y, y_serial = np.empty(out_t, dtype), np.empty(out_t, dtype)
+    K.conv2d_forward(x_t, weight, bias, y, *geometry)
+    K.conv2d_forward_serial(x_t, weight, bias, y_serial, *geometry)
+    assert_close(batch_first(y), K.conv2d_forward_reference(x, weight, bias, out_shape, *arguments), "kernel", dtype,
                  "conv2d_forward", scale=scale)
     np.testing.assert_array_equal(y, y_serial)  # the same loops in the same order: bit-identical
 
     dy = rng.standard_normal(out_shape).astype(dtype)
-    dx, dx_serial = np.empty_like(x), np.empty_like(x)
-    K.conv2d_backward_input(dy, weight, dx, *geometry)
-    K.conv2d_backward_input_serial(dy, weight, dx_serial, *geometry)
+    dy_t = batch_last(dy)
+    dx, dx_serial = np.empty_like(x_t), np.empty_like(x_t)
+    K.conv2d_backward_input(dy_t, weight, dx, *geometry)
+    K.conv2d_backward_input_serial(dy_t, weight, dx_serial, *geometry)
     scale = K.conv2d_backward_input_reference(np.abs(dy), np.abs(weight), x.shape, *arguments)
-    assert_close(dx, K.conv2d_backward_input_reference(dy, weight, x.shape, *arguments), "kernel", dtype,
+    assert_close(batch_first(dx), K.conv2d_backward_input_reference(dy, weight, x.shape, *arguments), "kernel", dtype,
                  "conv2d_backward_input", scale=scale)
     np.testing.assert_array_equal(dx, dx_serial)
 
     dw, dw_serial = np.empty_like(weight), np.empty_like(weight)
-    K.conv2d_backward_weight(x, dy, dw, *geometry)
-    K.conv2d_backward_weight_serial(x, dy, dw_serial, *geometry)
+    K.conv2d_backward_weight(x_t, dy_t, dw, *geometry)
+    K.conv2d_backward_weight_serial(x_t, dy_t, dw_serial, *geometry)
     scale = K.conv2d_backward_weight_reference(np.abs(x), np.abs(dy), weight.shape, *arguments)
     assert_close(dw, K.conv2d_backward_weight_reference(x, dy, weight.shape, *arguments), "kernel", dtype,
                  "conv2d_backward_weight", scale=scale)

@@ -27,7 +27,10 @@ def test_unary_kernels(name, shape, dtype, seed, scale):
     x = _flat(rng, shape, dtype, scale)
     x[rng.random(x.size) < 0.1] = 0  # exact zeros: the kink convention must agree too
     out = np.empty_like(x)
-    getattr(E, f"{name}_forward")(x, out)
+    if name == "sigmoid":
+        E.sigmoid_forward(x, np.exp(-np.abs(x)), out)
+    else:
+        getattr(E, f"{name}_forward")(x, out)
     assert_close(out, getattr(E, f"{name}_forward_reference")(x), "kernel", dtype, f"{name}_forward")
     grad_output = _flat(rng, shape, dtype)
     grad_input = np.empty_like(x)
@@ -82,7 +85,11 @@ def test_loss_kernels(name, n, dtype, seed, per_element):
     rng = np.random.default_rng(seed)
     a, b = _loss_inputs(name, rng, n, dtype)
     out = np.empty_like(a)
-    getattr(L, f"{name}_forward")(a, b, out)
+    if name == "bce":
+        with np.errstate(divide="ignore"):
+            L.bce_forward(a, b, np.log(a), np.log1p(-a), out)
+    else:
+        getattr(L, f"{name}_forward")(a, b, out)
     assert np.all(np.isfinite(out))
     assert_close(out, getattr(L, f"{name}_forward_reference")(a, b), "kernel", dtype, f"{name}_forward",
                  scale=loss_forward_terms(name, a, b))

@@ -153,9 +153,7 @@ def evaluation_rng(seed: int) -> np.random.Generator:
 
 def model_config_for(config: TrainConfig, dataset: Dataset) -> dict:
     """The model's configuration with its input size adapted to the dataset's images."""
-    model_config = dict(config.model_config)
-    model_config["input_dim"] = int(np.prod(dataset.image_shape))
-    return model_config
+    return {**config.model_config, **MODELS[config.model].config_for_images(dataset.image_shape)}
 
 
 def _batches(images: np.ndarray, batch_size: int, order: np.ndarray | None = None):

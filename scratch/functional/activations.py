@@ -51,8 +51,9 @@ def leaky_relu_backward(grad_output, cache):
 
 
 def sigmoid_forward(x):
-    """out = σ(x) = 1 / (1 + e^{-x}), overflow-free for any finite x."""
-    out = _apply(kernels.sigmoid_forward, x)
+    """out = σ(x) = 1 / (1 + e^{-x}), overflow-free for any x."""
+    exp_neg_abs = np.exp(-np.abs(x))  # (*), every exponent <= 0
+    out = _apply(kernels.sigmoid_forward, x, exp_neg_abs)
     return out, out
 
 

@@ -51,7 +51,12 @@ def _binary_loss_backward(kernel, grad_output, cache):
 
 def bce_forward(probabilities, target, reduction="mean"):
     """ℓ = -(y log p + (1 - y) log(1 - p)), each log clamped at -100; p, y: (*)."""
-    return _binary_loss_forward(kernels.bce_forward, probabilities, target, reduction)
+    p = np.ascontiguousarray(probabilities)
+    with np.errstate(divide="ignore"):  # log(0) = -inf, clamped to -100 in the kernel
+        log_p, log_1mp = np.log(p), np.log1p(-p)
+    elementwise = np.empty(p.shape, dtype=p.dtype)
+    kernels.bce_forward(p.reshape(-1), _flat(target), log_p.reshape(-1), log_1mp.reshape(-1), elementwise.reshape(-1))
+    return _reduce(elementwise, reduction), (p, np.ascontiguousarray(target), reduction)
 
 
 def bce_backward(grad_output, cache):

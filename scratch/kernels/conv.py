@@ -7,9 +7,13 @@ forward pass *is* a convolution's input gradient, and vice versa; docs/conv.md):
 - ``conv2d_backward_input``   dx[n, c, h, v] = Σ_{o,p,q: h = i·s - pad + p·d} dy[n, o, i, j] w[o, c, p, q]
 - ``conv2d_backward_weight``  dw[o, c, p, q] = Σ_{n,i,j} dy[n, o, i, j] x[n, c, i·s - pad + p·d, j·s - pad + q·d]
 
-Every kernel *gathers*: its outer ``prange`` runs over output blocks that it alone writes
-((n, o) planes of y, (n, c) planes of dx, (o, c) slices of dw, (n, c) planes of a pooling
-output), so no two threads ever write one element and no atomics are needed. Each exists twice,
+The convolution kernels work in a batch-innermost layout, (C, H, W, N): the seed's layers are
+small (3x3 to 28x28 planes, 1 to 16 channels), so loops over space are a handful of iterations,
+while the batch is long and contiguous; with n innermost every multiply-add runs over 128 (say)
+adjacent numbers, which the compiler vectorizes. ``scratch.functional.conv`` transposes NCHW
+to and from this layout. Every kernel *gathers*: its outer ``prange`` runs over output blocks
+that it alone writes ((o, i) rows of y, (c, h) rows of dx, (o, c) slices of dw, (n, c) planes
+of a pooling output), so no two threads ever write one element and no atomics are needed. Each exists twice,
 compiled from one Python function: ``parallel=True`` (the default) and a serial twin
 (``*_serial``), which tests hold the parallel one against. Both are cached on disk.
 
@@ -41,81 +45,103 @@ _first_valid_jit = njit(cache=True, inline="always")(_first_valid)
 
 
 def _conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
-    """Loop nest: prange over (n, o) planes; then (c, p, q) kernel taps; then the valid (i, j)
-    window of that tap, contiguous in j. Accumulates straight into ``out`` (one plane per thread)."""
-    batch, channels_in, height, width = x.shape
+    """x (C_in, H, W, N), weight (C_out, C_in, kH, kW), out (C_out, H_out, W_out, N): batch innermost.
+
+    Loop nest: prange over output rows (o, i); then taps (c, p) with the input row they read;
+    then q and the valid j range of that tap; innermost the batch n, contiguous in both arrays,
+    which LLVM vectorizes. Each thread owns its rows of ``out``.
+    """
+    channels_in, height, width, batch = x.shape
     channels_out, _, kernel_h, kernel_w = weight.shape
-    out_h, out_w = out.shape[2], out.shape[3]
-    for block in prange(batch * channels_out):
-        n = block // channels_out
-        o = block % channels_out
-        plane = out[n, o]
-        plane[:, :] = bias[o]
+    out_h, out_w = out.shape[1], out.shape[2]
+    for block in prange(channels_out * out_h):
+        o = block // out_h
+        i = block % out_h
+        row_out = out[o, i]
+        row_out[:, :] = bias[o]
         for c in range(channels_in):
-            image = x[n, c]
             for p in range(kernel_h):
-                offset_h = p * dil_h - pad_h
-                i_lo, i_hi = _first_valid_jit(offset_h, stride_h, height, out_h)
+                h = i * stride_h - pad_h + p * dil_h
+                if h < 0 or h >= height:
+                    continue
+                row_in = x[c, h]
                 for q in range(kernel_w):
                     offset_w = q * dil_w - pad_w
                     j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
                     tap = weight[o, c, p, q]
-                    for i in range(i_lo, i_hi):
-                        row = image[i * stride_h + offset_h]
-                        for j in range(j_lo, j_hi):
-                            plane[i, j] += tap * row[j * stride_w + offset_w]
+                    for j in range(j_lo, j_hi):
+                        source = row_in[j * stride_w + offset_w]
+                        target = row_out[j]
+                        for n in range(batch):
+                            target[n] += tap * source[n]
 
 
 def _conv2d_backward_input(grad_output, weight, grad_input, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
-    """Loop nest: prange over (n, c) planes of dx; then (o, p, q); then the valid (i, j) window,
-    adding dy[n, o, i, j]·w[o, c, p, q] into dx[n, c, i·s + p·d - pad, ...]. A thread owns its plane."""
-    batch, channels_out, out_h, out_w = grad_output.shape
+    """grad_output (C_out, H_out, W_out, N), weight (C_out, C_in, kH, kW), grad_input (C_in, H, W, N).
+
+    Loop nest: prange over rows (c, h) of dx; then (o, p) whose tap lands on row h, i.e.
+    h = i·s - pad + p·d for an integer i in range; then q and the valid j range; innermost the
+    batch n, vectorized. dx[c, h, j·s + q·d - pad, :] += w[o, c, p, q] · dy[o, i, j, :]: a gather
+    into the thread's own row.
+    """
+    channels_out, out_h, out_w, batch = grad_output.shape
     _, channels_in, kernel_h, kernel_w = weight.shape
-    height, width = grad_input.shape[2], grad_input.shape[3]
-    for block in prange(batch * channels_in):
-        n = block // channels_in
-        c = block % channels_in
-        plane = grad_input[n, c]
-        plane[:, :] = 0
-        for o in range(channels_out):
-            gradient = grad_output[n, o]
-            for p in range(kernel_h):
-                offset_h = p * dil_h - pad_h
-                i_lo, i_hi = _first_valid_jit(offset_h, stride_h, height, out_h)
+    height, width = grad_input.shape[1], grad_input.shape[2]
+    for block in prange(channels_in * height):
+        c = block // height
+        h = block % height
+        row_in = grad_input[c, h]
+        row_in[:, :] = 0
+        for p in range(kernel_h):
+            shifted = h + pad_h - p * dil_h
+            if shifted < 0 or shifted % stride_h != 0:
+                continue
+            i = shifted // stride_h
+            if i >= out_h:
+                continue
+            for o in range(channels_out):
+                row_out = grad_output[o, i]
                 for q in range(kernel_w):
                     offset_w = q * dil_w - pad_w
                     j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
                     tap = weight[o, c, p, q]
-                    for i in range(i_lo, i_hi):
-                        row = plane[i * stride_h + offset_h]
-                        for j in range(j_lo, j_hi):
-                            row[j * stride_w + offset_w] += tap * gradient[i, j]
+                    for j in range(j_lo, j_hi):
+                        target = row_in[j * stride_w + offset_w]
+                        source = row_out[j]
+                        for n in range(batch):
+                            target[n] += tap * source[n]
 
 
 def _conv2d_backward_weight(x, grad_output, grad_weight, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
-    """Loop nest: prange over (o, c) slices of dw; then (p, q); then n and the valid (i, j)
-    window, a dot product of dy[n, o] with the tap's strided view of x[n, c]."""
-    batch, channels_in, height, width = x.shape
+    """x (C_in, H, W, N), grad_output (C_out, H_out, W_out, N), grad_weight (C_out, C_in, kH, kW).
+
+    Loop nest: prange over (o, c) slices of dw; then taps (p, q); then the valid (i, j) window;
+    innermost the batch n, accumulated element-wise into a length-N vector (vectorizes, where a
+    scalar sum would not without reassociation), summed once per tap at the end.
+    """
+    channels_in, height, width, batch = x.shape
     channels_out, _, kernel_h, kernel_w = grad_weight.shape
-    out_h, out_w = grad_output.shape[2], grad_output.shape[3]
+    out_h, out_w = grad_output.shape[1], grad_output.shape[2]
     for block in prange(channels_out * channels_in):
         o = block // channels_in
         c = block % channels_in
+        partial = np.zeros(batch, dtype=grad_weight.dtype)
         for p in range(kernel_h):
             offset_h = p * dil_h - pad_h
             i_lo, i_hi = _first_valid_jit(offset_h, stride_h, height, out_h)
             for q in range(kernel_w):
                 offset_w = q * dil_w - pad_w
                 j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
-                total = 0.0
-                for n in range(batch):
-                    image = x[n, c]
-                    gradient = grad_output[n, o]
-                    for i in range(i_lo, i_hi):
-                        row = image[i * stride_h + offset_h]
-                        for j in range(j_lo, j_hi):
-                            total += gradient[i, j] * row[j * stride_w + offset_w]
-                grad_weight[o, c, p, q] = total
+                partial[:] = 0
+                for i in range(i_lo, i_hi):
+                    row_in = x[c, i * stride_h + offset_h]
+                    row_out = grad_output[o, i]
+                    for j in range(j_lo, j_hi):
+                        source = row_in[j * stride_w + offset_w]
+                        gradient = row_out[j]
+                        for n in range(batch):
+                            partial[n] += gradient[n] * source[n]
+                grad_weight[o, c, p, q] = partial.sum()
 
 
 def _max_pool2d_forward(x, out, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):

@@ -78,19 +78,15 @@ def leaky_relu_backward_reference(grad_output, x, negative_slope):
 
 
 @njit(cache=True)
-def sigmoid_forward(x, out):
-    """out[i] = 1 / (1 + exp(-x[i])), stably.
+def sigmoid_forward(x, exp_neg_abs, out):
+    """out[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e), with e = exp(-|x[i]|) precomputed.
 
-    Branches on the sign so that ``exp`` only ever sees a non-positive argument: no overflow for
-    any finite x. Loop: one pass over i.
+    exp only ever sees a non-positive argument, so nothing overflows for any x; ``e`` comes in
+    from NumPy's SIMD exp (a scalar loop is ten times slower). NaN stays NaN. Loop: one pass.
     """
     for i in range(x.shape[0]):
-        v = x[i]
-        if v >= 0:
-            out[i] = 1 / (1 + math.exp(-v))
-        else:
-            e = math.exp(v)
-            out[i] = e / (1 + e)
+        e = exp_neg_abs[i]
+        out[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e)
 
 
 @njit(cache=True)

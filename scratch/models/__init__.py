@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from scratch.models.conv import ConvAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 
 MODELS = {
     "mlp-ae": MLPAutoencoder,
     "denoising-ae": DenoisingAutoencoder,
+    "conv-ae": ConvAutoencoder,
 }
 
 
@@ -36,4 +38,4 @@ def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype
     return MODELS[name].noise_for(config, tuple(x_shape), rng, np.dtype(dtype))
 
 
-__all__ = ["MODELS", "build", "draw_noise", "DenoisingAutoencoder", "MLPAutoencoder"]
+__all__ = ["MODELS", "build", "draw_noise", "ConvAutoencoder", "DenoisingAutoencoder", "MLPAutoencoder"]

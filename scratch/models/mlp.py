@@ -115,6 +115,11 @@ class MLPAutoencoder(Module):
         return {"loss": recon, "recon": recon}
 
     @staticmethod
+    def config_for_images(image_shape) -> dict:
+        """Configuration that fits images of shape (C, H, W): the flattened input size."""
+        return {"input_dim": int(np.prod(image_shape))}
+
+    @staticmethod
     def noise_for(config: dict, x_shape, rng: np.random.Generator, dtype) -> np.ndarray | None:
         """The noise ``loss(x, noise)`` takes for a batch of shape ``x_shape``: none here."""
         return None

@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 from torch_impl.functional import resolve_dtype
+from torch_impl.models.conv import ConvAutoencoder
 from torch_impl.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 
 MODELS = {
     "mlp-ae": MLPAutoencoder,
     "denoising-ae": DenoisingAutoencoder,
+    "conv-ae": ConvAutoencoder,
 }
 
 
