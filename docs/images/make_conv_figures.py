@@ -106,7 +106,8 @@ def stride2_dx():
     size, k, s, P = 5, 3, 2, 1
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, 1, size, size, dtype=torch.float64, generator=gen, requires_grad=True)
-    w, dy = torch.randn(1, 1, k, k, dtype=torch.float64, generator=gen), torch.randn(1, 1, 3, 3, dtype=torch.float64, generator=gen)
+    w = torch.randn(1, 1, k, k, dtype=torch.float64, generator=gen)
+    dy = torch.randn(1, 1, 3, 3, dtype=torch.float64, generator=gen)
     y = tf.conv2d(x, w, stride=s, padding=P)
     y.backward(dy)
     x, y, dx, W, G = x.detach().numpy(), y.detach().numpy(), x.grad.numpy(), w[0, 0].numpy(), dy[0, 0].numpy()
