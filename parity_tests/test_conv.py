@@ -13,7 +13,7 @@ from parity_tests import strategies as S
 from parity_tests.tolerances import GRADCHECK, assert_close
 from scratch import functional as F
 from scratch import nn
-from scratch.functional.conv import batch_first, batch_last, conv2d_output_size
+from scratch.functional.conv import batch_last, conv2d_output_size
 from scratch.gradcheck import gradcheck
 from scratch.kernels import conv as K
 
@@ -148,22 +148,23 @@ def test_conv_kernels_match_references_and_serial(case, dtype, seed):
     # terms' magnitude for the error model: Σ |w||x| over each output's taps
     scale = K.conv2d_forward_reference(np.abs(x), np.abs(weight), np.abs(bias), out_shape, *arguments)
 
-    # the kernels take batch-innermost (C, H, W, N) arrays; the references take NCHW
-    x_t, out_t = batch_last(x), (out_shape[1], out_shape[2], out_shape[3], n)
-    y, y_serial = np.empty(out_t, dtype), np.empty(out_t, dtype)
+    # the kernels read batch-innermost (C, H, W, N) arrays and write NCHW; the references take NCHW
+    x_t = batch_last(x)
+    y, y_serial = np.empty(out_shape, dtype), np.empty(out_shape, dtype)
     K.conv2d_forward(x_t, weight, bias, y, *geometry)
     K.conv2d_forward_serial(x_t, weight, bias, y_serial, *geometry)
-    assert_close(batch_first(y), K.conv2d_forward_reference(x, weight, bias, out_shape, *arguments), "kernel", dtype,
+    assert_close(y, K.conv2d_forward_reference(x, weight, bias, out_shape, *arguments), "kernel", dtype,
                  "conv2d_forward", scale=scale)
     np.testing.assert_array_equal(y, y_serial)  # the same loops in the same order: bit-identical
 
     dy = rng.standard_normal(out_shape).astype(dtype)
     dy_t = batch_last(dy)
-    dx, dx_serial = np.empty_like(x_t), np.empty_like(x_t)
-    K.conv2d_backward_input(dy_t, weight, dx, *geometry)
-    K.conv2d_backward_input_serial(dy_t, weight, dx_serial, *geometry)
+    dx, dx_serial = np.empty_like(x), np.empty_like(x)
+    zeros = np.zeros(c, dtype)
+    K.conv2d_backward_input(dy_t, weight, zeros, dx, *geometry)
+    K.conv2d_backward_input_serial(dy_t, weight, zeros, dx_serial, *geometry)
     scale = K.conv2d_backward_input_reference(np.abs(dy), np.abs(weight), x.shape, *arguments)
-    assert_close(batch_first(dx), K.conv2d_backward_input_reference(dy, weight, x.shape, *arguments), "kernel", dtype,
+    assert_close(dx, K.conv2d_backward_input_reference(dy, weight, x.shape, *arguments), "kernel", dtype,
                  "conv2d_backward_input", scale=scale)
     np.testing.assert_array_equal(dx, dx_serial)
 

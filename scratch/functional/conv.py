@@ -26,11 +26,6 @@ def batch_last(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(1, 2, 3, 0))
 
 
-def batch_first(a: np.ndarray) -> np.ndarray:
-    """(C, H, W, N) -> (N, C, H, W), contiguous."""
-    return np.ascontiguousarray(a.transpose(3, 0, 1, 2))
-
-
 def _geometry(stride, padding, dilation):
     return (int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1]), int(dilation[0]), int(dilation[1]))
 
@@ -53,10 +48,10 @@ def conv2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 
     out_h = conv2d_output_size(x.shape[2], weight.shape[2], stride[0], padding[0], dilation[0])
     out_w = conv2d_output_size(x.shape[3], weight.shape[3], stride[1], padding[1], dilation[1])
     x_t = batch_last(x)  # (C_in, H, W, N)
-    y_t = np.empty((weight.shape[0], out_h, out_w, x.shape[0]), dtype=x.dtype)  # (C_out, H_out, W_out, N)
+    y = np.empty((x.shape[0], weight.shape[0], out_h, out_w), dtype=x.dtype)  # (N, C_out, H_out, W_out)
     bias_values = np.zeros(weight.shape[0], dtype=x.dtype) if bias is None else bias
-    kernels.conv2d_forward(x_t, weight, bias_values, y_t, *_geometry(stride, padding, dilation))
-    return batch_first(y_t), (x_t, weight, bias is not None, (stride, padding, dilation))
+    kernels.conv2d_forward(x_t, weight, bias_values, y, *_geometry(stride, padding, dilation))
+    return y, (x_t, weight, bias is not None, (stride, padding, dilation))
 
 
 def conv2d_backward(grad_output, cache):
@@ -64,12 +59,14 @@ def conv2d_backward(grad_output, cache):
     of x with dy; db = Σ_{n,i,j} dy. Returns (dx (N, C_in, H, W), dw like weight, db or None)."""
     x_t, weight, has_bias, geometry = cache
     dy_t = batch_last(grad_output)  # (C_out, H_out, W_out, N)
-    dx_t = np.empty_like(x_t)  # (C_in, H, W, N)
-    kernels.conv2d_backward_input(dy_t, weight, dx_t, *_geometry(*geometry))
+    channels, height, width, batch = x_t.shape
+    grad_input = np.empty((batch, channels, height, width), dtype=x_t.dtype)  # (N, C_in, H, W)
+    zeros = np.zeros(channels, dtype=x_t.dtype)
+    kernels.conv2d_backward_input(dy_t, weight, zeros, grad_input, *_geometry(*geometry))
     grad_weight = np.empty_like(weight)
     kernels.conv2d_backward_weight(x_t, dy_t, grad_weight, *_geometry(*geometry))
     grad_bias = dy_t.sum(axis=(1, 2, 3)) if has_bias else None
-    return batch_first(dx_t), grad_weight, grad_bias
+    return grad_input, grad_weight, grad_bias
 
 
 def conv_transpose2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1)):
@@ -90,13 +87,12 @@ def conv_transpose2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), out
     out_h = conv_transpose2d_output_size(x.shape[2], weight.shape[2], stride[0], padding[0], output_padding[0], dilation[0])
     out_w = conv_transpose2d_output_size(x.shape[3], weight.shape[3], stride[1], padding[1], output_padding[1], dilation[1])
     x_t = batch_last(x)  # (C_in, H, W, N)
-    y_t = np.empty((weight.shape[1], out_h, out_w, x.shape[0]), dtype=x.dtype)  # (C_out, H_out, W_out, N)
+    y = np.empty((x.shape[0], weight.shape[1], out_h, out_w), dtype=x.dtype)  # (N, C_out, H_out, W_out)
     # A convolution mapping y's shape to x's, with weight (C_in, C_out, k, k) = (its C_out, its C_in):
     # its input gradient, fed x as "dy", is the transposed convolution.
-    kernels.conv2d_backward_input(x_t, weight, y_t, *_geometry(stride, padding, dilation))
-    if bias is not None:
-        y_t += bias[:, None, None, None]
-    return batch_first(y_t), (x_t, weight, bias is not None, (stride, padding, dilation))
+    bias_values = np.zeros(weight.shape[1], dtype=x.dtype) if bias is None else bias
+    kernels.conv2d_backward_input(x_t, weight, bias_values, y, *_geometry(stride, padding, dilation))
+    return y, (x_t, weight, bias is not None, (stride, padding, dilation))
 
 
 def conv_transpose2d_backward(grad_output, cache):
@@ -104,13 +100,14 @@ def conv_transpose2d_backward(grad_output, cache):
     the roles of input and output gradient swapped; db = Σ_{n,i,j} dy."""
     x_t, weight, has_bias, geometry = cache
     dy_t = batch_last(grad_output)  # (C_out, H_out, W_out, N)
-    dx_t = np.empty_like(x_t)  # (C_in, H, W, N)
+    channels, height, width, batch = x_t.shape
+    grad_input = np.empty((batch, channels, height, width), dtype=x_t.dtype)  # (N, C_in, H, W)
     zeros = np.zeros(weight.shape[0], dtype=x_t.dtype)
-    kernels.conv2d_forward(dy_t, weight, zeros, dx_t, *_geometry(*geometry))
+    kernels.conv2d_forward(dy_t, weight, zeros, grad_input, *_geometry(*geometry))
     grad_weight = np.empty_like(weight)
     kernels.conv2d_backward_weight(dy_t, x_t, grad_weight, *_geometry(*geometry))
     grad_bias = dy_t.sum(axis=(1, 2, 3)) if has_bias else None
-    return batch_first(dx_t), grad_weight, grad_bias
+    return grad_input, grad_weight, grad_bias
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0), dilation=(1, 1)):

@@ -10,8 +10,8 @@ forward pass *is* a convolution's input gradient, and vice versa; docs/conv.md):
 The convolution kernels work in a batch-innermost layout, (C, H, W, N): the seed's layers are
 small (3x3 to 28x28 planes, 1 to 16 channels), so loops over space are a handful of iterations,
 while the batch is long and contiguous; with n innermost every multiply-add runs over 128 (say)
-adjacent numbers, which the compiler vectorizes. ``scratch.functional.conv`` transposes NCHW
-to and from this layout. Every kernel *gathers*: its outer ``prange`` runs over output blocks
+adjacent numbers, which the compiler vectorizes. ``scratch.functional.conv`` transposes the
+inputs into this layout; the kernels write their outputs straight into NCHW arrays. Every kernel *gathers*: its outer ``prange`` runs over output blocks
 that it alone writes ((o, i) rows of y, (c, h) rows of dx, (o, c) slices of dw, (n, c) planes
 of a pooling output), so no two threads ever write one element and no atomics are needed. Each exists twice,
 compiled from one Python function: ``parallel=True`` (the default) and a serial twin
@@ -45,53 +45,70 @@ _first_valid_jit = njit(cache=True, inline="always")(_first_valid)
 
 
 def _conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
-    """x (C_in, H, W, N), weight (C_out, C_in, kH, kW), out (C_out, H_out, W_out, N): batch innermost.
+    """x (C_in, H, W, N) batch innermost, weight (C_out, C_in, kH, kW), out (N, C_out, H_out, W_out).
 
-    Loop nest: prange over output rows (o, i); then taps (c, p) with the input row they read;
-    then q and the valid j range of that tap; innermost the batch n, contiguous in both arrays,
-    which LLVM vectorizes. Each thread owns its rows of ``out``.
+    Loop nest: prange over output rows (o, i); then taps (p, q) and the valid j range of each;
+    then input channels c four at a time; innermost the batch n, contiguous everywhere, which
+    LLVM vectorizes. Four channels per pass means one load and one store of ``out`` per four
+    multiply-adds instead of per one: the loop is bound by memory traffic, not arithmetic.
+    Each thread owns its rows of ``out``: it accumulates a row (W_out, N) in a buffer of its own
+    and writes it into the NCHW output at the end, so no separate transposing pass is needed.
     """
     channels_in, height, width, batch = x.shape
     channels_out, _, kernel_h, kernel_w = weight.shape
-    out_h, out_w = out.shape[1], out.shape[2]
+    out_h, out_w = out.shape[2], out.shape[3]
+    whole = channels_in - channels_in % 4
     for block in prange(channels_out * out_h):
         o = block // out_h
         i = block % out_h
-        row_out = out[o, i]
+        row_out = np.empty((out_w, batch), dtype=out.dtype)
         row_out[:, :] = bias[o]
-        for c in range(channels_in):
-            for p in range(kernel_h):
-                h = i * stride_h - pad_h + p * dil_h
-                if h < 0 or h >= height:
-                    continue
-                row_in = x[c, h]
-                for q in range(kernel_w):
-                    offset_w = q * dil_w - pad_w
-                    j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
-                    tap = weight[o, c, p, q]
-                    for j in range(j_lo, j_hi):
-                        source = row_in[j * stride_w + offset_w]
-                        target = row_out[j]
+        for p in range(kernel_h):
+            h = i * stride_h - pad_h + p * dil_h
+            if h < 0 or h >= height:
+                continue
+            for q in range(kernel_w):
+                offset_w = q * dil_w - pad_w
+                j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
+                for j in range(j_lo, j_hi):
+                    v = j * stride_w + offset_w
+                    target = row_out[j]
+                    for c in range(0, whole, 4):
+                        w0, w1, w2, w3 = weight[o, c, p, q], weight[o, c + 1, p, q], weight[o, c + 2, p, q], weight[o, c + 3, p, q]
+                        s0, s1, s2, s3 = x[c, h, v], x[c + 1, h, v], x[c + 2, h, v], x[c + 3, h, v]
+                        for n in range(batch):
+                            target[n] += w0 * s0[n] + w1 * s1[n] + w2 * s2[n] + w3 * s3[n]
+                    for c in range(whole, channels_in):
+                        tap = weight[o, c, p, q]
+                        source = x[c, h, v]
                         for n in range(batch):
                             target[n] += tap * source[n]
+        for n in range(batch):
+            for j in range(out_w):
+                out[n, o, i, j] = row_out[j, n]
 
 
-def _conv2d_backward_input(grad_output, weight, grad_input, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
-    """grad_output (C_out, H_out, W_out, N), weight (C_out, C_in, kH, kW), grad_input (C_in, H, W, N).
+def _conv2d_backward_input(grad_output, weight, bias, grad_input, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+    """grad_output (C_out, H_out, W_out, N) batch innermost, weight (C_out, C_in, kH, kW),
+    bias (C_in,), grad_input (N, C_in, H, W). ``bias`` seeds each row: zeros for a convolution's input
+    gradient, the bias for a transposed convolution's forward pass (one pass fewer over dx).
 
-    Loop nest: prange over rows (c, h) of dx; then (o, p) whose tap lands on row h, i.e.
-    h = i·s - pad + p·d for an integer i in range; then q and the valid j range; innermost the
-    batch n, vectorized. dx[c, h, j·s + q·d - pad, :] += w[o, c, p, q] · dy[o, i, j, :]: a gather
-    into the thread's own row.
+    Loop nest: prange over rows (c, h) of dx; then the p whose tap lands on row h, i.e.
+    h = i·s - pad + p·d for an integer i in range; then q and the valid j range; then output
+    channels o four at a time; innermost the batch n, vectorized.
+    dx[c, h, j·s + q·d - pad, :] += Σ_o w[o, c, p, q] · dy[o, i, j, :]: a gather into the
+    thread's own row, four channels per load and store of dx (see ``_conv2d_forward``), built in
+    a (W, N) buffer and written into the NCHW dx at the end.
     """
     channels_out, out_h, out_w, batch = grad_output.shape
     _, channels_in, kernel_h, kernel_w = weight.shape
-    height, width = grad_input.shape[1], grad_input.shape[2]
+    height, width = grad_input.shape[2], grad_input.shape[3]
+    whole = channels_out - channels_out % 4
     for block in prange(channels_in * height):
         c = block // height
         h = block % height
-        row_in = grad_input[c, h]
-        row_in[:, :] = 0
+        row_in = np.empty((width, batch), dtype=grad_input.dtype)
+        row_in[:, :] = bias[c]
         for p in range(kernel_h):
             shifted = h + pad_h - p * dil_h
             if shifted < 0 or shifted % stride_h != 0:
@@ -99,49 +116,84 @@ def _conv2d_backward_input(grad_output, weight, grad_input, stride_h, stride_w, 
             i = shifted // stride_h
             if i >= out_h:
                 continue
-            for o in range(channels_out):
-                row_out = grad_output[o, i]
-                for q in range(kernel_w):
-                    offset_w = q * dil_w - pad_w
-                    j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
-                    tap = weight[o, c, p, q]
-                    for j in range(j_lo, j_hi):
-                        target = row_in[j * stride_w + offset_w]
-                        source = row_out[j]
+            for q in range(kernel_w):
+                offset_w = q * dil_w - pad_w
+                j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
+                for j in range(j_lo, j_hi):
+                    target = row_in[j * stride_w + offset_w]
+                    for o in range(0, whole, 4):
+                        w0, w1, w2, w3 = weight[o, c, p, q], weight[o + 1, c, p, q], weight[o + 2, c, p, q], weight[o + 3, c, p, q]
+                        s0, s1, s2, s3 = grad_output[o, i, j], grad_output[o + 1, i, j], grad_output[o + 2, i, j], grad_output[o + 3, i, j]
+                        for n in range(batch):
+                            target[n] += w0 * s0[n] + w1 * s1[n] + w2 * s2[n] + w3 * s3[n]
+                    for o in range(whole, channels_out):
+                        tap = weight[o, c, p, q]
+                        source = grad_output[o, i, j]
                         for n in range(batch):
                             target[n] += tap * source[n]
+        for n in range(batch):
+            for v in range(width):
+                grad_input[n, c, h, v] = row_in[v, n]
 
 
 def _conv2d_backward_weight(x, grad_output, grad_weight, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
     """x (C_in, H, W, N), grad_output (C_out, H_out, W_out, N), grad_weight (C_out, C_in, kH, kW).
 
-    Loop nest: prange over (o, c) slices of dw; then taps (p, q); then the valid (i, j) window;
-    innermost the batch n, accumulated element-wise into a length-N vector (vectorizes, where a
-    scalar sum would not without reassociation), summed once per tap at the end.
+    Loop nest: prange over (o, group of four input channels c); then taps (p, q); then the valid
+    (i, j) window; innermost the batch n, contiguous in both arrays: four dot products per tap
+    sharing each load of dy. Compiled with ``fastmath={"reassoc", "contract"}`` (this kernel
+    only) so that LLVM may split the sums into vector partial sums held in registers; the result
+    differs from a left-to-right sum by rounding only. No NaN/inf assumptions are made.
     """
     channels_in, height, width, batch = x.shape
     channels_out, _, kernel_h, kernel_w = grad_weight.shape
     out_h, out_w = grad_output.shape[1], grad_output.shape[2]
-    for block in prange(channels_out * channels_in):
-        o = block // channels_in
-        c = block % channels_in
-        partial = np.zeros(batch, dtype=grad_weight.dtype)
+    groups = (channels_in + 3) // 4
+    zero = grad_weight.dtype.type(0)
+    for block in prange(channels_out * groups):
+        o = block // groups
+        c = 4 * (block % groups)
+        count = min(4, channels_in - c)
         for p in range(kernel_h):
             offset_h = p * dil_h - pad_h
             i_lo, i_hi = _first_valid_jit(offset_h, stride_h, height, out_h)
             for q in range(kernel_w):
                 offset_w = q * dil_w - pad_w
                 j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
-                partial[:] = 0
+                t0, t1, t2, t3 = zero, zero, zero, zero
                 for i in range(i_lo, i_hi):
-                    row_in = x[c, i * stride_h + offset_h]
+                    h = i * stride_h + offset_h
                     row_out = grad_output[o, i]
                     for j in range(j_lo, j_hi):
-                        source = row_in[j * stride_w + offset_w]
+                        v = j * stride_w + offset_w
                         gradient = row_out[j]
-                        for n in range(batch):
-                            partial[n] += gradient[n] * source[n]
-                grad_weight[o, c, p, q] = partial.sum()
+                        if count == 4:
+                            s0, s1, s2, s3 = x[c, h, v], x[c + 1, h, v], x[c + 2, h, v], x[c + 3, h, v]
+                            for n in range(batch):
+                                g = gradient[n]
+                                t0 += g * s0[n]
+                                t1 += g * s1[n]
+                                t2 += g * s2[n]
+                                t3 += g * s3[n]
+                        else:
+                            for k in range(count):
+                                source = x[c + k, h, v]
+                                total = zero
+                                for n in range(batch):
+                                    total += gradient[n] * source[n]
+                                if k == 0:
+                                    t0 += total
+                                elif k == 1:
+                                    t1 += total
+                                else:
+                                    t2 += total
+                grad_weight[o, c, p, q] = t0
+                if count > 1:
+                    grad_weight[o, c + 1, p, q] = t1
+                if count > 2:
+                    grad_weight[o, c + 2, p, q] = t2
+                if count > 3:
+                    grad_weight[o, c + 3, p, q] = t3
 
 
 def _max_pool2d_forward(x, out, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
@@ -197,8 +249,9 @@ conv2d_forward = njit(parallel=True, cache=True)(_conv2d_forward)
 conv2d_forward_serial = njit(cache=True)(_conv2d_forward)
 conv2d_backward_input = njit(parallel=True, cache=True)(_conv2d_backward_input)
 conv2d_backward_input_serial = njit(cache=True)(_conv2d_backward_input)
-conv2d_backward_weight = njit(parallel=True, cache=True)(_conv2d_backward_weight)
-conv2d_backward_weight_serial = njit(cache=True)(_conv2d_backward_weight)
+_REASSOCIATE = {"reassoc", "contract"}  # reorder and fuse the dot products' sums; nothing else
+conv2d_backward_weight = njit(parallel=True, cache=True, fastmath=_REASSOCIATE)(_conv2d_backward_weight)
+conv2d_backward_weight_serial = njit(cache=True, fastmath=_REASSOCIATE)(_conv2d_backward_weight)
 max_pool2d_forward = njit(parallel=True, cache=True)(_max_pool2d_forward)
 max_pool2d_forward_serial = njit(cache=True)(_max_pool2d_forward)
 max_pool2d_backward = njit(parallel=True, cache=True)(_max_pool2d_backward)
@@ -234,6 +287,7 @@ def conv2d_forward_reference(x, weight, bias, out_shape, stride, padding, dilati
 
 
 def conv2d_backward_input_reference(grad_output, weight, input_shape, stride, padding, dilation):
+    """dx with every contribution scattered through the taps' strided views (np.add via +=)."""
     (pad_h, pad_w) = padding
     n, c, h, w = input_shape
     padded = np.zeros((n, c, h + 2 * pad_h, w + 2 * pad_w), dtype=np.float64)
