@@ -217,3 +217,30 @@ def test_pool_kernels_match_references_and_serial(case, dtype, seed):
 def test_bad_geometry_gets_a_clear_error(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+@given(seed=S.seeds, kernel=st.integers(1, 3), stride=st.integers(1, 3), padding=st.integers(0, 1),
+       dilation=st.integers(1, 2))
+def test_int_arguments_and_default_pool_stride_match_torch(seed, kernel, stride, padding, dilation):
+    """Every geometry argument may be an int (meaning the same on both axes), as in torch, and
+    MaxPool2d's stride defaults to its kernel size."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 2, 9, 8))
+    conv = nn.Conv2d(2, 3, kernel, stride=stride, padding=padding, dilation=dilation, rng=rng, dtype=np.float64)
+    twin = torch.nn.Conv2d(2, 3, kernel, stride=stride, padding=padding, dilation=dilation).double()
+    assert conv.stride == (stride, stride) and conv.kernel_size == (kernel, kernel)
+    _parity(conv, _load(twin, conv), x, rng, np.float64, "Conv2d with int arguments")
+    transposed = nn.ConvTranspose2d(2, 3, kernel, stride=stride, padding=0, output_padding=stride - 1,
+                                    dilation=dilation, rng=rng, dtype=np.float64)
+    twin = torch.nn.ConvTranspose2d(2, 3, kernel, stride=stride, output_padding=stride - 1, dilation=dilation).double()
+    _parity(transposed, _load(twin, transposed), x, rng, np.float64, "ConvTranspose2d with int arguments")
+    pool_kernel = max(kernel, 2 * padding)
+    pool = nn.MaxPool2d(pool_kernel, padding=padding)
+    assert pool.stride == pool.kernel_size
+    expected = torch.nn.MaxPool2d(pool_kernel, padding=padding)(torch.tensor(x)).numpy()
+    np.testing.assert_array_equal(pool(x), expected)
+
+
+def _load(twin, layer):
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()}, strict=True)
+    return twin
