@@ -184,10 +184,18 @@ def evaluate(backend, config: TrainConfig, images: np.ndarray) -> dict[str, floa
         x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
         noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
         parts, reconstruction = backend.evaluate(x, noise)
-        parts = {**parts, **reconstruction_metrics(reconstruction, x)}
+        weight = _batch_weight(backend, len(x))
         for key, value in parts.items():
+            totals[key] = totals.get(key, 0.0) + float(value) * weight
+        for key, value in reconstruction_metrics(reconstruction, x).items():
             totals[key] = totals.get(key, 0.0) + value * len(x)
     return _mean(totals, len(images))
+
+
+def _batch_weight(backend, batch_size: int) -> int:
+    """What a loss part is multiplied by before dividing by the image count: the batch size for
+    a loss averaged over the batch, 1 for one summed over it (the VAEs': nats per image)."""
+    return 1 if getattr(backend.model, "loss_reduction", "mean") == "sum" else batch_size
 
 
 # -- artifacts -----------------------------------------------------------------------------
@@ -306,6 +314,8 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
     kill_at = int(os.environ.get(KILL_AT_STEP_VARIABLE, "0") or 0)
     steps_per_epoch = math.ceil(len(dataset.train_images) / config.batch_size)
     step = (start_epoch - 1) * steps_per_epoch
+    if hasattr(backend.model, "step"):  # the β-VAE's capacity schedule counts training steps
+        backend.model.step = step
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
         rng = epoch_rng(config.seed, epoch)
@@ -319,8 +329,9 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
             x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
             noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
             parts = backend.train_step(x, noise)
+            weight = _batch_weight(backend, len(x))
             for key, value in parts.items():
-                totals[key] = totals.get(key, 0.0) + float(value) * len(x)
+                totals[key] = totals.get(key, 0.0) + float(value) * weight
         entry = {
             "epoch": epoch,
             "train": _mean(totals, len(dataset.train_images)),

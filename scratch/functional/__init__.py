@@ -19,6 +19,7 @@ from scratch.functional.conv import (
     max_pool2d_forward,
 )
 from scratch.functional.linear import linear_backward, linear_forward
+from scratch.functional.vae import reparameterize_backward, reparameterize_forward
 from scratch.functional.losses import (
     bce_backward,
     bce_forward,

@@ -129,3 +129,35 @@ def tanh_forward_reference(x):
 
 def tanh_backward_reference(grad_output, out):
     return grad_output * (1 - out * out)
+
+
+# ---------------------------------------------------------------------------- Reparameterisation
+
+
+@njit(cache=True)
+def reparameterize_forward(mean, logvar, eps, z, std):
+    """std[i] = exp(½ logvar[i]); z[i] = mean[i] + std[i] · eps[i]. Loop: one pass over i.
+
+    σ = exp(½ lv), not exp(lv): lv is the log of the *variance*. Finite for lv in [-80, 80].
+    """
+    for i in range(mean.shape[0]):
+        s = np.exp(0.5 * logvar[i])
+        std[i] = s
+        z[i] = mean[i] + s * eps[i]
+
+
+@njit(cache=True)
+def reparameterize_backward(grad_z, eps, std, grad_mean, grad_logvar):
+    """dmean = dz;  dlogvar = dz · ε · ½σ (since dz/dlv = ε · dσ/dlv = ε · ½σ). One pass over i."""
+    for i in range(grad_z.shape[0]):
+        grad_mean[i] = grad_z[i]
+        grad_logvar[i] = grad_z[i] * eps[i] * 0.5 * std[i]
+
+
+def reparameterize_forward_reference(mean, logvar, eps):
+    std = np.exp(logvar / 2)
+    return mean + std * eps, std
+
+
+def reparameterize_backward_reference(grad_z, eps, std):
+    return grad_z.copy(), (grad_z * eps * std / 2).astype(grad_z.dtype)

@@ -6,11 +6,15 @@ import numpy as np
 
 from scratch.models.conv import ConvAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
+from scratch.models.vae import BetaVAE, SeedVAE, VariationalAutoencoder
 
 MODELS = {
     "mlp-ae": MLPAutoencoder,
     "denoising-ae": DenoisingAutoencoder,
     "conv-ae": ConvAutoencoder,
+    "vae": VariationalAutoencoder,
+    "seed-vae": SeedVAE,
+    "beta-vae": BetaVAE,
 }
 
 
@@ -38,4 +42,5 @@ def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype
     return MODELS[name].noise_for(config, tuple(x_shape), rng, np.dtype(dtype))
 
 
-__all__ = ["MODELS", "build", "draw_noise", "ConvAutoencoder", "DenoisingAutoencoder", "MLPAutoencoder"]
+__all__ = ["MODELS", "build", "draw_noise", "BetaVAE", "ConvAutoencoder", "DenoisingAutoencoder",
+           "MLPAutoencoder", "SeedVAE", "VariationalAutoencoder"]

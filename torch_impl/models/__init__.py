@@ -7,11 +7,15 @@ import torch
 from torch_impl.functional import resolve_dtype
 from torch_impl.models.conv import ConvAutoencoder
 from torch_impl.models.mlp import DenoisingAutoencoder, MLPAutoencoder
+from torch_impl.models.vae import BetaVAE, SeedVAE, VariationalAutoencoder
 
 MODELS = {
     "mlp-ae": MLPAutoencoder,
     "denoising-ae": DenoisingAutoencoder,
     "conv-ae": ConvAutoencoder,
+    "vae": VariationalAutoencoder,
+    "seed-vae": SeedVAE,
+    "beta-vae": BetaVAE,
 }
 
 

@@ -1,0 +1,262 @@
+"""Variational autoencoders: the pytorch/examples VAE, the seed's variant, and the β-VAE.
+
+ELBO and gradients: docs/vae.md. The loss is summed over the batch, as pytorch/examples does:
+BCE(x̂, x) summed over pixels and images + β · KL(q(z|x) ‖ N(0, I)) summed likewise; metrics
+divide by the batch size to report nats per image. z = μ + σ·ε with σ = exp(½·logvar) is sampled
+in evaluation too; ε (N, latent_dim) is the ``noise`` argument, drawn from the model's
+generator when not given.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scratch import functional as F
+from scratch._validate import check_array, check_float_dtype
+from scratch.nn import BCELoss, GaussianKL, Linear, Module, ReLU, Sequential, Sigmoid
+from scratch.nn.layers import _resolve_rng
+
+
+def _positive(owner, **values):
+    for label, value in values.items():
+        if not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{owner}: {label} must be a positive int, got {value!r}")
+
+
+class _Variational(Module):
+    """Shared plumbing: input checks, sampling, the summed BCE + weighted KL, and its backward."""
+
+    name = "vae"
+    loss_reduction = "sum"  # loss parts are sums over the batch; divide by N for per-image values
+
+    def _setup(self, owner, input_dim, latent_dim, rng, dtype, config):
+        dtype = check_float_dtype(dtype, owner)
+        rng = _resolve_rng(rng)
+        object.__setattr__(self, "rng", rng)
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "_config", dict(input_dim=int(input_dim), latent_dim=int(latent_dim), **config))
+        object.__setattr__(self, "bce", BCELoss(reduction="sum"))
+        object.__setattr__(self, "kl", GaussianKL(reduction="sum"))
+        object.__setattr__(self, "_state", None)
+        return rng, dtype
+
+    @property
+    def config(self) -> dict:
+        return dict(self._config)
+
+    @staticmethod
+    def config_for_images(image_shape) -> dict:
+        return {"input_dim": int(np.prod(image_shape))}
+
+    @staticmethod
+    def noise_for(config: dict, x_shape, rng: np.random.Generator, dtype) -> np.ndarray:
+        """ε ~ N(0, I), (N, latent_dim)."""
+        return rng.standard_normal((x_shape[0], config.get("latent_dim", 20))).astype(dtype)
+
+    def draw_noise(self, shape) -> np.ndarray:
+        return self.noise_for(self._config, shape, self.rng, self.dtype)
+
+    def _flatten_input(self, x, name="x"):
+        owner = f"{type(self).__name__}({self.name})"
+        check_array(x, owner, dtype=self.dtype, ndim=(2, 4), name=name)
+        features = math.prod(x.shape[1:])
+        if features != self._config["input_dim"] or x.shape[0] == 0:
+            raise ValueError(f"{owner}: {name} must be (N, {self._config['input_dim']}) or (N, C, H, W) with "
+                             f"C·H·W = {self._config['input_dim']} and N >= 1, got shape {x.shape}")
+        return x.reshape(x.shape[0], features)
+
+    def _noise(self, n, noise):
+        latent = self._config["latent_dim"]
+        if noise is None:
+            return self.noise_for(self._config, (n,), self.rng, self.dtype)
+        check_array(noise, f"{type(self).__name__}: noise (ε)", dtype=self.dtype, ndim=2, name="noise")
+        if noise.shape != (n, latent):
+            raise ValueError(f"{type(self).__name__}: noise (ε) must be ({n}, {latent}), got {noise.shape}")
+        return noise
+
+    # -- subclasses supply the encoder and decoder ------------------------------------------
+    def encode(self, x):
+        """(N, D) or (N, C, H, W) -> (mean, logvar), each (N, latent_dim)."""
+        raise NotImplementedError
+
+    def _encoder_backward(self, grad_mean, grad_logvar):
+        raise NotImplementedError
+
+    def decode(self, z):
+        """(N, latent_dim) -> (N, D) Bernoulli means."""
+        raise NotImplementedError
+
+    def _decoder_backward(self, grad_probabilities):
+        raise NotImplementedError
+
+    # -- the shared passes ----------------------------------------------------------------
+    def _forward(self, x, noise):
+        flat = self._flatten_input(x)
+        mean, logvar = self.encode(flat)
+        eps = self._noise(len(flat), noise)
+        z, reparameterization = F.reparameterize_forward(mean, logvar, eps)
+        probabilities = self.decode(z)
+        object.__setattr__(self, "_state", (x.shape, mean, logvar, reparameterization))
+        return flat, probabilities
+
+    def forward(self, x, noise=None):
+        """A sampled reconstruction x̂ (the Bernoulli means), in x's shape."""
+        _, probabilities = self._forward(x, noise)
+        return probabilities.reshape(x.shape)
+
+    def reconstruct(self, x, noise=None):
+        return self.forward(x, noise)
+
+    def kl_weight(self, kl: float) -> float:
+        """dL/dKL: β for the plain objective (1 for the VAE)."""
+        return float(self._config.get("beta", 1.0))
+
+    def _objective(self, recon: float, kl: float) -> float:
+        return recon + self.kl_weight(kl) * kl
+
+    def loss(self, x, noise=None) -> dict:
+        """{"loss": BCE + β·KL, "recon": BCE, "kl": KL}, each summed over the batch (floats)."""
+        flat, probabilities = self._forward(x, noise)
+        recon = self.bce(probabilities, flat)
+        _, mean, logvar, _ = self._state
+        kl = self.kl(mean, logvar)
+        object.__setattr__(self, "_kl_weight", self.kl_weight(kl))
+        return {"loss": self._objective(recon, kl), "recon": recon, "kl": kl}
+
+    def kl_per_dimension(self, x, noise=None) -> np.ndarray:
+        """Mean over the batch of each latent dimension's KL term, (latent_dim,)."""
+        mean, logvar = self.encode(self._flatten_input(x))
+        return F.gaussian_kl_forward(mean, logvar, "none")[0].mean(axis=0)
+
+    def backward(self, grad_output=None):
+        """Back-propagate the last ``loss`` into every parameter's ``.grad``; returns dL/dx.
+
+        dL/dz comes from the decoder; the reparameterisation splits it into dμ and dlogvar, to
+        which the weighted KL's own gradients are added before the encoder's backward pass.
+        """
+        if grad_output is not None:
+            raise ValueError(f"{type(self).__name__}.backward takes no gradient: it differentiates the last loss")
+        if self._state is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before loss")
+        shape, mean, logvar, reparameterization = self._state
+        grad_z = self._decoder_backward(self.bce.backward())
+        grad_mean, grad_logvar = F.reparameterize_backward(grad_z, reparameterization)
+        kl_mean, kl_logvar = self.kl.backward(self._kl_weight)
+        return self._encoder_backward(grad_mean + kl_mean, grad_logvar + kl_logvar).reshape(shape)
+
+
+class VariationalAutoencoder(_Variational):
+    """The pytorch/examples VAE: fc1 D-400 ReLU, fc21/fc22 400-20 (μ, logvar), fc3 20-400 ReLU,
+    fc4 400-D Sigmoid. Keys fc1, fc21, fc22, fc3, fc4 as there. 652,824 parameters."""
+
+    name = "vae"
+
+    def __init__(self, input_dim=784, hidden_dim=400, latent_dim=20, beta=1.0, *, rng=None, dtype=np.float32):
+        super().__init__()
+        owner = type(self).__name__
+        _positive(owner, input_dim=input_dim, hidden_dim=hidden_dim, latent_dim=latent_dim)
+        if not (isinstance(beta, (int, float)) and beta >= 0 and math.isfinite(beta)):
+            raise ValueError(f"{owner}: beta must be a non-negative number, got {beta!r}")
+        rng, dtype = self._setup(owner, input_dim, latent_dim, rng, dtype,
+                                 dict(hidden_dim=int(hidden_dim), beta=float(beta)))
+        layer = dict(rng=rng, dtype=dtype)
+        self.fc1 = Linear(input_dim, hidden_dim, **layer)
+        self.fc21 = Linear(hidden_dim, latent_dim, **layer)
+        self.fc22 = Linear(hidden_dim, latent_dim, **layer)
+        self.fc3 = Linear(latent_dim, hidden_dim, **layer)
+        self.fc4 = Linear(hidden_dim, input_dim, **layer)
+        self.relu1, self.relu3, self.sigmoid = ReLU(), ReLU(), Sigmoid()
+
+    def encode(self, x):
+        h = self.relu1(self.fc1(self._flatten_input(x)))  # (N, hidden)
+        return self.fc21(h), self.fc22(h)  # (N, latent) each
+
+    def _encoder_backward(self, grad_mean, grad_logvar):
+        grad_h = self.fc21.backward(grad_mean) + self.fc22.backward(grad_logvar)
+        return self.fc1.backward(self.relu1.backward(grad_h))
+
+    def decode(self, z):
+        return self.sigmoid(self.fc4(self.relu3(self.fc3(z))))
+
+    def _decoder_backward(self, grad_probabilities):
+        grad_h = self.fc4.backward(self.sigmoid.backward(grad_probabilities))
+        return self.fc3.backward(self.relu3.backward(grad_h))
+
+
+class SeedVAE(_Variational):
+    """The seed project's own VAE: encoder D-400-(2·latent) whose output is split into μ and
+    logvar, decoder latent-400-D. The seed put a ReLU on μ and logvar, which forces σ ≥ 1 and
+    μ ≥ 0; that bug is not reproduced. Keys encoder.{0,2}, decoder.{0,2}. 652,824 parameters."""
+
+    name = "seed-vae"
+
+    def __init__(self, input_dim=784, hidden_dim=400, latent_dim=20, beta=1.0, *, rng=None, dtype=np.float32):
+        super().__init__()
+        owner = type(self).__name__
+        _positive(owner, input_dim=input_dim, hidden_dim=hidden_dim, latent_dim=latent_dim)
+        rng, dtype = self._setup(owner, input_dim, latent_dim, rng, dtype,
+                                 dict(hidden_dim=int(hidden_dim), beta=float(beta)))
+        layer = dict(rng=rng, dtype=dtype)
+        self.encoder = Sequential(Linear(input_dim, hidden_dim, **layer), ReLU(), Linear(hidden_dim, 2 * latent_dim, **layer))
+        self.decoder = Sequential(Linear(latent_dim, hidden_dim, **layer), ReLU(), Linear(hidden_dim, input_dim, **layer), Sigmoid())
+
+    def encode(self, x):
+        h = self.encoder(self._flatten_input(x))  # (N, 2·latent)
+        latent = self._config["latent_dim"]
+        return np.ascontiguousarray(h[:, :latent]), np.ascontiguousarray(h[:, latent:])
+
+    def _encoder_backward(self, grad_mean, grad_logvar):
+        return self.encoder.backward(np.concatenate([grad_mean, grad_logvar], axis=1))
+
+    def decode(self, z):
+        return self.decoder(z)
+
+    def _decoder_backward(self, grad_probabilities):
+        return self.decoder.backward(grad_probabilities)
+
+
+class BetaVAE(VariationalAutoencoder):
+    """β-VAE (Higgins et al. 2017): the VAE with the KL weighted by β (default 4); or, with
+    ``capacity_max`` set, the capacity-controlled objective of Burgess et al. 2018,
+    BCE + γ·|KL − C|, C raised linearly from 0 to capacity_max nats over capacity_steps training
+    steps (counted by ``loss`` calls in training mode; ``step`` holds the count)."""
+
+    name = "beta-vae"
+
+    def __init__(self, input_dim=784, hidden_dim=400, latent_dim=20, beta=4.0, capacity_max=None,
+                 capacity_steps=10_000, gamma=1000.0, *, rng=None, dtype=np.float32):
+        super().__init__(input_dim, hidden_dim, latent_dim, beta, rng=rng, dtype=dtype)
+        owner = type(self).__name__
+        if capacity_max is not None and not (capacity_max >= 0 and math.isfinite(capacity_max)):
+            raise ValueError(f"{owner}: capacity_max must be a non-negative number of nats, got {capacity_max!r}")
+        _positive(owner, capacity_steps=capacity_steps)
+        if not (gamma >= 0 and math.isfinite(gamma)):
+            raise ValueError(f"{owner}: gamma must be a non-negative number, got {gamma!r}")
+        self._config.update(capacity_max=None if capacity_max is None else float(capacity_max),
+                            capacity_steps=int(capacity_steps), gamma=float(gamma))
+        object.__setattr__(self, "step", 0)
+
+    def capacity(self) -> float:
+        """C at the current step: capacity_max · min(1, step / capacity_steps)."""
+        config = self._config
+        return config["capacity_max"] * min(1.0, self.step / config["capacity_steps"])
+
+    def kl_weight(self, kl: float) -> float:
+        if self._config["capacity_max"] is None:
+            return self._config["beta"]
+        return self._config["gamma"] * float(np.sign(kl - self.capacity()))  # d|u|/du = sign(u), 0 at 0
+
+    def _objective(self, recon: float, kl: float) -> float:
+        if self._config["capacity_max"] is None:
+            return recon + self._config["beta"] * kl
+        return recon + self._config["gamma"] * abs(kl - self.capacity())
+
+    def loss(self, x, noise=None) -> dict:
+        parts = super().loss(x, noise)
+        if self._config["capacity_max"] is not None:
+            parts["capacity"] = self.capacity()
+        if self.training:
+            object.__setattr__(self, "step", self.step + 1)
+        return parts

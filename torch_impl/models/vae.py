@@ -1,0 +1,114 @@
+"""Torch twins of scratch.models.vae: same layers, keys, configuration, ε and objective."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from torch_impl.functional import as_tensor, gaussian_kl
+
+
+class _Variational(nn.Module):
+    loss_reduction = "sum"
+
+    def _eps(self, mean, noise):
+        if noise is None:
+            return torch.randn(mean.shape, generator=self.generator, dtype=mean.dtype)
+        return as_tensor(noise, mean, type(self).__name__, "noise (ε)")
+
+    def sample(self, x, noise=None):
+        """(flat x, x̂ probabilities, μ, logvar) with z = μ + exp(½ logvar)·ε."""
+        flat = x.reshape(x.shape[0], -1)
+        mean, logvar = self.encode(flat)
+        z = mean + torch.exp(0.5 * logvar) * self._eps(mean, noise)
+        return flat, self.decode(z), mean, logvar
+
+    def forward(self, x, noise=None):
+        return self.sample(x, noise)[1].reshape(x.shape)
+
+    def reconstruct(self, x, noise=None):
+        return self.forward(x, noise)
+
+    def objective(self, recon, kl):
+        return recon + self.config.get("beta", 1.0) * kl
+
+    def loss(self, x, noise=None) -> dict:
+        flat, probabilities, mean, logvar = self.sample(x, noise)
+        recon = F.binary_cross_entropy(probabilities, flat, reduction="sum")
+        kl = gaussian_kl(mean, logvar, "sum")
+        return {"loss": self.objective(recon, kl), "recon": recon, "kl": kl}
+
+
+class VariationalAutoencoder(_Variational):
+    """The pytorch/examples VAE, keys fc1, fc21, fc22, fc3, fc4."""
+
+    name = "vae"
+
+    def __init__(self, input_dim=784, hidden_dim=400, latent_dim=20, beta=1.0, *, generator=None):
+        super().__init__()
+        self.config = dict(input_dim=int(input_dim), latent_dim=int(latent_dim), hidden_dim=int(hidden_dim), beta=float(beta))
+        self.generator = generator
+        self.fc1 = nn.Linear(input_dim, hidden_dim)
+        self.fc21 = nn.Linear(hidden_dim, latent_dim)
+        self.fc22 = nn.Linear(hidden_dim, latent_dim)
+        self.fc3 = nn.Linear(latent_dim, hidden_dim)
+        self.fc4 = nn.Linear(hidden_dim, input_dim)
+
+    def encode(self, x):
+        h = F.relu(self.fc1(x))
+        return self.fc21(h), self.fc22(h)
+
+    def decode(self, z):
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
+
+
+class SeedVAE(_Variational):
+    """The seed's VAE without its ReLU on μ and logvar: encoder.{0,2}, decoder.{0,2}."""
+
+    name = "seed-vae"
+
+    def __init__(self, input_dim=784, hidden_dim=400, latent_dim=20, beta=1.0, *, generator=None):
+        super().__init__()
+        self.config = dict(input_dim=int(input_dim), latent_dim=int(latent_dim), hidden_dim=int(hidden_dim), beta=float(beta))
+        self.generator = generator
+        self.encoder = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 2 * latent_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, input_dim), nn.Sigmoid())
+
+    def encode(self, x):
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        return mean, logvar
+
+    def decode(self, z):
+        return self.decoder(z)
+
+
+class BetaVAE(VariationalAutoencoder):
+    """β-VAE; with capacity_max, BCE + γ·|KL − C| with C linear in the training step (Burgess 2018)."""
+
+    name = "beta-vae"
+
+    def __init__(self, input_dim=784, hidden_dim=400, latent_dim=20, beta=4.0, capacity_max=None,
+                 capacity_steps=10_000, gamma=1000.0, *, generator=None):
+        super().__init__(input_dim, hidden_dim, latent_dim, beta, generator=generator)
+        self.config.update(capacity_max=None if capacity_max is None else float(capacity_max),
+                           capacity_steps=int(capacity_steps), gamma=float(gamma))
+        self.step = 0
+
+    def capacity(self) -> float:
+        return self.config["capacity_max"] * min(1.0, self.step / self.config["capacity_steps"])
+
+    def objective(self, recon, kl):
+        if self.config["capacity_max"] is None:
+            return recon + self.config["beta"] * kl
+        return recon + self.config["gamma"] * (kl - self.capacity()).abs()
+
+    def loss(self, x, noise=None) -> dict:
+        parts = super().loss(x, noise)
+        if self.config["capacity_max"] is not None:
+            parts["capacity"] = torch.tensor(self.capacity(), dtype=parts["loss"].dtype)
+        if self.training:
+            self.step += 1
+        return parts
