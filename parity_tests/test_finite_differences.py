@@ -125,3 +125,13 @@ def test_sequential(batch, widths, seed):
         layers += [nn.Linear(fan_in, fan_out, rng=rng, dtype=np.float64), nn.Tanh()]
     model = nn.Sequential(*layers, nn.Sigmoid())
     gradcheck(model, rng.standard_normal((batch, widths[0])), rng=rng, **GRADCHECK)
+
+
+@given(batch=S.batch_sizes, latent=S.features, seed=S.seeds)
+def test_reparameterize(batch, latent, seed):
+    """z = μ + exp(½ lv)·ε: gradients for μ and lv (ε is an input held fixed, as in training)."""
+    rng = np.random.default_rng(seed)
+    mean, logvar, eps = (rng.standard_normal((batch, latent)) for _ in range(3))
+    result = gradcheck((F.reparameterize_forward, F.reparameterize_backward), mean, logvar, eps, wrt=[0, 1],
+                       rng=rng, **GRADCHECK)
+    assert result.elements_checked == 2 * mean.size

@@ -105,3 +105,23 @@ def test_loss_kernels(name, n, dtype, seed, per_element):
         grad_input = np.empty_like(a)
         getattr(L, f"{name}_backward")(grad_output, a, b, grad_input)
         assert_close(grad_input, reference, "kernel", dtype, f"{name}_backward", scale=terms)
+
+
+@given(n=st.integers(1, 300), dtype=S.dtypes, seed=S.seeds)
+def test_reparameterize_kernels(n, dtype, seed):
+    rng = np.random.default_rng(seed)
+    mean = rng.standard_normal(n).astype(dtype)
+    logvar = np.clip(20 * rng.standard_normal(n), -80, 80).astype(dtype)
+    eps = rng.standard_normal(n).astype(dtype)
+    z, std = np.empty_like(mean), np.empty_like(mean)
+    E.reparameterize_forward(mean, logvar, eps, z, std)
+    expected_z, expected_std = E.reparameterize_forward_reference(mean, logvar, eps)
+    assert np.all(np.isfinite(z))
+    assert_close(std, expected_std, "kernel", dtype, "reparameterize std", scale=np.abs(expected_std))
+    assert_close(z, expected_z, "kernel", dtype, "reparameterize z", scale=np.abs(mean) + np.abs(expected_std * eps))
+    grad_z = rng.standard_normal(n).astype(dtype)
+    grad_mean, grad_logvar = np.empty_like(mean), np.empty_like(mean)
+    E.reparameterize_backward(grad_z, eps, std, grad_mean, grad_logvar)
+    expected_mean, expected_logvar = E.reparameterize_backward_reference(grad_z, eps, std)
+    np.testing.assert_array_equal(grad_mean, expected_mean)
+    assert_close(grad_logvar, expected_logvar, "kernel", dtype, "reparameterize dlogvar", scale=np.abs(expected_logvar))

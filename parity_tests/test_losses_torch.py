@@ -152,3 +152,24 @@ def test_activations_propagate_nan_and_inf_like_torch(name, dtype):
     ty.backward(torch.tensor(grad_output))
     np.testing.assert_array_equal(layer(x), ty.detach().numpy())
     np.testing.assert_array_equal(layer.backward(grad_output), tx.grad.numpy())
+
+
+@given(batch=S.batch_sizes, latent=S.features, dtype=S.dtypes, seed=S.seeds,
+       logvar_scale=st.sampled_from([1.0, 10.0, 80.0]))
+def test_reparameterize_matches_torch(batch, latent, dtype, seed, logvar_scale):
+    from scratch import functional as F
+
+    rng = np.random.default_rng(seed)
+    mean = rng.standard_normal((batch, latent)).astype(dtype)
+    logvar = np.clip(logvar_scale * rng.standard_normal((batch, latent)), -80, 80).astype(dtype)
+    eps = rng.standard_normal((batch, latent)).astype(dtype)
+    z, cache = F.reparameterize_forward(mean, logvar, eps)
+    grad_z = rng.standard_normal(z.shape).astype(dtype)
+    grad_mean, grad_logvar = F.reparameterize_backward(grad_z, cache)
+    tmean, tlogvar = torch.tensor(mean, requires_grad=True), torch.tensor(logvar, requires_grad=True)
+    tz = tmean + torch.exp(0.5 * tlogvar) * torch.from_numpy(eps)
+    tz.backward(torch.from_numpy(grad_z))
+    assert np.all(np.isfinite(z))
+    assert_close(z, tz, "torch", dtype, "z", scale=np.abs(mean) + np.abs(np.exp(0.5 * logvar.astype(np.float64)) * eps))
+    assert_close(grad_mean, tmean.grad, "torch", dtype, "dmean")
+    assert_close(grad_logvar, tlogvar.grad, "torch", dtype, "dlogvar", scale=np.abs(tlogvar.grad.numpy()))
