@@ -6,7 +6,7 @@ import numpy as np
 
 from scratch.models.conv import ConvAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
-from scratch.models.vae import BetaVAE, SeedVAE, VariationalAutoencoder
+from scratch.models.vae import BetaVAE, ConvVAE, SeedVAE, VariationalAutoencoder
 
 MODELS = {
     "mlp-ae": MLPAutoencoder,
@@ -15,6 +15,7 @@ MODELS = {
     "vae": VariationalAutoencoder,
     "seed-vae": SeedVAE,
     "beta-vae": BetaVAE,
+    "conv-vae": ConvVAE,
 }
 
 

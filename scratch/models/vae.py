@@ -260,3 +260,67 @@ class BetaVAE(VariationalAutoencoder):
         if self.training:
             object.__setattr__(self, "step", self.step + 1)
         return parts
+
+
+class ConvVAE(_Variational):
+    """A convolutional VAE on 28x28: encoder Conv(C,c1,4,s2,p1) ReLU Conv(c1,c2,4,s2,p1) ReLU
+    Flatten -> fc21/fc22 (μ, logvar); decoder Linear(latent, c2·7·7) ReLU Unflatten ConvT(c2,c1,
+    4,s2,p1) ReLU ConvT(c1,C,4,s2,p1) Sigmoid: 28 -> 14 -> 7 -> latent -> 7 -> 14 -> 28.
+
+    Like the MLP VAEs it takes (N, D) or (N, C, 28, 28) and its ``encode``/``decode`` speak flat
+    (N, D) images, so the evaluation code serves every VAE alike.
+    """
+
+    name = "conv-vae"
+
+    def __init__(self, in_channels=1, channels=(32, 64), latent_dim=20, image_size=28, beta=1.0, input_dim=None, *,
+                 rng=None, dtype=np.float32):
+        super().__init__()
+        owner = type(self).__name__
+        from scratch.models.conv import check_conv_config
+        from scratch.nn import Conv2d, ConvTranspose2d, Flatten, Unflatten
+
+        channels = tuple(channels)
+        check_conv_config(owner, in_channels, channels, image_size)
+        _positive(owner, latent_dim=latent_dim)
+        if input_dim is not None and input_dim != in_channels * image_size * image_size:
+            raise ValueError(f"{owner}: input_dim {input_dim} disagrees with in_channels·image_size² = "
+                             f"{in_channels * image_size * image_size} (it follows from them; leave it out)")
+        input_dim = in_channels * image_size * image_size
+        rng, dtype = self._setup(owner, input_dim, latent_dim, rng, dtype,
+                                 dict(in_channels=int(in_channels), channels=list(channels),
+                                      image_size=int(image_size), beta=float(beta)))
+        narrow, wide = channels
+        layer = dict(rng=rng, dtype=dtype)
+        features = wide * 7 * 7
+        self.encoder = Sequential(Conv2d(in_channels, narrow, 4, stride=2, padding=1, **layer), ReLU(),
+                                  Conv2d(narrow, wide, 4, stride=2, padding=1, **layer), ReLU(), Flatten())
+        self.fc21 = Linear(features, latent_dim, **layer)
+        self.fc22 = Linear(features, latent_dim, **layer)
+        self.decoder = Sequential(Linear(latent_dim, features, **layer), ReLU(), Unflatten(1, (wide, 7, 7)),
+                                  ConvTranspose2d(wide, narrow, 4, stride=2, padding=1, **layer), ReLU(),
+                                  ConvTranspose2d(narrow, in_channels, 4, stride=2, padding=1, **layer), Sigmoid())
+
+    @staticmethod
+    def config_for_images(image_shape) -> dict:
+        return {"in_channels": int(image_shape[0]), "image_size": int(image_shape[1])}
+
+    def _image_shape(self, n):
+        size = self._config["image_size"]
+        return (n, self._config["in_channels"], size, size)
+
+    def encode(self, x):
+        flat = self._flatten_input(x)
+        h = self.encoder(flat.reshape(self._image_shape(len(flat))))  # (N, c2·7·7)
+        return self.fc21(h), self.fc22(h)
+
+    def _encoder_backward(self, grad_mean, grad_logvar):
+        grad_h = self.fc21.backward(grad_mean) + self.fc22.backward(grad_logvar)
+        grad_x = self.encoder.backward(grad_h)  # (N, C, 28, 28)
+        return grad_x.reshape(len(grad_x), -1)
+
+    def decode(self, z):
+        return self.decoder(z).reshape(len(z), -1)  # (N, D)
+
+    def _decoder_backward(self, grad_probabilities):
+        return self.decoder.backward(grad_probabilities.reshape(self._image_shape(len(grad_probabilities))))

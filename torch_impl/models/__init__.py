@@ -7,7 +7,7 @@ import torch
 from torch_impl.functional import resolve_dtype
 from torch_impl.models.conv import ConvAutoencoder
 from torch_impl.models.mlp import DenoisingAutoencoder, MLPAutoencoder
-from torch_impl.models.vae import BetaVAE, SeedVAE, VariationalAutoencoder
+from torch_impl.models.vae import BetaVAE, ConvVAE, SeedVAE, VariationalAutoencoder
 
 MODELS = {
     "mlp-ae": MLPAutoencoder,
@@ -16,6 +16,7 @@ MODELS = {
     "vae": VariationalAutoencoder,
     "seed-vae": SeedVAE,
     "beta-vae": BetaVAE,
+    "conv-vae": ConvVAE,
 }
 
 

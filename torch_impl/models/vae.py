@@ -112,3 +112,36 @@ class BetaVAE(VariationalAutoencoder):
         if self.training:
             self.step += 1
         return parts
+
+
+class ConvVAE(_Variational):
+    """Twin of scratch's conv-vae: keys encoder.{0,2}, fc21, fc22, decoder.{0,3,5}."""
+
+    name = "conv-vae"
+
+    def __init__(self, in_channels=1, channels=(32, 64), latent_dim=20, image_size=28, beta=1.0, input_dim=None, *,
+                 generator=None):
+        super().__init__()
+        if input_dim is not None and input_dim != in_channels * image_size * image_size:
+            raise ValueError(f"ConvVAE: input_dim {input_dim} disagrees with in_channels·image_size²")
+        narrow, wide = channels
+        self.config = dict(input_dim=in_channels * image_size * image_size, latent_dim=int(latent_dim),
+                           in_channels=int(in_channels), channels=list(channels), image_size=int(image_size),
+                           beta=float(beta))
+        self.generator = generator
+        features = wide * 7 * 7
+        self.encoder = nn.Sequential(nn.Conv2d(in_channels, narrow, 4, 2, 1), nn.ReLU(),
+                                     nn.Conv2d(narrow, wide, 4, 2, 1), nn.ReLU(), nn.Flatten())
+        self.fc21 = nn.Linear(features, latent_dim)
+        self.fc22 = nn.Linear(features, latent_dim)
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, features), nn.ReLU(), nn.Unflatten(1, (wide, 7, 7)),
+                                     nn.ConvTranspose2d(wide, narrow, 4, 2, 1), nn.ReLU(),
+                                     nn.ConvTranspose2d(narrow, in_channels, 4, 2, 1), nn.Sigmoid())
+
+    def encode(self, x):
+        size = self.config["image_size"]
+        h = self.encoder(x.reshape(x.shape[0], self.config["in_channels"], size, size))
+        return self.fc21(h), self.fc22(h)
+
+    def decode(self, z):
+        return self.decoder(z).reshape(z.shape[0], -1)
