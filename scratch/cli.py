@@ -81,12 +81,18 @@ def _int_list(text: str) -> list[int]:
 def _add_model_options(parser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--hidden-dims", type=_int_list, metavar="N[,N...]",
-                       help="hidden layer widths of the MLP models (default 256)")
+                       help="hidden layer widths of mlp-ae and denoising-ae (default 256)")
     group.add_argument("--latent-dim", type=_positive_int, metavar="N", help="latent width (default 64)")
     group.add_argument("--noise", choices=["gaussian", "masking", "salt-and-pepper"],
                        help="denoising-ae: the corruption (default gaussian)")
     group.add_argument("--noise-level", type=_non_negative_float, metavar="X",
                        help="denoising-ae: std of the Gaussian noise (default 0.4), or the corrupted fraction")
+    group.add_argument("--beta", type=_non_negative_float, metavar="B", help="beta-vae: the KL's weight (default 4)")
+    group.add_argument("--capacity-max", type=_non_negative_float, metavar="C",
+                       help="beta-vae: use BCE + gamma·|KL - C| with C raised linearly to this many nats (Burgess et al.)")
+    group.add_argument("--capacity-steps", type=_positive_int, metavar="N",
+                       help="beta-vae: training steps over which C rises (default 10000)")
+    group.add_argument("--gamma", type=_non_negative_float, metavar="G", help="beta-vae: weight of |KL - C| (default 1000)")
 
 
 def _model_config(args) -> dict:
@@ -97,6 +103,12 @@ def _model_config(args) -> dict:
         config["latent_dim"] = args.latent_dim
     if args.model != "denoising-ae" and (args.noise is not None or args.noise_level is not None):
         raise UsageError(f"--noise and --noise-level apply to denoising-ae, not {args.model}")
+    beta_options = {"beta": args.beta, "capacity_max": args.capacity_max, "capacity_steps": args.capacity_steps,
+                    "gamma": args.gamma}
+    given = {key: value for key, value in beta_options.items() if value is not None}
+    if given and args.model != "beta-vae":
+        raise UsageError(f"--{', --'.join(k.replace('_', '-') for k in given)} apply to beta-vae, not {args.model}")
+    config.update(given)
     if args.noise is not None:
         config["noise"] = args.noise
     if args.noise_level is not None:

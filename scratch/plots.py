@@ -591,3 +591,36 @@ def save_histogram(path, values, bins=50, title=None, xlabel="value") -> Path:
     if title is not None:
         axes.set_title(title, fontsize=TITLE_FONTSIZE)
     return _write_png(figure, target)
+
+
+def save_scatter(path, points, labels=None, title=None, xlabel="z[0]", ylabel="z[1]") -> Path:
+    """Scatter of 2-D points (N, 2), coloured by integer ``labels`` (N,) with a legend.
+
+    Used for a two-dimensional latent space: each test image's posterior mean, coloured by digit.
+    """
+    owner = "save_scatter"
+    target = _png_target(path, owner)
+    xy = _to_numpy(points, owner, "points").astype(np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) == 0:
+        raise ValueError(f"{owner}: points must be (N, 2) with N >= 1, got shape {xy.shape}")
+    _check_finite(xy, owner, "points")
+    if labels is not None:
+        labels = _to_numpy(labels, owner, "labels").astype(np.int64).ravel()
+        if labels.shape != (len(xy),):
+            raise ValueError(f"{owner}: labels must be ({len(xy)},), got shape {labels.shape}")
+    title = _optional_text(title, owner, "title")
+    figure = _new_figure(PLOT_FIGSIZE)
+    axes = figure.add_subplot()
+    if labels is None:
+        axes.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.6)
+    else:
+        for value in np.unique(labels):
+            chosen = labels == value
+            axes.scatter(xy[chosen, 0], xy[chosen, 1], s=3, alpha=0.6, label=str(value), color=f"C{value % 10}")
+        axes.legend(markerscale=4, fontsize=LABEL_FONTSIZE, ncol=2, loc="best")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    if title is not None:
+        axes.set_title(title, fontsize=TITLE_FONTSIZE)
+    return _write_png(figure, target)

@@ -126,6 +126,14 @@ class ScratchBackend:
     def corrupted_input(self, x: np.ndarray, noise) -> np.ndarray | None:
         return self.model.corrupt(x, noise) if hasattr(self.model, "corrupt") else None
 
+    def encode(self, x: np.ndarray):
+        """(μ, logvar) of a VAE's posterior for flat images (N, D)."""
+        return self.model.encode(x)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """A VAE's Bernoulli means (N, D) for latents (N, latent_dim)."""
+        return self.model.decode(z)
+
 
 def make_backend(config: TrainConfig, model_config: dict):
     """The backend ``config.backend`` names, starting from the scratch model's initial weights."""
@@ -223,11 +231,52 @@ def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Datase
     first = next(iter(backend.weights().items()))  # encoder.0.weight: the first layer's filters
     plots.save_filters(run_dir / f"filters-{tag}.png", first[1], dataset.image_shape,
                        title=f"{first[0]}, epoch {epoch}")
+    if getattr(backend.model, "loss_reduction", None) == "sum":  # the VAEs: a generative model
+        write_generative_artifacts(run_dir, backend, config, dataset, tag)
     epochs = [entry["epoch"] for entry in history]
     plots.save_curves(run_dir / "loss.png", {
         "train loss": (epochs, [entry["train"]["loss"] for entry in history]),
         "test loss": (epochs, [entry["test"]["loss"] for entry in history]),
     }, title=f"{config.model} on {config.dataset} ({config.backend})")
+
+
+def write_generative_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
+    """Samples from the prior (8x8), an interpolation between two test digits, latent traversals
+    (β-VAE), and the test set's posterior means coloured by digit when the latent is 2-D."""
+    from scratch import plots
+
+    dtype = np.dtype(config.dtype)
+    rng = evaluation_rng(config.seed)
+    latent = backend.model.config["latent_dim"]
+    image_shape = dataset.image_shape
+    as_images = lambda flat: np.asarray(flat).reshape(len(flat), *image_shape)  # noqa: E731
+    z = rng.standard_normal((64, latent)).astype(dtype)  # z ~ p(z) = N(0, I)
+    plots.save_image_grid(run_dir / f"samples-{tag}.png", as_images(backend.decode(z)),
+                          title=f"{config.model}: 64 samples from the prior")
+    # The seed's interpolation: mean and log-variance of two test digits, mixed in ten steps, sampled.
+    pair = binarize(dataset.test_images[:2], config.binarize, rng).astype(dtype).reshape(2, -1)
+    mean, logvar = (np.asarray(a) for a in backend.encode(pair))
+    steps = np.linspace(0, 1, 10, dtype=dtype)[:, None]
+    mixed_mean = (1 - steps) * mean[0] + steps * mean[1]
+    mixed_logvar = (1 - steps) * logvar[0] + steps * logvar[1]
+    eps = rng.standard_normal((1, latent)).astype(dtype)  # one ε for the whole row: a smooth path
+    row = backend.decode(mixed_mean + np.exp(0.5 * mixed_logvar) * eps)
+    plots.save_image_rows(run_dir / f"interpolation-{tag}.png", [as_images(pair), as_images(row)],
+                          labels=["endpoints", "interpolation"], title=f"{config.model}: between two test digits")
+    if config.model == "beta-vae":  # one row per latent dimension, swept over [-3, 3] around a digit
+        values = np.linspace(-3, 3, 10, dtype=dtype)
+        rows = []
+        for dimension in range(latent):
+            sweep = np.repeat(mean[:1], len(values), axis=0)
+            sweep[:, dimension] = values
+            rows.append(as_images(backend.decode(sweep)))
+        plots.save_image_rows(run_dir / f"traversals-{tag}.png", rows, labels=[f"z[{d}]" for d in range(latent)],
+                              title=f"{config.model}: latent traversals, -3 to 3")
+    if latent == 2:
+        images = binarize(dataset.test_images, config.binarize, rng).astype(dtype).reshape(len(dataset.test_images), -1)
+        means = np.concatenate([np.asarray(backend.encode(images[i:i + 1000])[0]) for i in range(0, len(images), 1000)])
+        plots.save_scatter(run_dir / f"latent-{tag}.png", means, dataset.test_labels,
+                           title=f"{config.model}: posterior means of the test set")
 
 
 # -- the loop ------------------------------------------------------------------------------

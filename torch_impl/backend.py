@@ -70,3 +70,12 @@ class TorchBackend:
             return None
         with torch.no_grad():
             return self.model.corrupt(self._tensor(x), self._tensor(noise)).numpy()
+
+    @torch.no_grad()
+    def encode(self, x: np.ndarray):
+        mean, logvar = self.model.encode(self._tensor(x))
+        return mean.numpy(), logvar.numpy()
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        return self.model.decode(self._tensor(z)).numpy()

@@ -109,12 +109,12 @@ class _Variational(Module):
     def reconstruct(self, x, noise=None):
         return self.forward(x, noise)
 
-    def kl_weight(self, kl: float) -> float:
+    def kl_weight(self, kl: float, batch_size: int) -> float:
         """dL/dKL: β for the plain objective (1 for the VAE)."""
         return float(self._config.get("beta", 1.0))
 
-    def _objective(self, recon: float, kl: float) -> float:
-        return recon + self.kl_weight(kl) * kl
+    def _objective(self, recon: float, kl: float, batch_size: int) -> float:
+        return recon + self.kl_weight(kl, batch_size) * kl
 
     def loss(self, x, noise=None) -> dict:
         """{"loss": BCE + β·KL, "recon": BCE, "kl": KL}, each summed over the batch (floats)."""
@@ -122,8 +122,8 @@ class _Variational(Module):
         recon = self.bce(probabilities, flat)
         _, mean, logvar, _ = self._state
         kl = self.kl(mean, logvar)
-        object.__setattr__(self, "_kl_weight", self.kl_weight(kl))
-        return {"loss": self._objective(recon, kl), "recon": recon, "kl": kl}
+        object.__setattr__(self, "_kl_weight", self.kl_weight(kl, len(flat)))
+        return {"loss": self._objective(recon, kl, len(flat)), "recon": recon, "kl": kl}
 
     def kl_per_dimension(self, x, noise=None) -> np.ndarray:
         """Mean over the batch of each latent dimension's KL term, (latent_dim,)."""
@@ -220,8 +220,9 @@ class SeedVAE(_Variational):
 class BetaVAE(VariationalAutoencoder):
     """β-VAE (Higgins et al. 2017): the VAE with the KL weighted by β (default 4); or, with
     ``capacity_max`` set, the capacity-controlled objective of Burgess et al. 2018,
-    BCE + γ·|KL − C|, C raised linearly from 0 to capacity_max nats over capacity_steps training
-    steps (counted by ``loss`` calls in training mode; ``step`` holds the count)."""
+    BCE + γ·N·|KL/N − C| = BCE + γ·|KL − N·C| for a batch of N (BCE and KL summed over it, C in
+    nats per image), C raised linearly from 0 to capacity_max over capacity_steps training steps
+    (counted by ``loss`` calls in training mode; ``step`` holds the count)."""
 
     name = "beta-vae"
 
@@ -243,20 +244,19 @@ class BetaVAE(VariationalAutoencoder):
         config = self._config
         return config["capacity_max"] * min(1.0, self.step / config["capacity_steps"])
 
-    def kl_weight(self, kl: float) -> float:
+    def kl_weight(self, kl: float, batch_size: int) -> float:
         if self._config["capacity_max"] is None:
             return self._config["beta"]
-        return self._config["gamma"] * float(np.sign(kl - self.capacity()))  # d|u|/du = sign(u), 0 at 0
+        # d|u|/du = sign(u), 0 at 0 (as torch's abs)
+        return self._config["gamma"] * float(np.sign(kl - batch_size * self.capacity()))
 
-    def _objective(self, recon: float, kl: float) -> float:
+    def _objective(self, recon: float, kl: float, batch_size: int) -> float:
         if self._config["capacity_max"] is None:
             return recon + self._config["beta"] * kl
-        return recon + self._config["gamma"] * abs(kl - self.capacity())
+        return recon + self._config["gamma"] * abs(kl - batch_size * self.capacity())
 
     def loss(self, x, noise=None) -> dict:
         parts = super().loss(x, noise)
-        if self._config["capacity_max"] is not None:
-            parts["capacity"] = self.capacity()
         if self.training:
             object.__setattr__(self, "step", self.step + 1)
         return parts

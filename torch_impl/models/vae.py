@@ -32,14 +32,14 @@ class _Variational(nn.Module):
     def reconstruct(self, x, noise=None):
         return self.forward(x, noise)
 
-    def objective(self, recon, kl):
+    def objective(self, recon, kl, batch_size):
         return recon + self.config.get("beta", 1.0) * kl
 
     def loss(self, x, noise=None) -> dict:
         flat, probabilities, mean, logvar = self.sample(x, noise)
         recon = F.binary_cross_entropy(probabilities, flat, reduction="sum")
         kl = gaussian_kl(mean, logvar, "sum")
-        return {"loss": self.objective(recon, kl), "recon": recon, "kl": kl}
+        return {"loss": self.objective(recon, kl, flat.shape[0]), "recon": recon, "kl": kl}
 
 
 class VariationalAutoencoder(_Variational):
@@ -86,7 +86,8 @@ class SeedVAE(_Variational):
 
 
 class BetaVAE(VariationalAutoencoder):
-    """β-VAE; with capacity_max, BCE + γ·|KL − C| with C linear in the training step (Burgess 2018)."""
+    """β-VAE; with capacity_max, BCE + γ·|KL − N·C| (KL summed over a batch of N, C in nats per
+    image) with C linear in the training step (Burgess et al. 2018)."""
 
     name = "beta-vae"
 
@@ -100,15 +101,13 @@ class BetaVAE(VariationalAutoencoder):
     def capacity(self) -> float:
         return self.config["capacity_max"] * min(1.0, self.step / self.config["capacity_steps"])
 
-    def objective(self, recon, kl):
+    def objective(self, recon, kl, batch_size):
         if self.config["capacity_max"] is None:
             return recon + self.config["beta"] * kl
-        return recon + self.config["gamma"] * (kl - self.capacity()).abs()
+        return recon + self.config["gamma"] * (kl - batch_size * self.capacity()).abs()
 
     def loss(self, x, noise=None) -> dict:
         parts = super().loss(x, noise)
-        if self.config["capacity_max"] is not None:
-            parts["capacity"] = torch.tensor(self.capacity(), dtype=parts["loss"].dtype)
         if self.training:
             self.step += 1
         return parts
