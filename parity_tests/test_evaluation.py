@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,10 +330,12 @@ def test_bad_arguments_are_refused_with_a_clear_error():
         E.active_units(model, x, batch_size=0)
     with pytest.raises(ValueError, match="chunk must be a positive int"):
         E.importance_sampled_log_likelihood(model, x, 3, chunk=0)
+    with pytest.raises(ValueError, match=r"eps must be a \(K, N, latent_dim\) NumPy array"):
+        E.importance_sampled_log_likelihood(model, x, eps=np.zeros((4, 3)))
     with pytest.raises(ValueError, match="N >= 1"):
         E.importance_sampled_nll(model, x[:0], 3)
 
 
 def test_scratch_evaluation_does_not_import_torch():
     code = "import sys, scratch.evaluation; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

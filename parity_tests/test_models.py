@@ -136,9 +136,22 @@ def test_model_gradients_match_finite_differences(case, seed):
     if noise is not None and config.get("noise") != "gaussian":
         # keep uniform draws away from the thresholds so the corruption is fixed under ±eps
         noise = np.round(noise * 20) / 20 + 0.025
-    # conv-ae's ReLUs and max-pools are fixed by the seed; a pre-activation or a pooling tie within
-    # eps of a kink has probability ~1e-5 per element with these continuous random inputs
+    # The conv models' ReLUs are fixed by their geometry; with thousands of pre-activations a
+    # perturbation of a shared bias moves one of them across 0 often enough to matter. This test
+    # checks how the model composes its layers' backward passes (each layer's own ReLU is covered
+    # by test_finite_differences), so the ReLUs are swapped for Tanh here.
+    _smooth_relus(model)
     gradcheck_model(model, x, noise, rng=rng, max_elements=60 if name.startswith("conv") else None, **GRADCHECK)
+
+
+def _smooth_relus(model):
+    """Replace every ReLU sub-module by a Tanh, in place (a smooth stand-in at the same position)."""
+    from scratch.nn import ReLU, Tanh
+
+    for _, parent in list(model.named_modules()):
+        for child_name, child in list(parent._modules.items()):
+            if isinstance(child, ReLU):
+                setattr(parent, child_name, Tanh())
 
 
 def test_denoising_noise_semantics():

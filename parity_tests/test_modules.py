@@ -123,3 +123,10 @@ def test_cli_gradcheck_demo_and_errors():
     assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
     bad = run("gradcheck", "mlp-ae", "--batch-size", "0")
     assert bad.returncode == 2 and "--batch-size: expected a positive integer, got 0" in bad.stderr
+
+
+def test_reassigning_a_submodule_keeps_its_place_like_torch():
+    model = _model()
+    setattr(model, "1", nn.Tanh())
+    assert [type(m).__name__ for m in model] == ["Linear", "Tanh", "Linear"]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]

@@ -237,3 +237,17 @@ def test_capacity_schedule_resumes_exactly_after_sigkill(tmp_path):
     again = load_tensors(tmp_path / "killed" / "model.safetensors")
     for key in whole:
         np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
+
+
+def test_eval_of_a_vae_reports_elbo_kl_per_dimension_active_units_and_nll(tmp_path):
+    cli("train", "vae", "--epochs", "2", "--latent-dim", "4", "--binarize", "grey", "--backend", "torch",
+        "--out", "run", "--quiet", cwd=tmp_path, check_status=0)
+    result = json.loads(cli("eval", "run", "--json", "--nll-samples", "50", cwd=tmp_path, check_status=0).stdout)
+    variational = result["variational"]
+    assert len(variational["kl_per_dimension"]) == 4 and 0 <= variational["active_units"] <= 4
+    assert sum(variational["kl_per_dimension"]) == pytest.approx(result["test"]["kl"], rel=1e-4)
+    # the importance-sampled bound is tighter than the ELBO (K = 50, 297 test images)
+    assert variational["nll"] < variational["negative_elbo"]
+    assert variational["negative_elbo"] == pytest.approx(result["test"]["loss"], rel=0.05)
+    bad = cli("eval", "run", "--nll-samples", "-1", cwd=tmp_path)
+    assert bad.returncode == 2 and "non-negative integer" in bad.stderr

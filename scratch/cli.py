@@ -65,6 +65,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -188,7 +198,34 @@ def _load_run(run_dir):
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     backend = make_backend(config, model_config_for(config, dataset))
     backend.load_weights(weights)
+    state["weights"] = weights
     return config, dataset, backend, state
+
+
+def _variational_evaluation(config, dataset, weights, samples: int) -> dict:
+    """Nats per image on the test set: −ELBO, KL per dimension, active units, and (samples > 0)
+    the importance-sampled −log p(x). Runs on a scratch model holding the run's weights, whichever
+    backend trained them (the keys are the same)."""
+    from scratch import evaluation
+    from scratch.data import binarize
+    from scratch.models import build
+    from scratch.train import evaluation_rng, model_config_for
+
+    model = build(config.model, dtype=np.float64, rng=config.seed, **model_config_for(config, dataset))
+    model.load_state_dict(weights)
+    model.eval()
+    rng = evaluation_rng(config.seed)
+    images = binarize(dataset.test_images, config.binarize, rng).astype(np.float64).reshape(len(dataset.test_images), -1)
+    eps = model.noise_for(model.config, images.shape, rng, np.float64)
+    result = {"negative_elbo": float(evaluation.negative_elbo(model, images, eps).mean())}
+    kl = evaluation.kl_per_dimension(model, images)
+    count, variances = evaluation.active_units(model, images)
+    result.update(kl_per_dimension=[float(v) for v in kl], active_units=int(count),
+                  latent_dim=int(model.config["latent_dim"]))
+    if samples > 0:
+        estimate = evaluation.importance_sampled_nll(model, images, samples=samples, rng=rng)
+        result.update(nll=float(estimate.nll), nll_standard_error=float(estimate.standard_error), nll_samples=samples)
+    return result
 
 
 def _eval(args) -> int:
@@ -198,13 +235,26 @@ def _eval(args) -> int:
     metrics = evaluate(backend, config, dataset.test_images)
     result = {"run": str(args.run_dir), "epoch": state["epoch"], "model": config.model,
               "dataset": config.dataset, "backend": config.backend, "test": metrics}
+    variational = getattr(backend.model, "loss_reduction", None) == "sum"
+    if variational:
+        result["variational"] = _variational_evaluation(config, dataset, state["weights"], args.nll_samples)
+    elif args.nll_samples:
+        raise UsageError(f"--nll-samples applies to the variational models, not {config.model}")
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"{config.model} on {config.dataset} ({config.backend}), epoch {state['epoch']}, "
-              f"{len(dataset.test_images)} test images:")
-        for key, value in metrics.items():
-            print(f"  {key:<8} {value:.6f}")
+        return 0
+    print(f"{config.model} on {config.dataset} ({config.backend}), epoch {state['epoch']}, "
+          f"{len(dataset.test_images)} test images:")
+    for key, value in metrics.items():
+        print(f"  {key:<8} {value:.6f}")
+    if variational:
+        v = result["variational"]
+        print(f"  -ELBO    {v['negative_elbo']:.4f} nats per image (float64, one ε per image)")
+        print(f"  active units {v['active_units']} of {v['latent_dim']} (Var_x E[z|x] > 0.01)")
+        print("  KL per dimension: " + " ".join(f"{k:.3f}" for k in v["kl_per_dimension"]))
+        if "nll" in v:
+            print(f"  -log p(x) {v['nll']:.4f} ± {v['nll_standard_error']:.4f} nats per image "
+                  f"(importance sampling, K = {v['nll_samples']})")
     return 0
 
 
@@ -312,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Test-set metrics of RUN_DIR's newest checkpoint.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--nll-samples", type=_non_negative_int, default=0, metavar="K",
+                          help="variational models: also estimate -log p(x) by importance sampling with K samples "
+                               "per image (e.g. 1000; Burda et al. 2016), in bounded memory")
     evaluate.set_defaults(handler=_eval)
 
     reconstruct = commands.add_parser("reconstruct", help="picture test images above their reconstructions",

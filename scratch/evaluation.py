@@ -40,7 +40,8 @@ def log_bernoulli(x: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
 
     The clamp is the BCE loss's (and torch's ``binary_cross_entropy``'s): a pixel the decoder
     gets certainly wrong (p rounded to exactly 0 or 1) costs 100 nats instead of ∞, so
-    ``-log_bernoulli(x, p).sum()`` equals ``BCELoss(reduction="sum")(p, x)``.
+    ``-log_bernoulli(x, p).sum()`` equals ``BCELoss(reduction="sum")(p, x)`` (up to the order
+    of summation).
 
     Parameters
     ----------
@@ -177,10 +178,8 @@ def negative_elbo(model, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
     return -log_bernoulli(flat, probabilities) + kl
 
 
-def _encoded_batches(model, images: np.ndarray, batch_size: int, owner: str):
-    """Yield (start, flat batch, mean, logvar) over images in batches of ``batch_size``."""
-    _positive_int(owner, batch_size=batch_size)
-    flat = _flatten(model, images, owner)
+def _encoded_batches(model, flat: np.ndarray, batch_size: int):
+    """Yield (start, batch, mean, logvar) over flat (N, D) images in batches of ``batch_size``."""
     for start in range(0, flat.shape[0], batch_size):
         batch = flat[start:start + batch_size]
         mean, logvar = model.encode(batch)
@@ -203,9 +202,12 @@ def kl_per_dimension(model, images: np.ndarray, batch_size: int = 500) -> np.nda
     -------
     (latent_dim,) float64 array, in nats per image.
     """
+    owner = "kl_per_dimension"
+    _positive_int(owner, batch_size=batch_size)
+    flat = _flatten(model, images, owner)
     total = np.zeros(model.config["latent_dim"], dtype=np.float64)
     count = 0
-    for _, batch, mean, logvar in _encoded_batches(model, images, batch_size, "kl_per_dimension"):
+    for _, batch, mean, logvar in _encoded_batches(model, flat, batch_size):
         terms = F.gaussian_kl_forward(mean, logvar, "none")[0]  # (batch, L)
         total += terms.sum(axis=0, dtype=np.float64)  # float64: N can be 10⁴ and more
         count += batch.shape[0]
@@ -233,7 +235,10 @@ def active_units(model, images: np.ndarray, threshold: float = 0.01, batch_size:
     """
     # The means themselves are small (N × L); keeping them lets np.var take its two-pass,
     # cancellation-free route rather than a one-pass E[μ²] − E[μ]² accumulated over batches.
-    means = [mean.astype(np.float64) for _, _, mean, _ in _encoded_batches(model, images, batch_size, "active_units")]
+    owner = "active_units"
+    _positive_int(owner, batch_size=batch_size)
+    flat = _flatten(model, images, owner)
+    means = [mean.astype(np.float64) for _, _, mean, _ in _encoded_batches(model, flat, batch_size)]
     variances = np.var(np.concatenate(means, axis=0), axis=0)
     return int(np.count_nonzero(variances > threshold)), variances
 
@@ -269,15 +274,20 @@ def importance_sampled_log_likelihood(model, images: np.ndarray, samples: int | 
 
     Returns
     -------
-    (N,) float64 array of log p̂_K(x) in nats. For K = 1 it is −``negative_elbo`` for the same ε.
+    (N,) float64 array of log p̂_K(x) in nats. For K = 1 it is the one-sample ELBO
+    log p(x|z) + log p(z) − log q(z|x): ``negative_elbo`` for the same ε shares its
+    reconstruction term but uses the analytic KL (as the loss does), so the two agree only in
+    expectation over ε; they differ, image by image, by KL − [log q(z|x) − log p(z)].
     """
     owner = "importance_sampled_log_likelihood"
     _positive_int(owner, batch_size=batch_size, chunk=chunk)
     flat = _flatten(model, images, owner)
     n, latent = flat.shape[0], model.config["latent_dim"]
     if eps is not None:
-        if samples is None and isinstance(eps, np.ndarray) and eps.ndim == 3:
-            samples = eps.shape[0]
+        if not isinstance(eps, np.ndarray) or eps.ndim != 3:
+            raise ValueError(f"{owner}: eps must be a (K, N, latent_dim) NumPy array, got "
+                             f"{getattr(eps, 'shape', type(eps).__name__)}")
+        samples = eps.shape[0] if samples is None else samples
         _positive_int(owner, samples=samples)
         eps = _check_noise(eps, (samples, n, latent), model.dtype, owner)
     else:
@@ -285,7 +295,7 @@ def importance_sampled_log_likelihood(model, images: np.ndarray, samples: int | 
         _positive_int(owner, samples=samples)
         rng = np.random.default_rng(rng)
     result = np.empty(n, dtype=np.float64)
-    for start, batch, mean, logvar in _encoded_batches(model, images, batch_size, owner):
+    for start, batch, mean, logvar in _encoded_batches(model, flat, batch_size):
         rows = slice(start, start + batch.shape[0])
         running_max = np.full(batch.shape[0], -np.inf)  # m, float64
         running_sum = np.zeros(batch.shape[0])  # s = Σ exp(log w − m), float64

@@ -63,12 +63,17 @@ class Module:
             raise RuntimeError(
                 f"{type(self).__name__}: call Module.__init__() before assigning attributes"
             )
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        # Re-assigning a name keeps its place, as in torch (dict assignment keeps insertion order);
+        # a name moves registries (or leaves them) only when the new value is of another kind.
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     # -- the two passes -------------------------------------------------------------------
