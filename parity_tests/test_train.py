@@ -132,6 +132,8 @@ def test_convert_round_trip(tmp_path):
     (["train", "--resume", "nowhere"], "nowhere"),
     (["train"], "needs a MODEL"),
     (["train", "conv-ae"], "maps 28x28 images to 28x28 only"),
+    (["train", "conv-ae", "--hidden-dims", "8"], "applies to the MLP models"),
+    (["train", "vae", "--hidden-dims", "8,4"], "one hidden layer"),
     (["eval", "nowhere"], "nowhere"),
     (["convert", "missing.safetensors", "out.pt"], "missing.safetensors: not found"),
     (["convert", "garbage.pt", "out.safetensors"], "weights_only=True"),

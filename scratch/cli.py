@@ -91,8 +91,10 @@ def _int_list(text: str) -> list[int]:
 def _add_model_options(parser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--hidden-dims", type=_int_list, metavar="N[,N...]",
-                       help="hidden layer widths of mlp-ae and denoising-ae (default 256)")
-    group.add_argument("--latent-dim", type=_positive_int, metavar="N", help="latent width (default 64)")
+                       help="hidden layer widths: mlp-ae and denoising-ae (default 256), or the one hidden "
+                            "layer of vae, seed-vae, beta-vae (default 400)")
+    group.add_argument("--latent-dim", type=_positive_int, metavar="N",
+                       help="latent width (default 64 for the autoencoders, 20 for the VAEs)")
     group.add_argument("--noise", choices=["gaussian", "masking", "salt-and-pepper"],
                        help="denoising-ae: the corruption (default gaussian)")
     group.add_argument("--noise-level", type=_non_negative_float, metavar="X",
@@ -108,7 +110,14 @@ def _add_model_options(parser) -> None:
 def _model_config(args) -> dict:
     config = {}
     if args.hidden_dims is not None:
-        config["hidden_dims"] = args.hidden_dims
+        if args.model in ("vae", "seed-vae", "beta-vae"):
+            if len(args.hidden_dims) != 1:
+                raise UsageError(f"{args.model} has one hidden layer: give --hidden-dims a single width")
+            config["hidden_dim"] = args.hidden_dims[0]
+        elif args.model in ("mlp-ae", "denoising-ae"):
+            config["hidden_dims"] = args.hidden_dims
+        else:
+            raise UsageError(f"--hidden-dims applies to the MLP models, not {args.model}")
     if args.latent_dim is not None:
         config["latent_dim"] = args.latent_dim
     if args.model != "denoising-ae" and (args.noise is not None or args.noise_level is not None):
