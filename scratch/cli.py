@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+VARIATIONAL_MLPS = ("vae", "seed-vae", "beta-vae")
 DEFAULTS = dict(epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-5, seed=0)
 # The offline digits are 1,500 small training images: 12 steps an epoch at batch 128, so an
 # epoch there teaches as much as 1/40 of an MNIST epoch. Its default runs longer to compare.
@@ -320,8 +321,9 @@ def _gradcheck(args) -> int:
     from scratch.models import build
 
     rng = np.random.default_rng(args.seed)
-    model = build(args.model, dtype=np.float64, rng=rng, input_dim=args.input_dim,
-                  hidden_dims=[args.hidden_dim], latent_dim=args.latent_dim)
+    hidden = {"hidden_dim": args.hidden_dim} if args.model in VARIATIONAL_MLPS else {"hidden_dims": [args.hidden_dim]}
+    model = build(args.model, dtype=np.float64, rng=rng, input_dim=args.input_dim, latent_dim=args.latent_dim, **hidden)
+    model.eval()  # fixes the β-VAE's capacity step while the loss is evaluated again and again
     x = rng.random((args.batch_size, args.input_dim))
     noise = model.draw_noise(x.shape) if hasattr(model, "draw_noise") else None
     loss = model.loss(x, noise=noise)["loss"]
@@ -410,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build a small float64 model and compare every parameter gradient of its loss "
                     "with float64 central differences, element by element.",
     )
-    check.add_argument("model", choices=["mlp-ae", "denoising-ae"], help="model name")
+    check.add_argument("model", choices=["mlp-ae", "denoising-ae", *VARIATIONAL_MLPS], help="model name")
     check.add_argument("--input-dim", type=_positive_int, default=16, help="input features (default 16)")
     check.add_argument("--hidden-dim", type=_positive_int, default=8, help="hidden width (default 8)")
     check.add_argument("--latent-dim", type=_positive_int, default=4, help="latent width (default 4)")
