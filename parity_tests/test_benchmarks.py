@@ -102,3 +102,16 @@ def test_assert_matches_uses_the_float32_tolerance_scaled_by_the_largest_magnitu
         assert_matches({"a": expected + np.float32(5e-4)}, {"a": expected})
     with pytest.raises(AssertionError, match="torch gives"):
         assert_matches({"a": expected}, {"b": expected})
+
+
+def test_model_training_step_benchmark_checks_then_times_every_model_kind():
+    """benchmarks.models: one case per model (plain, noisy, variational, convolutional)."""
+    from benchmarks.harness import measure
+    from benchmarks.models import training_step_case
+
+    names = ["mlp-ae", "denoising-ae", "vae", "conv-ae"]
+    results = measure([training_step_case(name, 2) for name in names], repeats=2, warmup=1, threads=1)
+    assert [r["model"] for r in results] == names
+    for result in results:
+        assert result["checked"] and result["scratch_median_ms"] > 0 and result["torch_median_ms"] > 0
+        assert result["ratio"] == pytest.approx(result["scratch_median_ms"] / result["torch_median_ms"])
