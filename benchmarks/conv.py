@@ -49,6 +49,7 @@ import torch
 from benchmarks.harness import (Case, check_against_torch, environment, format_table, markdown_table, measure,
                                 pin_malloc, to_numpy, write_json)
 from scratch import models as scratch_models
+from scratch._arguments import non_negative_int, positive_int, positive_int_list
 from scratch import optim
 from scratch.nn import Conv2d, ConvTranspose2d, MaxPool2d
 from torch_impl import models as torch_models
@@ -290,40 +291,16 @@ def markdown_report(results: list[dict], env: dict, args, verdict_entry: dict | 
     return "\n".join(lines) + "\n"
 
 
-def _batch_sizes(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"batch sizes must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, got {text!r}")
-    return values
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-    return value
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.conv",
         description="Time forward+backward of the conv-ae's conv and pooling layers, and its whole training "
                     "step, scratch (NumPy/Numba) against torch, float32; outputs are checked equal first.")
-    parser.add_argument("--batch-sizes", type=_batch_sizes, default=list(DEFAULT_BATCH_SIZES),
+    parser.add_argument("--batch-sizes", type=positive_int_list, default=list(DEFAULT_BATCH_SIZES),
                         help="comma-separated batch sizes (default 1,32,128,512)")
-    parser.add_argument("--repeats", type=_positive, default=30, help="timed repetitions per side (default 30)")
-    parser.add_argument("--warmup", type=_non_negative, default=5, help="untimed warm-up calls per side (default 5)")
-    parser.add_argument("--threads", type=_positive, default=2,
+    parser.add_argument("--repeats", type=positive_int, default=30, help="timed repetitions per side (default 30)")
+    parser.add_argument("--warmup", type=non_negative_int, default=5, help="untimed warm-up calls per side (default 5)")
+    parser.add_argument("--threads", type=positive_int, default=2,
                         help="thread count for Numba, torch and BLAS alike (default 2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="folder for conv.json and conv.md (default benchmarks/results)")

@@ -23,6 +23,7 @@ import torch
 from benchmarks.harness import (Case, check_against_torch, environment, format_table, markdown_table, measure,
                                 pin_malloc, to_numpy, write_json)
 from scratch import models as scratch_models
+from scratch._arguments import non_negative_int, positive_int, positive_int_list
 from scratch import optim
 from torch_impl import models as torch_models
 
@@ -104,25 +105,15 @@ def _names(text: str) -> list[str]:
     return names
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
-    return sizes
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=_names, default=list(DEFAULT_MODELS),
                         help=f"comma-separated model names (default {','.join(DEFAULT_MODELS)})")
-    parser.add_argument("--batch-sizes", type=_sizes, default=list(DEFAULT_BATCH_SIZES),
+    parser.add_argument("--batch-sizes", type=positive_int_list, default=list(DEFAULT_BATCH_SIZES),
                         help="comma-separated batch sizes (default 1,128,1024)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed repetitions per side (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls per side (default 3)")
-    parser.add_argument("--threads", type=int, default=2, help="threads for Numba, torch and BLAS alike (default 2)")
+    parser.add_argument("--repeats", type=positive_int, default=20, help="timed repetitions per side (default 20)")
+    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed warm-up calls per side (default 3)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="threads for Numba, torch and BLAS alike (default 2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for models.json and models.md")
     args = parser.parse_args(argv)
     malloc = pin_malloc()
