@@ -304,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autoencoders",
         description="Autoencoders from scratch (NumPy + Numba, hand-written backward passes) and their PyTorch twins.",
     )
+    from scratch import __version__
+
+    parser.add_argument("--version", action="version", version=f"autoencoders {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train = commands.add_parser(
