@@ -115,3 +115,18 @@ def test_model_training_step_benchmark_checks_then_times_every_model_kind():
     for result in results:
         assert result["checked"] and result["scratch_median_ms"] > 0 and result["torch_median_ms"] > 0
         assert result["ratio"] == pytest.approx(result["scratch_median_ms"] / result["torch_median_ms"])
+
+
+def test_autoencoders_bench_runs_a_suite_and_writes_its_results(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "scratch.cli", "bench", "models", "--models", "mlp-ae", "--batch-sizes", "2",
+         "--repeats", "2", "--warmup", "1"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "mlp-ae training step" in result.stdout
+    assert (tmp_path / "bench-results" / "models.json").exists() and (tmp_path / "bench-results" / "models.md").exists()

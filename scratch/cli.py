@@ -273,6 +273,28 @@ def _compare(args) -> int:
     return 0
 
 
+BENCH_SUITES = {"conv": "benchmarks.conv", "models": "benchmarks.models"}
+
+
+def _bench(args) -> int:
+    """Run a benchmark suite of ``benchmarks/``; its own options follow the suite's name."""
+    import importlib
+
+    rest = list(args.options)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if "--out" not in rest and not any(option in ("-h", "--help") for option in rest):
+        rest += ["--out", str(Path(args.out))]
+    module = importlib.import_module(BENCH_SUITES[args.suite])
+    from benchmarks.harness import CheckFailed
+
+    try:
+        return module.main(rest)
+    except CheckFailed as failure:  # scratch disagreed with torch: nothing was timed
+        print(f"autoencoders bench: {str(failure).splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
 def _gradcheck(args) -> int:
     """Verify a small float64 model's hand-written backward pass against central differences."""
     from scratch.gradcheck import gradcheck_model
@@ -367,6 +389,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", metavar="DIR", help="where to write compare.png and compare.json (default runs/compare-MODEL-DATASET)")
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
     compare.set_defaults(handler=_compare)
+
+    bench = commands.add_parser(
+        "bench", help="time scratch against torch (same process, same thread count); see 'bench SUITE --help'",
+        description="Run a benchmark suite: 'conv' (each seed conv/pool layer and the conv-ae step) or "
+                    "'models' (every model's training step). Options after SUITE go to the suite, e.g. "
+                    "'autoencoders bench models --batch-sizes 1,128 --repeats 20'.",
+    )
+    bench.add_argument("suite", choices=sorted(BENCH_SUITES), help="which suite")
+    bench.add_argument("--out", default="bench-results", metavar="DIR",
+                       help="where the suite writes its JSON and markdown (default ./bench-results)")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the suite's own options")
+    bench.set_defaults(handler=_bench)
 
     check = commands.add_parser(
         "gradcheck", help="check a model's hand-written gradients against central differences",
