@@ -47,17 +47,15 @@ import numpy as np
 import torch
 
 from benchmarks.harness import (Case, check_against_torch, environment, format_table, markdown_table, measure,
-                                pin_malloc, to_numpy, write_json)
+                                pin_malloc, write_json)
 from scratch import models as scratch_models
 from scratch._arguments import non_negative_int, positive_int, positive_int_list
-from scratch import optim
 from scratch.nn import Conv2d, ConvTranspose2d, MaxPool2d
 from torch_impl import models as torch_models
 
 DTYPE = np.float32
 IMAGE_SHAPE = (1, 28, 28)
 INK = 0.13  # share of pixels on in a binarized MNIST digit, roughly
-LR, WEIGHT_DECAY = 1e-3, 1e-5
 VERDICT_BATCH = 128
 DEFAULT_BATCH_SIZES = (1, 32, 128, 512)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -151,68 +149,10 @@ def layer_cases(batch_size: int, seed: int = 0, only=None) -> list[Case]:
 
 
 def training_case(batch_size: int, seed: int = 0) -> Case:
-    """The whole training step: zero_grad, BCE loss, backward, Adam step (lr 1e-3, wd 1e-5).
+    """The conv-ae's whole training step: ``benchmarks.models.training_step_case`` for "conv-ae"."""
+    from benchmarks.models import training_step_case
 
-    ``check()`` resets both sides to the same initial weights and a fresh optimizer, runs one step
-    of each and compares the loss, every gradient and every updated weight; timing then goes on
-    training both, in lockstep, from there.
-    """
-    rng = np.random.default_rng(seed)
-    x = binary_images(batch_size, rng)
-    tx = torch.from_numpy(x)
-    model, twin = twin_models(seed)
-    initial = model.state_dict()
-    optimizer = optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    twin_optimizer = torch.optim.Adam(twin.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-
-    def scratch_step():
-        optimizer.zero_grad()
-        loss = model.loss(x)["loss"]
-        model.backward()
-        optimizer.step()
-        return loss
-
-    def torch_step():
-        twin_optimizer.zero_grad()
-        loss = twin.loss(tx)["loss"]
-        loss.backward()
-        twin_optimizer.step()
-        return loss
-
-    meta = {"batch_size": batch_size, "kind": "training_step", "layer": None, "layer_type": None,
-            "input_shape": list(x.shape), "output_shape": list(x.shape), "dtype": np.dtype(DTYPE).name,
-            "work": "zero_grad + BCE loss + backward + Adam step", "lr": LR, "weight_decay": WEIGHT_DECAY}
-
-    def outputs(loss, named_parameters) -> dict:
-        values = {"loss": loss}
-        for key, p in named_parameters:
-            values[f"grad {key}"] = to_numpy(p.grad).copy()
-            values[f"updated {key}"] = to_numpy(p.data).copy()
-        return values
-
-    def referee() -> dict:
-        """The same step in torch float64, from the same initial weights and batch."""
-        twin64 = torch_models.build("conv-ae", dtype=torch.float64)
-        twin64.load_state_dict({key: torch.from_numpy(value.astype(np.float64)) for key, value in initial.items()})
-        optimizer64 = torch.optim.Adam(twin64.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-        optimizer64.zero_grad()
-        loss = twin64.loss(torch.from_numpy(x.astype(np.float64)))["loss"]
-        loss.backward()
-        optimizer64.step()
-        return outputs(to_numpy(loss), twin64.named_parameters())
-
-    def check():
-        model.load_state_dict(initial)
-        optimizer.state.clear()
-        twin.load_state_dict({key: torch.from_numpy(value) for key, value in initial.items()}, strict=True)
-        twin_optimizer.state.clear()
-        loss, twin_loss = scratch_step(), torch_step()
-        assert [key for key, _ in model.named_parameters()] == [key for key, _ in twin.named_parameters()]
-        check_against_torch(outputs(np.float32(loss), model.named_parameters()),
-                            outputs(to_numpy(twin_loss), twin.named_parameters()),
-                            f"{TRAINING_STEP}, batch {batch_size}", referee=referee, meta=meta)
-
-    return Case(TRAINING_STEP, scratch_step, torch_step, check, meta)
+    return training_step_case("conv-ae", batch_size, seed)
 
 
 def cases_for(batch_size: int, seed: int = 0) -> list[Case]:

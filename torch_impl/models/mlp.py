@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -96,6 +94,3 @@ class DenoisingAutoencoder(MLPAutoencoder):
     def loss(self, x: torch.Tensor, noise=None) -> dict:
         return self._reconstruction_loss(self.corrupt(x, noise), x)
 
-
-def num_parameters(module: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in module.parameters())
