@@ -15,6 +15,7 @@ from parity_tests.tolerances import GRADCHECK, assert_close, assert_close_in_nor
 from scratch import optim
 from scratch.gradcheck import gradcheck_model
 from scratch.models import build, draw_noise
+from scratch.nn import ConvTranspose2d, ReLU, Sequential
 from torch_impl.models import build as torch_build
 
 MODEL_NAMES = ["mlp-ae", "denoising-ae", "conv-ae", "vae", "seed-vae", "beta-vae", "conv-vae"]
@@ -208,16 +209,52 @@ STEPS, BATCH = 30, 128
 TRAINING_CONFIG = {"conv-vae": {"channels": [8, 16]}}  # narrower than the default, to keep the suite fast
 
 
+def _relu_feeders(model) -> dict:
+    """{name of a layer whose output feeds a ReLU: that ReLU module}, for the scratch model."""
+    feeders = {}
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
+        if isinstance(module, Sequential):
+            children = list(module._modules.items())
+            for (first, layer), (_, following) in zip(children, children[1:]):
+                if isinstance(following, ReLU) and layer.parameters():
+                    feeders[f"{name}.{first}" if name else first] = following
+    for layer, relu in (("fc1", "relu1"), ("fc3", "relu3")):  # the pytorch/examples VAE's named pairs
+        if layer in modules and relu in modules:
+            feeders[layer] = modules[relu]
+    return feeders
+
+
+MAX_FLIPPED_UNITS = 3  # a wrong formula changes many units' masks at once; rounding flips one or two
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_adam_training_run_tracks_torch(name, dtype):
     """30 Adam steps (lr 1e-3, weight_decay 1e-5, batch 128: the seed's settings) on binarized
-    MNIST from identical weights, batches and noise: every loss, and the final weights, agree."""
+    MNIST from identical weights, batches and noise: every loss, and the final weights, agree.
+
+    float64: every weight, element by element. float32: each weight tensor in norm, leaving out
+    the units whose ReLU *flipped*: a pre-activation within float32 rounding of 0 in one example
+    is positive in one backend and not in the other (both correct to rounding). The flipped unit's
+    gradient row then differs by one example's share, Adam's second moment remembers it for ~1000
+    steps, and that one row drifts apart by percents (measured: fc1 row 115 of beta-vae at step 4,
+    2.6e-2 relative after 30 steps, every other row of the model within 1.1e-4). Flips are found
+    by comparing the two backends' ReLU masks at every step, not guessed from the weights; more
+    than MAX_FLIPPED_UNITS of them fail the test.
+    """
     images = (mnist_train_images(STEPS * BATCH) > 0.5).astype(dtype)
     model = build(name, dtype=dtype, rng=0, **TRAINING_CONFIG.get(name, {}))
     twin = _twin_of(model, dtype)
     opt = optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     topt = torch.optim.Adam(twin.parameters(), lr=1e-3, weight_decay=1e-5)
+    feeders = _relu_feeders(model)
+    torch_modules = dict(twin.named_modules())
+    torch_masks = {}
+    for layer in feeders:
+        torch_modules[layer].register_forward_hook(
+            lambda module, inputs, output, layer=layer: torch_masks.__setitem__(layer, (output > 0).numpy()))
+    flipped: set[tuple[str, int]] = set()
     noise_rng = np.random.default_rng(1)
     losses, torch_losses = [], []
     for step in range(STEPS):
@@ -232,9 +269,28 @@ def test_adam_training_run_tracks_torch(name, dtype):
         tloss.backward()
         topt.step()
         torch_losses.append(tloss.item())
+        for layer, relu in feeders.items():
+            differs = (relu._cache > 0) != torch_masks[layer]  # (N, units) or (N, channels, H, W)
+            units = np.nonzero(differs.any(axis=tuple(a for a in range(differs.ndim) if a != 1)))[0]
+            flipped.update((layer, int(unit)) for unit in units)
     assert losses[-1] < 0.95 * losses[0], "the run should learn something in 30 steps"
     assert_close(np.array(losses), np.array(torch_losses), "training", dtype, f"{name} losses")
     torch_parameters = dict(twin.named_parameters())
-    compare = assert_close if dtype == np.float64 else assert_close_in_norm
+    if dtype == np.float64:
+        assert not flipped, f"{name}: ReLU masks differ from torch's in float64: {sorted(flipped)}"
+        for key, parameter in model.named_parameters():
+            assert_close(parameter.data, torch_parameters[key], "training", dtype, f"{name} {key} after 30 steps")
+        return
+    assert len(flipped) <= MAX_FLIPPED_UNITS, f"{name}: {len(flipped)} ReLU units flipped: {sorted(flipped)}"
+    modules = dict(model.named_modules())
     for key, parameter in model.named_parameters():
-        compare(parameter.data, torch_parameters[key], "training", dtype, f"{name} {key} after 30 steps")
+        layer = key.rsplit(".", 1)[0]
+        # A flipped unit's own weights: its slice of the layer feeding the ReLU, along the axis
+        # of that layer's output units (axis 1 of a ConvTranspose2d weight, else axis 0).
+        axis = 1 if isinstance(modules[layer], ConvTranspose2d) and key.endswith("weight") else 0
+        keep = np.ones(parameter.shape[axis], dtype=bool)
+        keep[[unit for flipped_layer, unit in flipped if flipped_layer == layer]] = False
+        actual = np.compress(keep, parameter.data, axis=axis)
+        expected = np.compress(keep, torch_parameters[key].detach().numpy(), axis=axis)
+        assert_close_in_norm(actual, expected, "training", dtype,
+                             f"{name} {key} after 30 steps (flipped units left out: {int((~keep).sum())})")

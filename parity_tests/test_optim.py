@@ -86,16 +86,13 @@ def test_optimizer_kernels_match_reference(settings, dtype, seed, n):
         slow = [a.copy() for a in fast]
         # the magnitude of the terms any of these update formulas combines, element-wise
         scale = 1 + np.abs(grad).astype(np.float64) + sum(np.abs(a).astype(np.float64) for a in slow)
+        group = {k: v for k, v in settings.items() if k != "name"}
         if settings["name"] == "SGD":
-            args = (settings["lr"], settings["momentum"], settings["dampening"], settings["weight_decay"],
-                    settings["nesterov"], settings["maximize"], step == 1)
+            args = (*optim.sgd_scalars(group, dtype), step == 1)
             K.sgd_step(fast[0], grad, fast[1], *args)
             K.sgd_step_reference(slow[0], grad, slow[1], *args)
         else:
-            beta1, beta2 = settings["betas"]
-            args = (settings["lr"], beta1, beta2, settings["eps"], settings["weight_decay"],
-                    settings["name"] == "AdamW", settings["amsgrad"], settings["maximize"],
-                    settings["lr"] / (1 - beta1**step), float(np.sqrt(1 - beta2**step)))
+            args = optim.adam_scalars(group, step, dtype, decoupled=settings["name"] == "AdamW")
             K.adam_step(fast[0], grad, fast[1], fast[2], fast[3], *args)
             K.adam_step_reference(slow[0], grad, slow[1], slow[2], slow[3], *args)
         for name, a, b in zip(("param", "buffer 1", "buffer 2", "buffer 3"), fast, slow):

@@ -24,11 +24,13 @@ Justifications (u = unit roundoff: 1.1e-16 in float64, 6.0e-8 in float32):
 - training runs (30 Adam steps of a whole model on MNIST): measured agreement is ~2e-16 (float64)
   and ~1e-7 (float32) in every loss; the bounds leave room for 1-ulp differences that a ReLU
   boundary or Adam's 1/(√v̂ + ε) amplifies over 30 steps. float32 weights are compared per
-  tensor by the relative norm of the difference (``assert_close_in_norm``): one hidden unit whose
-  pre-activation sits within float32 rounding of 0 in one example flips its ReLU in one backend
-  and not the other, which moves a few of that unit's weights by ~1e-4 relative while the rest
-  agree to 1e-7 (seen in the VAEs, whose summed losses make float32 gradients ~1e5 terms deep).
-  float64 weights are compared element by element.
+  tensor by the relative norm of the difference (``assert_close_in_norm``), leaving out the units
+  whose ReLU flipped: a hidden unit whose pre-activation sits within float32 rounding of 0 in
+  one example is active in one backend and not in the other; Adam's second moment remembers the
+  different gradient, so that unit's weights drift apart by up to percents over the run (beta-vae,
+  fc1 row 115: 2.6e-2) while every other row stays within ~1e-4. The test finds flips by
+  comparing the two backends' ReLU masks at every step and allows at most three.
+  float64 weights are compared element by element, and no flip is allowed.
 - gradcheck: central differences with eps = 1e-6 in float64 have truncation error
   O(eps²) ≈ 1e-12 and rounding error O(u·|L|/eps) ≈ 1e-10·|L|; rtol 1e-5 and atol 1e-8
   leave margin while a wrong backward (off by a term or a factor) fails by orders of magnitude.

@@ -15,7 +15,7 @@ import numpy as np
 
 from scratch._validate import as_numpy_array
 from scratch.kernels import optim as kernels
-from scratch.nn.module import Parameter
+from scratch.nn.module import Parameter, flat_layout
 
 
 class Optimizer:
@@ -51,6 +51,7 @@ class Optimizer:
             self._check_hyperparameters(group)
             self.param_groups.append(group)
         self.state: dict[int, dict] = {}  # keyed by id(parameter)
+        self._flat_cache: dict[int, tuple] = {}  # group index -> (arrays it was built from, layout)
 
     def _check_hyperparameters(self, group: dict) -> None:
         owner = type(self).__name__
@@ -146,6 +147,7 @@ class Optimizer:
             new_groups.append(group)
         self.param_groups = new_groups
         self.state = new_state
+        self._flat_cache = {}
 
     def _check_state_entry(self, entry: dict, where: str) -> None:
         pass
@@ -176,11 +178,37 @@ class SGD(Optimizer):
         if momentum != 0 and first_step:
             state["momentum_buffer"] = np.zeros_like(parameter.data)
         buffer = state.get("momentum_buffer", parameter.grad)  # unused when momentum == 0
-        kernels.sgd_step(
-            parameter.data.reshape(-1), parameter.grad.reshape(-1), buffer.reshape(-1),
-            float(group["lr"]), momentum, float(group["dampening"]), float(group["weight_decay"]),
-            bool(group["nesterov"]), bool(group["maximize"]), first_step,
-        )
+        kernels.sgd_step(parameter.data.reshape(-1), parameter.grad.reshape(-1), buffer.reshape(-1),
+                         *sgd_scalars(group, parameter.dtype), first_step)
+
+
+def sgd_scalars(group: dict, dtype) -> tuple:
+    """``sgd_step``'s scalar arguments for a parameter group: each Python float cast to ``dtype``,
+    as each torch op casts its Python scalar argument to the tensor's dtype."""
+    scalar = np.dtype(dtype).type
+    return (scalar(-float(group["lr"])), scalar(group["momentum"]), scalar(1 - float(group["dampening"])),
+            scalar(group["weight_decay"]), bool(group["nesterov"]), bool(group["maximize"]))
+
+
+def adam_scalars(group: dict, step: float, dtype, decoupled: bool) -> tuple:
+    """``adam_step``'s scalar arguments for a parameter group at step ``step`` (1, 2, ...).
+
+    The bias corrections and step size are computed in Python float64 from the step count, as
+    torch does; then each is cast to ``dtype``, as each torch op casts its Python scalar.
+    """
+    beta1, beta2 = (float(b) for b in group["betas"])
+    lr, weight_decay = float(group["lr"]), float(group["weight_decay"])
+    step_size = lr / (1 - beta1 ** step)
+    bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+    scalar = np.dtype(dtype).type
+    beta1_weight = scalar(1 - beta1)
+    if weight_decay == 0:
+        decay = kernels.NO_DECAY
+    else:
+        decay = kernels.DECOUPLED_DECAY if decoupled else kernels.L2_DECAY
+    return (scalar(weight_decay), scalar(1 - lr * weight_decay), beta1_weight, scalar(1) - beta1_weight,
+            scalar(beta2), scalar(1 - beta2), scalar(group["eps"]), scalar(-step_size),
+            scalar(bias_correction2_sqrt), decay, bool(group["amsgrad"]), bool(group["maximize"]))
 
 
 class Adam(Optimizer):
@@ -207,28 +235,84 @@ class Adam(Optimizer):
         if entry and not required <= set(entry):
             raise ValueError(f"{where}: Adam state needs {sorted(required)}, got {sorted(entry)}")
 
+    def step(self) -> None:
+        for index, group in enumerate(self.param_groups):
+            flat = self._flat_state(index, group)
+            if flat is None:  # parameters not in one flat buffer, or their step counts differ
+                for parameter in group["params"]:
+                    self._update(parameter, group, self.state.setdefault(id(parameter), {}))
+                continue
+            data, grad, buffers, states = flat
+            for state in states:
+                state["step"] += 1.0
+            self._kernel(group, states[0]["step"], data, grad, *buffers)
+
     def _update(self, parameter, group, state):
         if not state:
-            state["step"] = 0.0
-            state["exp_avg"] = np.zeros_like(parameter.data)
-            state["exp_avg_sq"] = np.zeros_like(parameter.data)
-        amsgrad = bool(group["amsgrad"])
-        if amsgrad and "max_exp_avg_sq" not in state:
+            state.update(self._initial_state(parameter.data, group))
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = np.zeros_like(parameter.data)
         state["step"] += 1.0
-        step = state["step"]
-        beta1, beta2 = (float(b) for b in group["betas"])
-        lr = float(group["lr"])
-        # Python float64 scalars, as torch computes them from a Python step count.
-        step_size = lr / (1 - beta1 ** step)
-        bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
-        max_buffer = state["max_exp_avg_sq"] if amsgrad else state["exp_avg_sq"]
-        kernels.adam_step(
-            parameter.data.reshape(-1), parameter.grad.reshape(-1),
-            state["exp_avg"].reshape(-1), state["exp_avg_sq"].reshape(-1), max_buffer.reshape(-1),
-            lr, beta1, beta2, float(group["eps"]), float(group["weight_decay"]), self._decoupled,
-            amsgrad, bool(group["maximize"]), step_size, bias_correction2_sqrt,
-        )
+        buffers = [state[name].reshape(-1) for name in self._buffer_names(group)]
+        self._kernel(group, state["step"], parameter.data.reshape(-1), parameter.grad.reshape(-1), *buffers)
+
+    @staticmethod
+    def _buffer_names(group) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
+
+    def _initial_state(self, data, group) -> dict:
+        return {"step": 0.0, **{name: np.zeros_like(data) for name in self._buffer_names(group)}}
+
+    def _kernel(self, group, step, data, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None):
+        """One Adam step on flat arrays."""
+        kernels.adam_step(data, grad, exp_avg, exp_avg_sq, exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq,
+                          *adam_scalars(group, step, data.dtype, self._decoupled))
+
+    def _flat_state(self, index, group):
+        """``(data, grad, state buffers, per-parameter states)``, each a flat array over the whole
+        group, when the group's parameters are consecutive views of one buffer
+        (``Module.flatten_parameters``) and their states agree in step count; else None.
+
+        The per-parameter state entries are then views of the flat state buffers, so
+        ``state_dict`` and ``load_state_dict`` see torch's layout unchanged. The layout is worked
+        out once and re-checked on every step by the identity of the arrays it was built from,
+        so rebinding a parameter's ``.data`` or loading a state falls back or rebuilds correctly.
+        """
+        params = group["params"]
+        names = self._buffer_names(group)
+        states = [self.state.setdefault(id(p), {}) for p in params]
+        arrays = [a for p in params for a in (p.data, p.grad)]
+        arrays += [state.get(name) for state in states for name in names]
+        cached = self._flat_cache.get(index)
+        if cached is not None and len(cached[0]) == len(arrays) and all(a is b for a, b in zip(cached[0], arrays)):
+            return cached[1]
+        layout = flat_layout(params)
+        result = None
+        if layout is not None:
+            data, grad = layout
+            empty = [not state for state in states]
+            if all(empty):
+                for state in states:
+                    state["step"] = 0.0
+            steps = {state.get("step") for state in states}
+            if len(steps) == 1 and all(all(name in state for name in names) or not state.keys() - {"step"}
+                                       for state in states):
+                buffers = []
+                for name in names:
+                    flat = np.zeros_like(data)
+                    start = 0
+                    for parameter, state in zip(params, states):
+                        view = flat[start:start + parameter.size].reshape(parameter.shape)
+                        if name in state:
+                            np.copyto(view, state[name])
+                        state[name] = view
+                        start += parameter.size
+                    buffers.append(flat)
+                result = (data, grad, buffers, states)
+        arrays = [a for p in params for a in (p.data, p.grad)]
+        arrays += [state.get(name) for state in states for name in names]
+        self._flat_cache[index] = (arrays, result)
+        return result
 
 
 class AdamW(Adam):

@@ -99,7 +99,7 @@ class ScratchBackend:
     def train_step(self, x: np.ndarray, noise) -> dict[str, float]:
         self.optimizer.zero_grad()
         parts = self.model.loss(x, noise=noise)
-        self.model.backward()
+        self.model.backward(input_grad=False)
         self.optimizer.step()
         return parts
 

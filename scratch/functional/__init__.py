@@ -18,7 +18,13 @@ from scratch.functional.conv import (
     max_pool2d_backward,
     max_pool2d_forward,
 )
-from scratch.functional.linear import linear_backward, linear_forward
+from scratch.functional.linear import (
+    activation_backward_bias,
+    linear_activation_forward,
+    linear_backward,
+    linear_backward_accumulate,
+    linear_forward,
+)
 from scratch.functional.vae import reparameterize_backward, reparameterize_forward
 from scratch.functional.losses import (
     bce_backward,
@@ -29,6 +35,7 @@ from scratch.functional.losses import (
     gaussian_kl_forward,
     mse_backward,
     mse_forward,
+    sigmoid_bce_backward,
 )
 
-__all__ = [name for name in dir() if name.endswith(("_forward", "_backward"))]
+__all__ = [name for name in dir() if name.endswith(("_forward", "_backward", "_bias", "_accumulate"))]

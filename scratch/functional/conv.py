@@ -54,15 +54,18 @@ def conv2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 
     return y, (x_t, weight, bias is not None, (stride, padding, dilation))
 
 
-def conv2d_backward(grad_output, cache):
+def conv2d_backward(grad_output, cache, input_grad=True):
     """dx = full correlation of dy with the flipped kernel (strided, dilated); dw = correlation
-    of x with dy; db = Σ_{n,i,j} dy. Returns (dx (N, C_in, H, W), dw like weight, db or None)."""
+    of x with dy; db = Σ_{n,i,j} dy. Returns (dx (N, C_in, H, W), dw like weight, db or None);
+    dx is None, and not computed, when ``input_grad`` is False."""
     x_t, weight, has_bias, geometry = cache
     dy_t = batch_last(grad_output)  # (C_out, H_out, W_out, N)
     channels, height, width, batch = x_t.shape
-    grad_input = np.empty((batch, channels, height, width), dtype=x_t.dtype)  # (N, C_in, H, W)
-    zeros = np.zeros(channels, dtype=x_t.dtype)
-    kernels.conv2d_backward_input(dy_t, weight, zeros, grad_input, *_geometry(*geometry))
+    grad_input = None
+    if input_grad:
+        grad_input = np.empty((batch, channels, height, width), dtype=x_t.dtype)  # (N, C_in, H, W)
+        zeros = np.zeros(channels, dtype=x_t.dtype)
+        kernels.conv2d_backward_input(dy_t, weight, zeros, grad_input, *_geometry(*geometry))
     grad_weight = np.empty_like(weight)
     kernels.conv2d_backward_weight(x_t, dy_t, grad_weight, *_geometry(*geometry))
     grad_bias = dy_t.sum(axis=(1, 2, 3)) if has_bias else None
@@ -95,15 +98,18 @@ def conv_transpose2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), out
     return y, (x_t, weight, bias is not None, (stride, padding, dilation))
 
 
-def conv_transpose2d_backward(grad_output, cache):
+def conv_transpose2d_backward(grad_output, cache, input_grad=True):
     """dx = conv(dy, w) (the convolution's forward); dw = the convolution's weight gradient with
-    the roles of input and output gradient swapped; db = Σ_{n,i,j} dy."""
+    the roles of input and output gradient swapped; db = Σ_{n,i,j} dy. dx is None, and not
+    computed, when ``input_grad`` is False."""
     x_t, weight, has_bias, geometry = cache
     dy_t = batch_last(grad_output)  # (C_out, H_out, W_out, N)
     channels, height, width, batch = x_t.shape
-    grad_input = np.empty((batch, channels, height, width), dtype=x_t.dtype)  # (N, C_in, H, W)
-    zeros = np.zeros(weight.shape[0], dtype=x_t.dtype)
-    kernels.conv2d_forward(dy_t, weight, zeros, grad_input, *_geometry(*geometry))
+    grad_input = None
+    if input_grad:
+        grad_input = np.empty((batch, channels, height, width), dtype=x_t.dtype)  # (N, C_in, H, W)
+        zeros = np.zeros(weight.shape[0], dtype=x_t.dtype)
+        kernels.conv2d_forward(dy_t, weight, zeros, grad_input, *_geometry(*geometry))
     grad_weight = np.empty_like(weight)
     kernels.conv2d_backward_weight(dy_t, x_t, grad_weight, *_geometry(*geometry))
     grad_bias = dy_t.sum(axis=(1, 2, 3)) if has_bias else None

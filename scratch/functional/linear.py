@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scratch.kernels import linear as linear_kernels
+
 
 def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None):
     """y = x Wᵀ + b over the last axis, any leading dimensions (like torch).
@@ -48,3 +50,104 @@ def linear_backward(grad_output: np.ndarray, cache):
     grad_weight = dy2d.T @ x2d  # (out, M) @ (M, in) -> (out, in)
     grad_bias = dy2d.sum(axis=0) if has_bias else None  # (out,)
     return grad_input, grad_weight, grad_bias
+
+
+# -- the fused paths a Sequential takes (same numbers as the pairs above, fewer passes) ------------
+
+#: Batches of at most this many rows accumulate dW with ``accumulate_outer_products``; larger ones
+#: with one BLAS product (measured on a 2-core EPYC, 784→256 float32: the kernel is faster up to
+#: 4 rows, 8 µs against 200 µs at one row; BLAS wins from 8 rows on).
+OUTER_PRODUCT_ROWS = 4
+
+ACTIVATIONS_WITH_BIAS_KERNELS = ("relu", "leaky_relu")
+
+
+def linear_activation_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, activation: str,
+                              negative_slope: float = 0.01):
+    """out = act(x Wᵀ + b) with the bias and the activation in one pass over the GEMM's output.
+
+    Parameters
+    ----------
+    x : (*, in_features)
+    weight : (out_features, in_features)
+    bias : (out_features,)
+    activation : "relu" or "leaky_relu"
+
+    Returns
+    -------
+    out : (*, out_features)
+    linear_cache : what ``linear_backward`` needs (as ``linear_forward`` returns it)
+    activation_cache : what the activation's backward needs (``out``; for LeakyReLU ``(out, slope)``)
+    """
+    leading = x.shape[:-1]
+    x2d = x.reshape(-1, x.shape[-1])  # (M, in)
+    out2d = x2d @ weight.T  # (M, out)
+    if activation == "relu":
+        linear_kernels.bias_relu_forward(out2d, bias)
+        activation_cache = out2d.reshape(*leading, weight.shape[0])
+    elif activation == "leaky_relu":
+        slope = out2d.dtype.type(negative_slope)
+        linear_kernels.bias_leaky_relu_forward(out2d, bias, slope)
+        activation_cache = (out2d.reshape(*leading, weight.shape[0]), slope)
+    else:
+        raise ValueError(f"linear_activation_forward: activation must be one of "
+                         f"{ACTIVATIONS_WITH_BIAS_KERNELS}, got {activation!r}")
+    return out2d.reshape(*leading, weight.shape[0]), (x2d, weight, True, leading), activation_cache
+
+
+def activation_backward_bias(grad_output: np.ndarray, activation_cache, activation: str,
+                             grad_bias: np.ndarray) -> np.ndarray:
+    """The activation's backward and the Linear bias's gradient in one pass.
+
+    Parameters
+    ----------
+    grad_output : (*, out_features), dL/d(activation output)
+    activation_cache : from ``linear_activation_forward`` (or the activation's own forward)
+    grad_bias : (out_features,), ADDED into in place: += Σ_rows dL/d(pre-activation)
+
+    Returns
+    -------
+    grad_pre_activation : (*, out_features)
+    """
+    if activation == "relu":
+        out = activation_cache
+    else:
+        out, slope = activation_cache
+    out2d = np.ascontiguousarray(out).reshape(-1, out.shape[-1])  # (M, out)
+    dy2d = np.ascontiguousarray(grad_output).reshape(out2d.shape)
+    grad_pre = np.empty_like(out2d)
+    if activation == "relu":
+        linear_kernels.relu_backward_bias(dy2d, out2d, grad_pre, grad_bias)
+    else:
+        linear_kernels.leaky_relu_backward_bias(dy2d, out2d, slope, grad_pre, grad_bias)
+    return grad_pre.reshape(out.shape)
+
+
+def linear_backward_accumulate(grad_output: np.ndarray, cache, grad_weight: np.ndarray,
+                               grad_bias: np.ndarray | None, input_grad: bool = True):
+    """``linear_backward`` that ADDS dW (and db, unless ``grad_bias`` is None) into the given arrays.
+
+    Parameters
+    ----------
+    grad_output : (*, out_features)
+    cache : from ``linear_forward`` or ``linear_activation_forward``
+    grad_weight : (out_features, in_features), += dyᵀ x in place
+    grad_bias : (out_features,) or None (no bias, or its gradient already added by
+        ``activation_backward_bias``), += Σ_rows dy in place
+    input_grad : compute dx = dy W (False when nothing upstream needs it: the first layer)
+
+    Returns
+    -------
+    grad_input : (*, in_features), or None when ``input_grad`` is False
+    """
+    x2d, weight, _, leading = cache
+    dy2d = np.ascontiguousarray(grad_output).reshape(-1, weight.shape[0])  # (M, out)
+    if dy2d.shape[0] <= OUTER_PRODUCT_ROWS and grad_weight.flags.c_contiguous and x2d.flags.c_contiguous:
+        linear_kernels.accumulate_outer_products(dy2d, x2d, grad_weight)
+    else:
+        grad_weight += dy2d.T @ x2d  # (out, M) @ (M, in)
+    if grad_bias is not None:
+        grad_bias += dy2d.sum(axis=0)
+    if not input_grad:
+        return None
+    return (dy2d @ weight).reshape(*leading, weight.shape[1])  # (M, in) -> (*, in)

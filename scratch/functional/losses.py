@@ -64,6 +64,15 @@ def bce_backward(grad_output, cache):
     return _binary_loss_backward(kernels.bce_backward, grad_output, cache)
 
 
+def sigmoid_bce_backward(grad_output, cache):
+    """dL/d(logits) for L = BCE(σ(logits), y), from the BCE's cache alone (p = σ(logits) is its input).
+
+    One pass computing exactly what ``bce_backward`` then ``sigmoid_backward`` compute:
+    dp = g·(p - y) / max(p(1 - p), 1e-12), then dp·(1 - p)·p. Returns (*), the input's shape.
+    """
+    return _binary_loss_backward(kernels.sigmoid_bce_backward, grad_output, cache)
+
+
 def bce_with_logits_forward(logits, target, reduction="mean"):
     """ℓ = (1 - y) x + softplus(-x) = BCE(σ(x), y) without forming σ(x); x, y: (*)."""
     return _binary_loss_forward(kernels.bce_with_logits_forward, logits, target, reduction)

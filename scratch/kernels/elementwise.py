@@ -7,7 +7,13 @@ Conventions shared by every kernel here:
   serial on purpose: these loops are memory-bound, and a Numba parallel region interleaved
   with NumPy's multi-threaded BLAS calls made both thread pools spin against each other on a
   2-core machine (a 2 µs ReLU took 8 ms when alternated with a matmul);
-- compiled once per dtype and cached on disk (``cache=True``).
+- compiled once per dtype and cached on disk (``cache=True``);
+- arithmetic stays in the arrays' dtype: constants are made with ``x.dtype.type(...)``, since a
+  bare ``1`` or ``0.5`` is an int64 or float64 to Numba and would promote a float32 loop to
+  float64 (torch computes float32 ops in float32, too); the reparameterisation and tanh, whose
+  transcendental calls have no float32 SIMD path here anyway, keep their float64 intermediates;
+- ``error_model="numpy"``: dividing by zero gives inf/NaN as in NumPy instead of raising, and
+  leaves LLVM free to vectorize loops that divide.
 
 The ``*_reference`` functions compute the same op with whole-array NumPy expressions; tests hold
 each kernel against its reference.
@@ -23,22 +29,24 @@ from numba import njit
 # ---------------------------------------------------------------------------- ReLU
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def relu_forward(x, out):
     """out[i] = max(x[i], 0); NaN stays NaN, as torch. Loop: one pass over i."""
+    zero = x.dtype.type(0)
     for i in range(x.shape[0]):
-        out[i] = 0 if x[i] <= 0 else x[i]
+        out[i] = zero if x[i] <= zero else x[i]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def relu_backward(grad_output, out, grad_input):
     """grad_input[i] = 0 where out[i] <= 0, else grad_output[i] (torch: gradient 0 at x = 0).
 
     Reads the forward *output* and tests ``<= 0`` exactly as torch's ``threshold_backward``
     does, so a NaN passes its gradient through. Loop: one pass over i.
     """
+    zero = out.dtype.type(0)
     for i in range(out.shape[0]):
-        grad_input[i] = 0 if out[i] <= 0 else grad_output[i]
+        grad_input[i] = zero if out[i] <= zero else grad_output[i]
 
 
 def relu_forward_reference(x):
@@ -52,18 +60,20 @@ def relu_backward_reference(grad_output, out):
 # ---------------------------------------------------------------------------- LeakyReLU
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def leaky_relu_forward(x, negative_slope, out):
     """out[i] = x[i] if x[i] > 0 else negative_slope * x[i]. Loop: one pass over i."""
+    zero = x.dtype.type(0)
     for i in range(x.shape[0]):
-        out[i] = x[i] if x[i] > 0 else x[i] * negative_slope
+        out[i] = x[i] if x[i] > zero else x[i] * negative_slope
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def leaky_relu_backward(grad_output, x, negative_slope, grad_input):
     """grad_input[i] = grad_output[i] * (1 if x[i] > 0 else negative_slope). Loop: one pass over i."""
+    zero = x.dtype.type(0)
     for i in range(x.shape[0]):
-        grad_input[i] = grad_output[i] if x[i] > 0 else grad_output[i] * negative_slope
+        grad_input[i] = grad_output[i] if x[i] > zero else grad_output[i] * negative_slope
 
 
 def leaky_relu_forward_reference(x, negative_slope):
@@ -77,23 +87,25 @@ def leaky_relu_backward_reference(grad_output, x, negative_slope):
 # ---------------------------------------------------------------------------- Sigmoid
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sigmoid_forward(x, exp_neg_abs, out):
     """out[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e), with e = exp(-|x[i]|) precomputed.
 
     exp only ever sees a non-positive argument, so nothing overflows for any x; ``e`` comes in
     from NumPy's SIMD exp (a scalar loop is ten times slower). NaN stays NaN. Loop: one pass.
     """
+    zero, one = x.dtype.type(0), x.dtype.type(1)
     for i in range(x.shape[0]):
         e = exp_neg_abs[i]
-        out[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e)
+        out[i] = one / (one + e) if x[i] >= zero else e / (one + e)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sigmoid_backward(grad_output, out, grad_input):
     """grad_input[i] = grad_output[i] * out[i] * (1 - out[i]), from the forward output."""
+    one = out.dtype.type(1)
     for i in range(out.shape[0]):
-        grad_input[i] = grad_output[i] * (1 - out[i]) * out[i]
+        grad_input[i] = grad_output[i] * (one - out[i]) * out[i]
 
 
 def sigmoid_forward_reference(x):
@@ -109,18 +121,19 @@ def sigmoid_backward_reference(grad_output, out):
 # ---------------------------------------------------------------------------- Tanh
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tanh_forward(x, out):
     """out[i] = tanh(x[i]). Loop: one pass over i."""
     for i in range(x.shape[0]):
         out[i] = math.tanh(x[i])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tanh_backward(grad_output, out, grad_input):
     """grad_input[i] = grad_output[i] * (1 - out[i]^2), from the forward output."""
+    one = out.dtype.type(1)
     for i in range(out.shape[0]):
-        grad_input[i] = grad_output[i] * (1 - out[i] * out[i])
+        grad_input[i] = grad_output[i] * (one - out[i] * out[i])
 
 
 def tanh_forward_reference(x):
@@ -134,7 +147,7 @@ def tanh_backward_reference(grad_output, out):
 # ---------------------------------------------------------------------------- Reparameterisation
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def reparameterize_forward(mean, logvar, eps, z, std):
     """std[i] = exp(½ logvar[i]); z[i] = mean[i] + std[i] · eps[i]. Loop: one pass over i.
 
@@ -146,7 +159,7 @@ def reparameterize_forward(mean, logvar, eps, z, std):
         z[i] = mean[i] + s * eps[i]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def reparameterize_backward(grad_z, eps, std, grad_mean, grad_logvar):
     """dmean = dz;  dlogvar = dz · ε · ½σ (since dz/dlv = ε · dσ/dlv = ε · ½σ). One pass over i."""
     for i in range(grad_z.shape[0]):

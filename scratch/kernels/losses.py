@@ -7,7 +7,9 @@ upstream gradient of a reduced loss, already divided by N for ``"mean"``) or one
 (``reduction="none"``), and writes ``grad_input``.
 
 Loop nest everywhere: one loop over the flat index ``i``; iteration ``i`` writes only element
-``i`` of each output. Serial on purpose (see ``scratch.kernels.elementwise``). Compiled once per dtype, cached on disk.
+``i`` of each output. Serial on purpose, arithmetic in the arrays' dtype except inside the
+transcendental calls, ``error_model="numpy"`` (all three: see ``scratch.kernels.elementwise``).
+Compiled once per dtype, cached on disk.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ BCE_GRAD_EPSILON = float(np.float32(1e-12))
 # ---------------------------------------------------------------------------- BCE
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bce_forward(p, y, log_p, log_1mp, out):
     """out[i] = -(y log p + (1 - y) log(1 - p)), each log clamped at -100 (torch's convention).
 
@@ -35,17 +37,37 @@ def bce_forward(p, y, log_p, log_1mp, out):
     SIMD, ten times faster than a scalar loop can); this loop clamps and combines, branch-free.
     Loop: one pass over i.
     """
+    one, clamp = p.dtype.type(1), p.dtype.type(BCE_LOG_CLAMP)
     for i in range(p.shape[0]):
-        out[i] = (y[i] - 1) * max(log_1mp[i], BCE_LOG_CLAMP) - y[i] * max(log_p[i], BCE_LOG_CLAMP)
+        out[i] = (y[i] - one) * max(log_1mp[i], clamp) - y[i] * max(log_p[i], clamp)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bce_backward(grad_output, p, y, grad_input):
     """grad_input[i] = g * (p - y) / max(p (1 - p), 1e-12), torch's clamped denominator."""
     scalar = grad_output.shape[0] == 1
+    one, epsilon = p.dtype.type(1), p.dtype.type(BCE_GRAD_EPSILON)
     for i in range(p.shape[0]):
         g = grad_output[0] if scalar else grad_output[i]
-        grad_input[i] = g * (p[i] - y[i]) / max((1 - p[i]) * p[i], BCE_GRAD_EPSILON)
+        grad_input[i] = g * (p[i] - y[i]) / max((one - p[i]) * p[i], epsilon)
+
+
+@njit(cache=True, error_model="numpy")
+def sigmoid_bce_backward(grad_output, p, y, grad_logits):
+    """grad_logits[i] = dp·(1 - p)·p with dp = g·(p - y) / max(p(1 - p), 1e-12), p = σ(logits).
+
+    BCE's backward and then the Sigmoid's in one pass, op for op what ``bce_backward`` followed
+    by ``elementwise.sigmoid_backward`` compute (dp rounded to the dtype in between), so the fused
+    path gives the same bits as the two. It is deliberately *not* simplified to p - y: that
+    differs where p(1 - p) falls under torch's clamp (a saturated output, p = 1 in float32 when
+    the logit passes ~17), where torch's gradient is 0.
+    """
+    scalar = grad_output.shape[0] == 1
+    one, epsilon = p.dtype.type(1), p.dtype.type(BCE_GRAD_EPSILON)
+    for i in range(p.shape[0]):
+        g = grad_output[0] if scalar else grad_output[i]
+        dp = g * (p[i] - y[i]) / max((one - p[i]) * p[i], epsilon)
+        grad_logits[i] = dp * (one - p[i]) * p[i]
 
 
 def bce_forward_reference(p, y):
@@ -60,10 +82,14 @@ def bce_backward_reference(grad_output, p, y):
     return (grad_output * (p - y) / denominator).astype(p.dtype)
 
 
+def sigmoid_bce_backward_reference(grad_output, p, y):
+    return (bce_backward_reference(grad_output, p, y) * (1 - p) * p).astype(p.dtype)
+
+
 # ---------------------------------------------------------------------------- BCE with logits
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bce_with_logits_forward(x, y, out):
     """out[i] = (1 - y) x + softplus(-x), with softplus(-x) = max(-x, 0) + log1p(exp(-|x|)).
 
@@ -75,7 +101,7 @@ def bce_with_logits_forward(x, y, out):
         out[i] = (1 - y[i]) * v + max(-v, 0) + math.log1p(math.exp(-abs(v)))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bce_with_logits_backward(grad_output, x, y, grad_input):
     """grad_input[i] = g * (σ(x) - y): the sigmoid's and the BCE's derivatives cancel."""
     scalar = grad_output.shape[0] == 1
@@ -103,7 +129,7 @@ def bce_with_logits_backward_reference(grad_output, x, y):
 # ---------------------------------------------------------------------------- MSE
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mse_forward(p, y, out):
     """out[i] = (p[i] - y[i])^2. Loop: one pass over i."""
     for i in range(p.shape[0]):
@@ -111,13 +137,14 @@ def mse_forward(p, y, out):
         out[i] = d * d
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mse_backward(grad_output, p, y, grad_input):
     """grad_input[i] = 2 g (p[i] - y[i]). Loop: one pass over i."""
     scalar = grad_output.shape[0] == 1
+    two = p.dtype.type(2)
     for i in range(p.shape[0]):
         g = grad_output[0] if scalar else grad_output[i]
-        grad_input[i] = 2 * g * (p[i] - y[i])
+        grad_input[i] = two * g * (p[i] - y[i])
 
 
 def mse_forward_reference(p, y):
@@ -131,7 +158,7 @@ def mse_backward_reference(grad_output, p, y):
 # ---------------------------------------------------------------------------- Gaussian KL
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gaussian_kl_forward(mean, logvar, out):
     """out[i] = ½ (μ² + exp(lv) - 1 - lv), written ½ (μ² + expm1(lv) - lv).
 
@@ -142,7 +169,7 @@ def gaussian_kl_forward(mean, logvar, out):
         out[i] = 0.5 * (mean[i] * mean[i] + math.expm1(logvar[i]) - logvar[i])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gaussian_kl_backward(grad_output, mean, logvar, grad_mean, grad_logvar):
     """grad_mean[i] = g μ;  grad_logvar[i] = g ½ expm1(lv) = g ½ (σ² - 1)."""
     scalar = grad_output.shape[0] == 1

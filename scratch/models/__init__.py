@@ -23,14 +23,17 @@ def build(name: str, dtype=np.float32, rng=None, **config):
     """A scratch model by name, e.g. ``build("mlp-ae", dtype=np.float64, latent_dim=32)``.
 
     ``rng``: a ``numpy.random.Generator`` or an int seed; it initialises the weights and then
-    draws any noise the model needs that is not passed in explicitly.
+    draws any noise the model needs that is not passed in explicitly. The parameters come
+    flattened into one buffer (``Module.flatten_parameters``), so that an optimizer steps the
+    whole model in one kernel call.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     try:
-        return MODELS[name](**config, rng=rng, dtype=dtype)
+        model = MODELS[name](**config, rng=rng, dtype=dtype)
     except TypeError as error:
         raise TypeError(f"build({name!r}): {error}") from None
+    return model.flatten_parameters()
 
 
 def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype=np.float32):

@@ -85,11 +85,19 @@ class ConvAutoencoder(Module):
         self._check_input(x)
         return self.decoder(self.encoder(x))
 
-    def backward(self, grad_output=None):
-        """Back-propagate dL/dx̂ (default: the last ``loss``'s) into every ``.grad``; returns dL/dx."""
-        if grad_output is None:
-            grad_output = self.loss_fn.backward()
-        return self.encoder.backward(self.decoder.backward(grad_output))
+    def backward(self, grad_output=None, *, input_grad: bool = True):
+        """Back-propagate dL/dx̂ (default: the last ``loss``'s) into every ``.grad``; returns dL/dx,
+        or None when ``input_grad`` is False (then the first convolution skips computing it).
+        From the loss, the BCE and the final Sigmoid back-propagate in one pass."""
+        decoder = self.decoder
+        if grad_output is None and isinstance(decoder[-1], Sigmoid):
+            grad_logits = self.loss_fn.backward_through_sigmoid(decoder[-1])
+            grad_z = decoder.backward(grad_logits, start=len(decoder) - 2)
+        else:
+            if grad_output is None:
+                grad_output = self.loss_fn.backward()
+            grad_z = decoder.backward(grad_output)
+        return self.encoder.backward(grad_z, input_grad=input_grad)
 
     @staticmethod
     def noise_for(config, x_shape, rng, dtype):

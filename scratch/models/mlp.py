@@ -100,14 +100,25 @@ class MLPAutoencoder(Module):
         object.__setattr__(self, "_input_shape", x.shape)
         return self.decoder(self.encoder(flat)).reshape(x.shape)
 
-    def backward(self, grad_output: np.ndarray | None = None):
-        """Back-propagate dL/dx̂ (default: the last ``loss``'s) into every ``.grad``; returns dL/dx."""
-        if grad_output is None:
-            grad_output = self.loss_fn.backward()
+    def backward(self, grad_output: np.ndarray | None = None, *, input_grad: bool = True):
+        """Back-propagate dL/dx̂ (default: the last ``loss``'s) into every ``.grad``; returns dL/dx
+        (None when ``input_grad`` is False: training needs no dL/dx, and the first layer then
+        skips that product, as torch does for data that does not require grad).
+
+        From the loss, a BCE on the Sigmoid output back-propagates through both in one pass
+        (``BCELoss.backward_through_sigmoid``), the same numbers as the two passes."""
         if self._input_shape is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward or loss")
-        grad_output = grad_output.reshape(grad_output.shape[0], -1)
-        return self.encoder.backward(self.decoder.backward(grad_output)).reshape(self._input_shape)
+        decoder = self.decoder
+        if grad_output is None and isinstance(self.loss_fn, BCELoss) and isinstance(decoder[-1], Sigmoid):
+            grad_logits = self.loss_fn.backward_through_sigmoid(decoder[-1])
+            grad_z = decoder.backward(grad_logits.reshape(grad_logits.shape[0], -1), start=len(decoder) - 2)
+        else:
+            if grad_output is None:
+                grad_output = self.loss_fn.backward()
+            grad_z = decoder.backward(grad_output.reshape(grad_output.shape[0], -1))
+        grad_input = self.encoder.backward(grad_z, input_grad=input_grad)
+        return None if grad_input is None else grad_input.reshape(self._input_shape)
 
     def _reconstruction_loss(self, model_input, target) -> dict:
         reconstruction = self.forward(model_input)

@@ -81,7 +81,7 @@ class _Variational(Module):
         """(N, D) or (N, C, H, W) -> (mean, logvar), each (N, latent_dim)."""
         raise NotImplementedError
 
-    def _encoder_backward(self, grad_mean, grad_logvar):
+    def _encoder_backward(self, grad_mean, grad_logvar, input_grad=True):
         raise NotImplementedError
 
     def decode(self, z):
@@ -89,6 +89,10 @@ class _Variational(Module):
         raise NotImplementedError
 
     def _decoder_backward(self, grad_probabilities):
+        raise NotImplementedError
+
+    def _decoder_backward_from_loss(self):
+        """dL/dz from the last BCE, through the decoder: the BCE and the Sigmoid in one pass."""
         raise NotImplementedError
 
     # -- the shared passes ----------------------------------------------------------------
@@ -130,21 +134,24 @@ class _Variational(Module):
         mean, logvar = self.encode(self._flatten_input(x))
         return F.gaussian_kl_forward(mean, logvar, "none")[0].mean(axis=0)
 
-    def backward(self, grad_output=None):
-        """Back-propagate the last ``loss`` into every parameter's ``.grad``; returns dL/dx.
+    def backward(self, grad_output=None, *, input_grad: bool = True):
+        """Back-propagate the last ``loss`` into every parameter's ``.grad``; returns dL/dx, or
+        None when ``input_grad`` is False (then the first layer skips computing it).
 
-        dL/dz comes from the decoder; the reparameterisation splits it into dμ and dlogvar, to
-        which the weighted KL's own gradients are added before the encoder's backward pass.
+        dL/dz comes from the decoder (its final Sigmoid back-propagated together with the BCE,
+        ``BCELoss.backward_through_sigmoid``); the reparameterisation splits it into dμ and
+        dlogvar, to which the weighted KL's own gradients are added before the encoder's pass.
         """
         if grad_output is not None:
             raise ValueError(f"{type(self).__name__}.backward takes no gradient: it differentiates the last loss")
         if self._state is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before loss")
         shape, mean, logvar, reparameterization = self._state
-        grad_z = self._decoder_backward(self.bce.backward())
+        grad_z = self._decoder_backward_from_loss()
         grad_mean, grad_logvar = F.reparameterize_backward(grad_z, reparameterization)
         kl_mean, kl_logvar = self.kl.backward(self._kl_weight)
-        return self._encoder_backward(grad_mean + kl_mean, grad_logvar + kl_logvar).reshape(shape)
+        grad_input = self._encoder_backward(grad_mean + kl_mean, grad_logvar + kl_logvar, input_grad)
+        return None if grad_input is None else grad_input.reshape(shape)
 
 
 class VariationalAutoencoder(_Variational):
@@ -170,19 +177,24 @@ class VariationalAutoencoder(_Variational):
         self.relu1, self.relu3, self.sigmoid = ReLU(), ReLU(), Sigmoid()
 
     def encode(self, x):
-        h = self.relu1(self.fc1(self._flatten_input(x)))  # (N, hidden)
+        h = self.fc1.forward_fused(self._flatten_input(x), self.relu1)  # relu1(fc1(x)), (N, hidden)
         return self.fc21(h), self.fc22(h)  # (N, latent) each
 
-    def _encoder_backward(self, grad_mean, grad_logvar):
+    def _encoder_backward(self, grad_mean, grad_logvar, input_grad=True):
         grad_h = self.fc21.backward(grad_mean) + self.fc22.backward(grad_logvar)
-        return self.fc1.backward(self.relu1.backward(grad_h))
+        return self.fc1.backward_fused(grad_h, self.relu1, input_grad=input_grad)
 
     def decode(self, z):
-        return self.sigmoid(self.fc4(self.relu3(self.fc3(z))))
+        return self.sigmoid(self.fc4(self.fc3.forward_fused(z, self.relu3)))
 
     def _decoder_backward(self, grad_probabilities):
-        grad_h = self.fc4.backward(self.sigmoid.backward(grad_probabilities))
-        return self.fc3.backward(self.relu3.backward(grad_h))
+        return self._decoder_backward_from_logits(self.sigmoid.backward(grad_probabilities))
+
+    def _decoder_backward_from_loss(self):
+        return self._decoder_backward_from_logits(self.bce.backward_through_sigmoid(self.sigmoid))
+
+    def _decoder_backward_from_logits(self, grad_logits):
+        return self.fc3.backward_fused(self.fc4.backward(grad_logits), self.relu3)
 
 
 class SeedVAE(_Variational):
@@ -207,14 +219,18 @@ class SeedVAE(_Variational):
         latent = self._config["latent_dim"]
         return np.ascontiguousarray(h[:, :latent]), np.ascontiguousarray(h[:, latent:])
 
-    def _encoder_backward(self, grad_mean, grad_logvar):
-        return self.encoder.backward(np.concatenate([grad_mean, grad_logvar], axis=1))
+    def _encoder_backward(self, grad_mean, grad_logvar, input_grad=True):
+        return self.encoder.backward(np.concatenate([grad_mean, grad_logvar], axis=1), input_grad=input_grad)
 
     def decode(self, z):
         return self.decoder(z)
 
     def _decoder_backward(self, grad_probabilities):
         return self.decoder.backward(grad_probabilities)
+
+    def _decoder_backward_from_loss(self):
+        grad_logits = self.bce.backward_through_sigmoid(self.decoder[-1])
+        return self.decoder.backward(grad_logits, start=len(self.decoder) - 2)
 
 
 class BetaVAE(VariationalAutoencoder):
@@ -314,13 +330,17 @@ class ConvVAE(_Variational):
         h = self.encoder(flat.reshape(self._image_shape(len(flat))))  # (N, c2·7·7)
         return self.fc21(h), self.fc22(h)
 
-    def _encoder_backward(self, grad_mean, grad_logvar):
+    def _encoder_backward(self, grad_mean, grad_logvar, input_grad=True):
         grad_h = self.fc21.backward(grad_mean) + self.fc22.backward(grad_logvar)
-        grad_x = self.encoder.backward(grad_h)  # (N, C, 28, 28)
-        return grad_x.reshape(len(grad_x), -1)
+        grad_x = self.encoder.backward(grad_h, input_grad=input_grad)  # (N, C, 28, 28)
+        return None if grad_x is None else grad_x.reshape(len(grad_x), -1)
 
     def decode(self, z):
         return self.decoder(z).reshape(len(z), -1)  # (N, D)
 
     def _decoder_backward(self, grad_probabilities):
         return self.decoder.backward(grad_probabilities.reshape(self._image_shape(len(grad_probabilities))))
+
+    def _decoder_backward_from_loss(self):
+        grad_logits = self.bce.backward_through_sigmoid(self.decoder[-1])  # (N, C, 28, 28)
+        return self.decoder.backward(grad_logits, start=len(self.decoder) - 2)

@@ -50,9 +50,12 @@ class _ConvBase(_CachingModule):
         self.weight = Parameter(rng.uniform(-bound, bound, shape).astype(dtype))
         self.bias = Parameter(rng.uniform(-bound, bound, (out_channels,)).astype(dtype)) if bias else None
 
-    def backward(self, grad_output):
+    takes_input_grad = True
+
+    def backward(self, grad_output, *, input_grad: bool = True):
+        """dL/dx (None when ``input_grad`` is False: not computed), adding dL/dw and dL/db into ``.grad``."""
         cache = self._take(grad_output)
-        grad_input, grad_weight, grad_bias = type(self)._backward(grad_output, cache)
+        grad_input, grad_weight, grad_bias = type(self)._backward(grad_output, cache, input_grad)
         self.weight.grad += grad_weight
         if self.bias is not None:
             self.bias.grad += grad_bias

@@ -64,6 +64,8 @@ class Linear(_CachingModule):
     U(-1/√in_features, 1/√in_features), the distribution torch's default init gives.
     """
 
+    takes_input_grad = True
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None, dtype=np.float32):
         super().__init__()
         for label, value in (("in_features", in_features), ("out_features", out_features)):
@@ -87,13 +89,47 @@ class Linear(_CachingModule):
         self._save(cache, y)
         return y
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+    def backward(self, grad_output: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """dL/dx (None when ``input_grad`` is False: not computed), adding dL/dW and dL/db into ``.grad``."""
         cache = self._take(grad_output)
-        grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, cache)
-        self.weight.grad += grad_weight
-        if self.bias is not None:
-            self.bias.grad += grad_bias
-        return grad_input
+        bias_grad = None if self.bias is None else self.bias.grad
+        return F.linear_backward_accumulate(grad_output, cache, self.weight.grad, bias_grad, input_grad)
+
+    # -- fused with the activation that follows it in a Sequential (same numbers, fewer passes) --
+    def fuses_with(self, following: Module) -> bool:
+        """Whether ``Sequential`` may run this layer and ``following`` as one fused pair."""
+        if self.bias is None:
+            return False
+        if type(following) is ReLU:
+            return True
+        # The fused backward reads the sign of the output, which is the input's for slope >= 0.
+        return type(following) is LeakyReLU and following.negative_slope >= 0
+
+    def forward_fused(self, x: np.ndarray, following: Module) -> np.ndarray:
+        """``following(self(x))`` with the bias and the activation in one pass; both layers keep
+        the caches their own forward would have left."""
+        check_array(x, "Linear", dtype=self.weight.dtype, min_ndim=1)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}): input's last dimension must be "
+                f"{self.in_features}, got shape {x.shape}"
+            )
+        kind = "relu" if type(following) is ReLU else "leaky_relu"
+        slope = getattr(following, "negative_slope", 0.0)
+        out, linear_cache, activation_cache = F.linear_activation_forward(
+            x, self.weight.data, self.bias.data, kind, slope)
+        self._save(linear_cache, out)
+        following._save(activation_cache, out)
+        return out
+
+    def backward_fused(self, grad_output: np.ndarray, following: Module, *, input_grad: bool = True):
+        """``self.backward(following.backward(grad_output))`` with the activation's backward and
+        the bias gradient in one pass."""
+        activation_cache = following._take(grad_output)
+        cache = self._take(grad_output)  # the pre-activation has the output's shape and dtype
+        kind = "relu" if type(following) is ReLU else "leaky_relu"
+        grad_pre = F.activation_backward_bias(grad_output, activation_cache, kind, self.bias.grad)
+        return F.linear_backward_accumulate(grad_pre, cache, self.weight.grad, None, input_grad)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

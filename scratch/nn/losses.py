@@ -43,6 +43,10 @@ class _Loss:
 
     def backward(self, grad_output=1.0) -> np.ndarray:
         """dL/d(input), scaled by ``grad_output`` (a float, or an array for ``"none"``)."""
+        self._check_upstream(grad_output)
+        return type(self)._backward(grad_output, self._cache)
+
+    def _check_upstream(self, grad_output) -> None:
         owner = type(self).__name__
         if self._cache is None:
             raise RuntimeError(f"{owner}.backward called before the loss was computed")
@@ -55,7 +59,6 @@ class _Loss:
                 )
         elif np.ndim(grad_output) != 0:
             raise ValueError(f"{owner}.backward: grad_output of a reduced loss must be a scalar")
-        return type(self)._backward(grad_output, self._cache)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reduction={self.reduction!r})"
@@ -74,6 +77,27 @@ class BCELoss(_Loss):
                 f"BCELoss: input must be probabilities in [0, 1], got values in "
                 f"[{np.nanmin(input):.4g}, {np.nanmax(input):.4g}]; for logits use BCEWithLogitsLoss"
             )
+
+
+    def backward_through_sigmoid(self, sigmoid, grad_output=1.0) -> np.ndarray:
+        """dL/d(logits) where this loss's input was the output of ``sigmoid`` (an ``nn.Sigmoid``).
+
+        The BCE's backward and the Sigmoid's in one pass (``F.sigmoid_bce_backward``), giving the
+        same numbers as ``sigmoid.backward(self.backward(grad_output))``; falls back to exactly
+        that when the loss's input is not the sigmoid's cached output (the same memory).
+        """
+        self._check_upstream(grad_output)
+        probabilities = self._cache[0]
+        output = sigmoid._cache
+        if not (isinstance(output, np.ndarray) and output.size == probabilities.size
+                and output.dtype == probabilities.dtype and output.flags.c_contiguous
+                and _address(output) == _address(probabilities)):
+            return sigmoid.backward(self.backward(grad_output).reshape(sigmoid._output_shape))
+        return F.sigmoid_bce_backward(grad_output, self._cache).reshape(output.shape)
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
 
 
 class BCEWithLogitsLoss(_Loss):

@@ -50,8 +50,42 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def flat_layout(parameters) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(data, grad)``: 1-D arrays whose consecutive slices are exactly the parameters' ``.data``
+    and ``.grad``, in order, when they are (``Module.flatten_parameters``); otherwise None."""
+    parameters = list(parameters)
+    if not parameters:
+        return None
+    flats = []
+    for attribute in ("data", "grad"):
+        arrays = [getattr(p, attribute) for p in parameters]
+        base = arrays[0].base
+        if not (isinstance(base, np.ndarray) and base.ndim == 1 and base.flags.c_contiguous):
+            return None
+        itemsize = base.itemsize
+        start = (_address(arrays[0]) - _address(base)) // itemsize
+        position = start
+        for array in arrays:
+            if (array.base is not base or array.dtype != base.dtype or not array.flags.c_contiguous
+                    or _address(array) != _address(base) + position * itemsize):
+                return None
+            position += array.size
+        flats.append(base[start:position])
+    return flats[0], flats[1]
+
+
 class Module:
-    """Base class: registers parameters and sub-modules in assignment order, like torch."""
+    """Base class: registers parameters and sub-modules in assignment order, like torch.
+
+    A module whose ``backward`` accepts ``input_grad=False`` (skip computing dL/dx: nothing
+    upstream needs it, as for the first layer of a model) sets ``takes_input_grad = True``.
+    """
+
+    takes_input_grad = False
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -86,6 +120,11 @@ class Module:
     def __call__(self, *inputs, **kwargs):
         return self.forward(*inputs, **kwargs)
 
+    def fuses_with(self, following: "Module") -> bool:
+        """Whether a ``Sequential`` may run this module and the next one as one fused pair
+        (``forward_fused``/``backward_fused``: the same numbers in fewer passes). Default: no."""
+        return False
+
     # -- parameters -----------------------------------------------------------------------
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
         yield prefix, self
@@ -114,6 +153,35 @@ class Module:
     def zero_grad(self) -> None:
         for parameter in self.parameters():
             parameter.zero_grad()
+
+    def flatten_parameters(self) -> "Module":
+        """Move every parameter's ``.data`` and ``.grad`` into one contiguous buffer each.
+
+        Values and shapes are unchanged; each ``.data``/``.grad`` becomes a view of a flat array,
+        in ``named_parameters`` order, so an optimizer updates the whole model in one kernel
+        call (``scratch.optim.Adam`` does so whenever ``flat_layout`` finds this layout). Arrays
+        held from before (a layer's forward cache) keep their old values and stay valid.
+        Returns the module. All parameters must share one dtype.
+        """
+        parameters = self.parameters()
+        if not parameters:
+            return self
+        dtypes = {p.dtype for p in parameters}
+        if len(dtypes) != 1:
+            raise ValueError(f"{type(self).__name__}.flatten_parameters: parameters have several dtypes "
+                             f"{sorted(d.name for d in dtypes)}; cast them to one first")
+        total = sum(p.size for p in parameters)
+        data = np.empty(total, dtype=parameters[0].dtype)
+        grad = np.empty(total, dtype=parameters[0].dtype)
+        start = 0
+        for parameter in parameters:
+            stop = start + parameter.size
+            data[start:stop] = parameter.data.reshape(-1)
+            grad[start:stop] = parameter.grad.reshape(-1)
+            parameter.data = data[start:stop].reshape(parameter.shape)
+            parameter.grad = grad[start:stop].reshape(parameter.shape)
+            start = stop
+        return self
 
     def train(self, mode: bool = True) -> "Module":
         for _, module in self.named_modules():
@@ -203,12 +271,48 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for module in self._modules.values():
-            x = module(x)
+        """Run the children in order; a pair that fuses (Linear then ReLU) runs as one."""
+        modules = list(self._modules.values())
+        index = 0
+        while index < len(modules):
+            module = modules[index]
+            if index + 1 < len(modules) and module.fuses_with(modules[index + 1]):
+                x = module.forward_fused(x, modules[index + 1])
+                index += 2
+            else:
+                x = module(x)
+                index += 1
         return x
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        """Back-propagate through the children in reverse order; returns dL/d(input)."""
-        for module in reversed(self._modules.values()):
-            grad_output = module.backward(grad_output)
-        return grad_output
+    takes_input_grad = True
+
+    def backward(self, grad_output: np.ndarray, *, input_grad: bool = True, start: int | None = None):
+        """Back-propagate through the children in reverse order; returns dL/d(input).
+
+        ``input_grad=False``: dL/d(input) is not needed, so the children before the first one
+        with parameters are skipped and that one computes no input gradient; returns None.
+        ``start``: the index of the child the gradient enters at (default the last), for a caller
+        that has already folded the later children's backward into ``grad_output`` (a Sigmoid
+        fused with its loss). Fused pairs back-propagate as one, as in ``forward``.
+        """
+        modules = list(self._modules.values())
+        index = len(modules) - 1 if start is None else int(start)
+        if not -1 <= index < len(modules):
+            raise ValueError(f"Sequential.backward: start {start} out of range for {len(modules)} modules")
+        first = 0
+        if not input_grad:
+            with_parameters = [i for i, module in enumerate(modules) if module.parameters()]
+            first = with_parameters[0] if with_parameters else len(modules)
+        while index >= first:
+            module = modules[index]
+            fused = index >= 1 and index - 1 >= first and modules[index - 1].fuses_with(module)
+            owner = modules[index - 1] if fused else module
+            skip_input = not input_grad and index - (1 if fused else 0) == first
+            options = {"input_grad": False} if skip_input and owner.takes_input_grad else {}
+            if fused:
+                grad_output = owner.backward_fused(grad_output, module, **options)
+                index -= 2
+            else:
+                grad_output = module.backward(grad_output, **options)
+                index -= 1
+        return grad_output if input_grad else None
