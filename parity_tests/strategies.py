@@ -56,6 +56,8 @@ def unflatten_cases(draw):
 
 
 negative_slopes = st.sampled_from([0.01, 0.2, 1.5, -0.3, 0.0])
+non_negative_slopes = st.sampled_from([0.01, 0.2, 1.5, 0.0])  # where the output has the input's sign
+rows = st.integers(min_value=1, max_value=40)  # a batch's rows, for the fused Linear kernels
 
 
 def away_from_zero(rng: np.random.Generator, shape, margin: float = 0.05) -> np.ndarray:

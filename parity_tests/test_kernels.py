@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from parity_tests import strategies as S
 from parity_tests.tolerances import activation_backward_terms, assert_close, loss_forward_terms
 from scratch.kernels import elementwise as E
+from scratch.kernels import linear as K
 from scratch.kernels import losses as L
 
 
@@ -125,3 +126,67 @@ def test_reparameterize_kernels(n, dtype, seed):
     expected_mean, expected_logvar = E.reparameterize_backward_reference(grad_z, eps, std)
     np.testing.assert_array_equal(grad_mean, expected_mean)
     assert_close(grad_logvar, expected_logvar, "kernel", dtype, "reparameterize dlogvar", scale=np.abs(expected_logvar))
+
+
+@given(dtype=S.dtypes, seed=S.seeds, per_element=st.booleans(), n=st.integers(1, 300))
+def test_sigmoid_bce_backward_kernel(dtype, seed, per_element, n):
+    """The fused BCE-then-Sigmoid backward against the two references composed, saturated p included."""
+    rng = np.random.default_rng(seed)
+    p, y = _loss_inputs("bce", rng, n, dtype)
+    grad_output = (rng.standard_normal(n) if per_element else rng.standard_normal(1)).astype(dtype)
+    grad_logits = np.empty_like(p)
+    L.sigmoid_bce_backward(grad_output, p, y, grad_logits)
+    expected = L.sigmoid_bce_backward_reference(grad_output, p, y)
+    terms = _backward_terms("bce", np.broadcast_to(grad_output, p.shape), p, y) * np.maximum(p * (1 - p), 1e-12)
+    assert_close(grad_logits, expected, "kernel", dtype, "sigmoid_bce_backward", scale=terms)
+    assert np.all(grad_logits[(p == 0) | (p == 1)] == 0), "a saturated output passes no gradient, as in torch"
+
+
+def _rows_features(rng, rows, features, dtype, zeros=True):
+    a = rng.standard_normal((rows, features)).astype(dtype)
+    if zeros:
+        a[rng.random(a.shape) < 0.1] = 0  # exact zeros: the kink convention must agree too
+    return a
+
+
+@given(rows=S.rows, features=S.features, dtype=S.dtypes, seed=S.seeds, slope=S.non_negative_slopes,
+       activation=st.sampled_from(["relu", "leaky_relu"]))
+def test_bias_activation_kernels(rows, features, dtype, seed, slope, activation):
+    """Fused bias + activation, forward in place and backward with the bias gradient's sum."""
+    rng = np.random.default_rng(seed)
+    y = _rows_features(rng, rows, features, dtype)
+    bias = rng.standard_normal(features).astype(dtype)
+    bias[rng.random(features) < 0.2] = 0
+    slope = np.dtype(dtype).type(slope)
+    out = y.copy()
+    if activation == "relu":
+        K.bias_relu_forward(out, bias)
+        expected = K.bias_relu_forward_reference(y, bias)
+    else:
+        K.bias_leaky_relu_forward(out, bias, slope)
+        expected = K.bias_leaky_relu_forward_reference(y, bias, slope)
+    assert_close(out, expected, "kernel", dtype, f"bias_{activation}_forward")
+    grad_output = rng.standard_normal(out.shape).astype(dtype)
+    grad_bias = rng.standard_normal(features).astype(dtype)  # accumulated into, not overwritten
+    grad_input = np.empty_like(out)
+    if activation == "relu":
+        expected_input, expected_bias = K.relu_backward_bias_reference(grad_output, out, grad_bias)
+        K.relu_backward_bias(grad_output, out, grad_input, grad_bias)
+    else:
+        expected_input, expected_bias = K.leaky_relu_backward_bias_reference(grad_output, out, slope, grad_bias)
+        K.leaky_relu_backward_bias(grad_output, out, slope, grad_input, grad_bias)
+    np.testing.assert_array_equal(grad_input, expected_input)
+    terms = np.abs(expected_bias) + np.abs(grad_output).sum(axis=0)
+    assert_close(grad_bias, expected_bias, "kernel", dtype, f"{activation}_backward_bias", scale=terms)
+
+
+@given(rows=st.integers(1, 6), inputs=S.features, outputs=S.features, dtype=S.dtypes, seed=S.seeds)
+def test_accumulate_outer_products_kernel(rows, inputs, outputs, dtype, seed):
+    rng = np.random.default_rng(seed)
+    grad_output = rng.standard_normal((rows, outputs)).astype(dtype)
+    x = rng.standard_normal((rows, inputs)).astype(dtype)
+    grad_weight = rng.standard_normal((outputs, inputs)).astype(dtype)
+    expected = K.accumulate_outer_products_reference(grad_output, x, grad_weight)
+    K.accumulate_outer_products(grad_output, x, grad_weight)
+    terms = np.abs(expected) + np.abs(grad_output).T @ np.abs(x)
+    assert_close(grad_weight, expected, "kernel", dtype, "accumulate_outer_products", scale=terms)

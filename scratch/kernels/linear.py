@@ -12,8 +12,9 @@ element-wise work around them in one pass each instead of two or three:
 Conventions: 2-D C-contiguous arrays (M rows of a batch, O or I features), one float dtype,
 every scalar in that dtype, outputs preallocated by the caller. Loop nest: rows m outside,
 features innermost and contiguous, which LLVM vectorizes; the bias sums run over m in order
-into a row of partial sums, the order NumPy's ``sum(axis=0)`` uses, so the fused and unfused
-paths agree bit for bit. The LeakyReLU kernels test the *output*'s sign: for slope > 0 it has
+into a row of partial sums, the order NumPy's ``sum(axis=0)`` uses for two or more columns (a
+single column it sums pairwise), so the fused and unfused paths agree bit for bit except in
+the bias gradient of a one-unit layer, which agrees to rounding. The LeakyReLU kernels test the *output*'s sign: for slope > 0 it has
 the input's sign. Serial on purpose (see ``scratch.kernels.elementwise``); cached on disk.
 """
 
