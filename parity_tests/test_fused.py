@@ -198,3 +198,29 @@ def test_flat_adam_falls_back_when_a_parameter_is_rebound():
     assert optimizer._flat_cache[0][1] is None
     assert not np.array_equal(parameter.data, before), "the rebound parameter was updated"
     assert optimizer.state[id(parameter)]["step"] == 3.0
+
+
+def test_workspaces_never_change_a_returned_or_cached_array():
+    """Reused temporaries stay inside their call: earlier results are untouched by later calls."""
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((2, 6, 5)).astype(np.float32)
+    sigmoid = nn.Sigmoid()
+    first = sigmoid(x1)
+    kept = first.copy()
+    sigmoid(x2)
+    np.testing.assert_array_equal(first, kept)
+    per_element = nn.BCELoss(reduction="none")
+    target = (rng.random((6, 5)) < 0.5).astype(np.float32)
+    terms = per_element(kept, target)
+    kept_terms = terms.copy()
+    per_element(sigmoid(x1), target)
+    np.testing.assert_array_equal(terms, kept_terms)
+    mean = nn.BCELoss()
+    assert mean(kept, target) == pytest.approx(float(np.mean(kept_terms)), rel=1e-6)
+    linear = nn.Linear(5, 3, rng=rng)
+    x, grad = rng.standard_normal((2, 40, 5)).astype(np.float32), rng.standard_normal((40, 3)).astype(np.float32)
+    linear(x[0])
+    linear.backward(grad)
+    once = linear.weight.grad.copy()
+    linear.backward(grad)  # the same product again, through the same workspace: accumulates
+    np.testing.assert_array_equal(linear.weight.grad, once + once)

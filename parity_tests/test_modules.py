@@ -132,3 +132,9 @@ def test_reassigning_a_submodule_keeps_its_place_like_torch():
     setattr(model, "1", nn.Tanh())
     assert [type(m).__name__ for m in model] == ["Linear", "Tanh", "Linear"]
     assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+@pytest.mark.parametrize("bad", [[0.5, np.nan], [1.5, 0.2], [-0.1, 0.3]])
+def test_bce_refuses_what_is_not_a_probability(bad):
+    with pytest.raises(ValueError, match=r"BCELoss: input must be probabilities in \[0, 1\]"):
+        nn.BCELoss()(np.array(bad, np.float32), np.array([0, 1], np.float32))

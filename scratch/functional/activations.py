@@ -50,9 +50,16 @@ def leaky_relu_backward(grad_output, cache):
     return grad_input
 
 
-def sigmoid_forward(x):
-    """out = σ(x) = 1 / (1 + e^{-x}), overflow-free for any x."""
-    exp_neg_abs = np.exp(-np.abs(x))  # (*), every exponent <= 0
+def sigmoid_forward(x, workspace=None):
+    """out = σ(x) = 1 / (1 + e^{-x}), overflow-free for any x.
+
+    ``workspace`` (a ``scratch._workspace.Workspace``): where e^{-|x|} is computed, reused from
+    call to call; it never leaves this function.
+    """
+    exp_neg_abs = np.empty(x.shape, x.dtype) if workspace is None else workspace.get("exp_neg_abs", x.shape, x.dtype)
+    np.abs(x, out=exp_neg_abs)  # (*); then in place: every exponent <= 0
+    np.negative(exp_neg_abs, out=exp_neg_abs)
+    np.exp(exp_neg_abs, out=exp_neg_abs)
     out = _apply(kernels.sigmoid_forward, x, exp_neg_abs)
     return out, out
 

@@ -49,12 +49,23 @@ def _binary_loss_backward(kernel, grad_output, cache):
     return grad_input
 
 
-def bce_forward(probabilities, target, reduction="mean"):
-    """ℓ = -(y log p + (1 - y) log(1 - p)), each log clamped at -100; p, y: (*)."""
+def bce_forward(probabilities, target, reduction="mean", workspace=None):
+    """ℓ = -(y log p + (1 - y) log(1 - p)), each log clamped at -100; p, y: (*).
+
+    ``workspace`` (a ``scratch._workspace.Workspace``): where log p, log(1 - p) and, for a
+    reduced loss, the per-element terms are computed, reused from call to call.
+    """
     p = np.ascontiguousarray(probabilities)
+
+    def temporary(name):
+        return np.empty(p.shape, p.dtype) if workspace is None else workspace.get(name, p.shape, p.dtype)
+
+    log_p, log_1mp = temporary("log_p"), temporary("log_1mp")
     with np.errstate(divide="ignore"):  # log(0) = -inf, clamped to -100 in the kernel
-        log_p, log_1mp = np.log(p), np.log1p(-p)
-    elementwise = np.empty(p.shape, dtype=p.dtype)
+        np.log(p, out=log_p)
+        np.negative(p, out=log_1mp)
+        np.log1p(log_1mp, out=log_1mp)
+    elementwise = np.empty(p.shape, dtype=p.dtype) if reduction == "none" else temporary("terms")
     kernels.bce_forward(p.reshape(-1), _flat(target), log_p.reshape(-1), log_1mp.reshape(-1), elementwise.reshape(-1))
     return _reduce(elementwise, reduction), (p, np.ascontiguousarray(target), reduction)
 

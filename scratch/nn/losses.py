@@ -10,6 +10,7 @@ import numpy as np
 
 from scratch import functional as F
 from scratch._validate import check_array, check_reduction, check_same_shape
+from scratch._workspace import Workspace
 
 
 class _Loss:
@@ -32,12 +33,15 @@ class _Loss:
         if input.size == 0:
             raise ValueError(f"{owner}: input is empty (shape {input.shape})")
 
+    def _arguments(self) -> tuple:
+        return ()
+
     def __call__(self, input: np.ndarray, target: np.ndarray):
         return self.forward(input, target)
 
     def forward(self, input: np.ndarray, target: np.ndarray):
         self._check_inputs(input, target)
-        loss, self._cache = type(self)._forward(input, target, self.reduction)
+        loss, self._cache = type(self)._forward(input, target, self.reduction, *self._arguments())
         self._shape = input.shape
         return loss if self.reduction == "none" else float(loss)
 
@@ -70,9 +74,16 @@ class BCELoss(_Loss):
     _forward = staticmethod(F.bce_forward)
     _backward = staticmethod(F.bce_backward)
 
+    def __init__(self, reduction: str = "mean"):
+        super().__init__(reduction)
+        self._workspace = Workspace()
+
+    def _arguments(self) -> tuple:
+        return (self._workspace,)
+
     def _check_inputs(self, input, target):
         super()._check_inputs(input, target)
-        if not (np.all(input >= 0) and np.all(input <= 1)):  # also catches NaN
+        if not (input.min() >= 0 and input.max() <= 1):  # a NaN makes min/max NaN, so it fails too
             raise ValueError(
                 f"BCELoss: input must be probabilities in [0, 1], got values in "
                 f"[{np.nanmin(input):.4g}, {np.nanmax(input):.4g}]; for logits use BCEWithLogitsLoss"
