@@ -1,7 +1,7 @@
 """Convolution benchmark: the conv-ae's layers and training step, scratch against torch.
 
-    python -m benchmarks.conv [--batch-sizes 1,32,128,512] [--repeats 30] [--threads 2]
-                              [--warmup 5] [--out benchmarks/results] [--default-malloc]
+    python -m benchmarks.conv [--batch-sizes 1,32,128,512] [--repeats 10] [--threads N]
+                              [--settle-ms 150] [--out benchmarks/results] [--default-malloc] [--quick]
 
 Cases, per batch size B, all float32 (rules: ``benchmarks.harness``):
 
@@ -10,16 +10,17 @@ Cases, per batch size B, all float32 (rules: ``benchmarks.harness``):
   scratch ``y = layer(x); layer.backward(g)``; torch ``y = layer(x); y.backward(g)`` with ``x``
   requiring grad (both sides compute dL/dx, dL/dw, dL/db). The torch layer holds the scratch
   layer's weights; both layers' gradients are zeroed at the start of every repetition (torch's
-  default ``zero_grad``, to None), so they do not grow.
+  default ``zero_grad``, to None), so they do not grow. FLOPs (``benchmarks.flops``): forward,
+  dW and dx, three times the forward's; max-pooling is memory-bound (GB/s).
 - the whole training step of the model: zero_grad, BCE loss of the reconstruction on a binary
   batch, backward, Adam step (scratch ``optim.Adam`` against ``torch.optim.Adam``, both lr 1e-3,
-  weight_decay 1e-5), from the same initial weights.
+  weight_decay 1e-5), from the same initial weights (``benchmarks.models.training_step_case``).
 
 Inputs are fixed: random binary images (pixels on with probability 0.13, about MNIST's share of
 ink) from ``np.random.default_rng(0)``, and upstream gradients from the same generator. Writes
-``conv.json`` (environment, every sample) and ``conv.md`` to ``--out``, prints a table per batch
-size and a one-line verdict at batch 128: is each conv layer's forward+backward, and the whole
-training step, no slower than torch (ratio <= 1.0)?
+``conv.json`` (environment, every sample), ``conv.md`` and ``conv.png`` to ``--out``, prints a
+table per batch size and a one-line verdict at batch 128: is each conv layer's
+forward+backward, and the whole training step, no slower than torch (ratio <= 1.0)?
 
 Two things this benchmark found and handles (details in ``benchmarks.harness``):
 
@@ -39,17 +40,15 @@ Two things this benchmark found and handles (details in ``benchmarks.harness``):
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.harness import (Case, check_against_torch, environment, format_table, markdown_table, measure,
-                                pin_malloc, write_json)
+from benchmarks import flops as flop_count
+from benchmarks.harness import Case, check_against_torch, format_table, measure, pin_malloc
+from benchmarks.report import check_notes
 from scratch import models as scratch_models
-from scratch._arguments import non_negative_int, positive_int, positive_int_list
 from scratch.nn import Conv2d, ConvTranspose2d, MaxPool2d
 from torch_impl import models as torch_models
 
@@ -57,8 +56,6 @@ DTYPE = np.float32
 IMAGE_SHAPE = (1, 28, 28)
 INK = 0.13  # share of pixels on in a binarized MNIST digit, roughly
 VERDICT_BATCH = 128
-DEFAULT_BATCH_SIZES = (1, 32, 128, 512)
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 TRAINING_STEP = "conv-ae training step (Adam)"
 
 
@@ -94,10 +91,13 @@ def twin_models(seed: int = 0):
 def layer_case(path: str, layer, twin, x: np.ndarray, rng: np.random.Generator, batch_size: int) -> Case:
     """Forward + backward of scratch ``layer`` against torch ``twin`` on input ``x``; ``rng`` draws
     the upstream gradient. The twin should hold the layer's weights (``check()`` fails otherwise)."""
-    y = layer(x)
+    # the output's shape from the torch twin: no scratch kernel runs before the harness's
+    # separately timed first call, which is then the one that compiles
+    with torch.no_grad():
+        y = twin(torch.from_numpy(x.copy())).numpy()
     g = rng.standard_normal(y.shape).astype(DTYPE)
     tx = torch.from_numpy(x.copy()).requires_grad_(True)
-    tg = torch.from_numpy(g)
+    tg = torch.from_numpy(g.copy())  # a scratch backward that wrote into g would then show in check()
 
     def scratch_step():
         layer.zero_grad()
@@ -114,7 +114,12 @@ def layer_case(path: str, layer, twin, x: np.ndarray, rng: np.random.Generator, 
     name = f"{layer_label(layer)} on {'x'.join(map(str, x.shape[1:]))}"
     meta = {"batch_size": batch_size, "kind": "layer", "layer": path, "layer_type": type(layer).__name__,
             "input_shape": list(x.shape), "output_shape": list(y.shape), "dtype": np.dtype(DTYPE).name,
-            "work": "forward+backward"}
+            "work": "forward+backward",
+            # forward, dW and dx; max-pooling counts none (memory-bound): it reads x and dy once
+            # and writes y and dx once
+            "flops": flop_count.forward_flops(layer, x.shape) + flop_count.backward_flops(layer, x.shape)}
+    if not meta["flops"]:
+        meta["bytes"] = 2 * (x.nbytes + y.nbytes)
 
     def check():
         out, grad_input = scratch_step()
@@ -128,24 +133,37 @@ def layer_case(path: str, layer, twin, x: np.ndarray, rng: np.random.Generator, 
     return Case(name, scratch_step, torch_step, check, meta)
 
 
+def model_layers(batch_size: int, seed: int = 0, kinds=(Conv2d, ConvTranspose2d, MaxPool2d)):
+    """``([(path, scratch layer, torch layer, input), ...], rng)``: each layer of the conv-ae of one
+    of ``kinds``, with the input it sees when the model runs on a fixed binary batch, and the
+    generator that drew the batch (for drawing upstream gradients next).
+
+    The inputs are recorded by running the torch twin (same weights): no scratch kernel runs
+    here, so the harness's first scratch call of each case is the one that compiles.
+    """
+    rng = np.random.default_rng(seed)
+    model, twin = twin_models(seed)
+    h = torch.from_numpy(binary_images(batch_size, rng))
+    layers = []
+    with torch.no_grad():
+        for prefix in ("encoder", "decoder"):
+            sequence, twin_sequence = getattr(model, prefix), getattr(twin, prefix)
+            for index, layer in enumerate(sequence):
+                if isinstance(layer, kinds):
+                    layers.append((f"{prefix}.{index}", layer, twin_sequence[index], h.numpy().copy()))
+                h = twin_sequence[index](h)
+    return layers, rng
+
+
 def layer_cases(batch_size: int, seed: int = 0, only=None) -> list[Case]:
     """One case per conv and pooling layer of the conv-ae, each on the input it sees in the model.
 
     The model runs once on a fixed binary batch; each layer's case times that layer alone on its
     recorded input. ``only``: a collection of layer paths (``"encoder.0"``...) to keep.
     """
-    rng = np.random.default_rng(seed)
-    model, twin = twin_models(seed)
-    h = binary_images(batch_size, rng)
-    cases = []
-    for prefix in ("encoder", "decoder"):
-        sequence, twin_sequence = getattr(model, prefix), getattr(twin, prefix)
-        for index, layer in enumerate(sequence):
-            path = f"{prefix}.{index}"
-            if isinstance(layer, (Conv2d, ConvTranspose2d, MaxPool2d)) and (only is None or path in only):
-                cases.append(layer_case(path, layer, twin_sequence[index], h, rng, batch_size))
-            h = layer(h)
-    return cases
+    layers, rng = model_layers(batch_size, seed)
+    return [layer_case(path, layer, twin, x, rng, batch_size)
+            for path, layer, twin, x in layers if only is None or path in only]
 
 
 def training_case(batch_size: int, seed: int = 0) -> Case:
@@ -180,100 +198,48 @@ def verdict(results: list[dict], batch_size: int = VERDICT_BATCH) -> dict | None
     return {"batch_size": batch_size, "all_no_slower": every, "cases": entries, "line": line}
 
 
-PAGE_FAULT_NOTE = 10  # per call; a few are normal (a new page of the heap now and then)
+def run(args) -> int:
+    from benchmarks import plots, report
+    from benchmarks.peak import peak_for
 
-
-def check_notes(results: list[dict]) -> list[str]:
-    """A line per case whose outputs had to be settled by the torch float64 referee, and per case
-    where a side page-faulted more than PAGE_FAULT_NOTE times per call."""
-    notes = []
-    for r in results:
-        if r.get("check") == "torch float64 referee":
-            notes.append(f"note: {r['name']} checked against torch float64: {r['check_note']}")
-        for side in ("scratch", "torch"):
-            if r[f"{side}_page_faults_per_call"] > PAGE_FAULT_NOTE:
-                notes.append(f"note: {r['name']}: {side} page-faulted {r[f'{side}_page_faults_per_call']:.0f} "
-                             f"times per call")
-    return notes
-
-
-def markdown_report(results: list[dict], env: dict, args, verdict_entry: dict | None) -> str:
-    threads = env["threads"]
-    lines = [
-        "# Convolution benchmark: scratch (NumPy/Numba) vs torch",
-        "",
-        f"`python -m benchmarks.conv --batch-sizes {','.join(map(str, args.batch_sizes))} --repeats {args.repeats} "
-        f"--warmup {args.warmup} --threads {args.threads}`, {env['date']}.",
-        "",
-        f"CPU {env['cpu']} ({env['cpu_count']} cores); Python {env['python']}, NumPy {env['numpy']}, "
-        f"Numba {env['numba']} (threading layer {env['numba_threading_layer']}), torch {env['torch']}; "
-        f"threads: numba {threads.get('numba')}, torch {threads.get('torch')}, blas {threads.get('blas')}; "
-        f"malloc: {env['malloc']}.",
-        "",
-        "Median over interleaved repetitions (scratch, torch, scratch, ...) in ms, interquartile range in "
-        "brackets; ratio = scratch median / torch median (< 1: scratch faster). compile ms: the first scratch "
-        "call of the case, timed alone (Numba compile or cache load on a kernel's first use in the process, "
-        "plus one call). Every case's outputs and gradients were checked equal to torch's "
-        "(rtol 2e-4, atol 2e-4·max|torch|) before it was timed; where torch float32 itself strays (a "
-        "pre-activation within rounding of a ReLU kink flips a max-pool's choice), against torch float64 "
-        "under the same tolerance, as noted under the table. Layer cases: forward + backward of one layer "
-        "on the input it sees in the model; training step: zero_grad, BCE loss, backward, Adam "
-        "(lr 1e-3, weight_decay 1e-5). float32.",
-    ]
-    for batch_size in args.batch_sizes:
-        chosen = [r for r in results if r["batch_size"] == batch_size]
-        lines += ["", f"## Batch {batch_size}", "", markdown_table(chosen)]
-        notes = check_notes(chosen)
-        if notes:
-            lines += [""] + [f"- {note}" for note in notes]
-    if verdict_entry is not None:
-        lines += ["", "## Verdict", "", verdict_entry["line"]]
-    return "\n".join(lines) + "\n"
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.conv",
-        description="Time forward+backward of the conv-ae's conv and pooling layers, and its whole training "
-                    "step, scratch (NumPy/Numba) against torch, float32; outputs are checked equal first.")
-    parser.add_argument("--batch-sizes", type=positive_int_list, default=list(DEFAULT_BATCH_SIZES),
-                        help="comma-separated batch sizes (default 1,32,128,512)")
-    parser.add_argument("--repeats", type=positive_int, default=30, help="timed repetitions per side (default 30)")
-    parser.add_argument("--warmup", type=non_negative_int, default=5, help="untimed warm-up calls per side (default 5)")
-    parser.add_argument("--threads", type=positive_int, default=2,
-                        help="thread count for Numba, torch and BLAS alike (default 2)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="folder for conv.json and conv.md (default benchmarks/results)")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc malloc's adaptive mmap/trim thresholds alone (by default they are "
-                             "pinned, so that whether a call page-faults does not depend on the process's history)")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
     malloc = None if args.default_malloc else pin_malloc()
+    peak = peak_for(args)
     results = []
     for batch_size in args.batch_sizes:
-        batch_results = measure(cases_for(batch_size), repeats=args.repeats, warmup=args.warmup, threads=args.threads)
+        batch_results = measure(cases_for(batch_size), repeats=args.repeats, warmup=args.warmup,
+                                threads=args.threads, settle_ms=args.settle_ms, block_ms=args.block_ms,
+                                peak_gflops=peak["peak_gflops"])
         results += batch_results
-        threads = batch_results[0]["threads"]
-        print(f"\nbatch {batch_size}, float32, {args.repeats} interleaved repetitions after {args.warmup} warm-up, "
-              f"threads {threads}; medians in ms (IQR)", flush=True)
+        print(f"\nbatch {batch_size}, float32, threads {batch_results[0]['threads']}; medians in ms (IQR)",
+              flush=True)
         print(format_table(batch_results), flush=True)
         for note in check_notes(batch_results):
             print(note, flush=True)
-    env = environment(results[0]["threads"], malloc)
     verdict_entry = verdict(results)
     print()
     print(verdict_entry["line"] if verdict_entry else f"verdict: batch {VERDICT_BATCH} was not measured")
-    arguments = {"batch_sizes": args.batch_sizes, "repeats": args.repeats, "warmup": args.warmup,
-                 "threads": args.threads}
-    json_path = write_json(args.out / "conv.json", results, env, arguments=arguments, verdict=verdict_entry)
-    markdown_path = args.out / "conv.md"
-    markdown_path.write_text(markdown_report(results, env, args, verdict_entry), encoding="utf-8")
-    print(f"wrote {json_path} and {markdown_path}")
+    env = report.environment_for(args, peak, malloc)
+    markdown = report.header("Convolution benchmark: scratch (NumPy/Numba) vs torch", args, env)
+    markdown += ["", "Layer cases: forward + backward of one layer on the input it sees in the model (dx, dW, db "
+                     "on both sides); training step: zero_grad, BCE loss, backward, Adam (lr 1e-3, "
+                     "weight_decay 1e-5). float32. Where torch float32 itself strays (a pre-activation within "
+                     "rounding of a ReLU kink flips a max-pool's choice), the training step is checked against "
+                     "torch float64 under the same tolerance, as noted under the table."]
+    markdown += ["", "![scratch / torch](conv.png)"]
+    markdown += report.grouped_tables(results, "batch_size", "Batch {}")
+    if verdict_entry is not None:
+        markdown += ["", "## Verdict", "", verdict_entry["line"]]
+    figure = plots.ratio_figure(results, "conv-ae layers (forward+backward) and training step: scratch / torch")
+    paths = report.write_suite(args.out, "conv", results, env, args, markdown, {"conv": figure},
+                               verdict=verdict_entry)
+    print(f"wrote {', '.join(map(str, paths))}")
     return 0
+
+
+def main(argv=None) -> int:
+    from benchmarks.options import main_for
+
+    return main_for("conv", argv)
 
 
 if __name__ == "__main__":

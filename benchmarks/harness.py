@@ -1,39 +1,69 @@
-"""A small harness that times scratch against torch fairly, and only once both agree.
+"""The timing harness: scratch against torch, fairly, and only while both agree.
 
 Rules (``measure``):
 
-1. Same process, same thread count: ``scratch.compare.thread_counts(threads)`` pins Numba, torch
-   and the BLAS to one count, called once per ``measure``; the counts are recorded.
-2. Nothing is timed before it is checked: every case's ``check()`` runs both sides once and
+1. **Same process, same thread count.** ``scratch.compare.thread_counts(threads)`` pins Numba,
+   torch and the BLAS (through threadpoolctl) to one count, once per ``measure``; the counts
+   are recorded in every result. torch's ``Timer`` is told the same count, so it does not
+   switch torch to its own default of one thread while timing.
+2. **Nothing is timed before it is checked.** Every case's ``check()`` runs both sides and
    asserts that the scratch outputs and gradients equal torch's (``assert_matches``: rtol 2e-4,
    atol 2e-4·max|torch| in float32; ``check_against_torch`` adds a torch float64 referee for
-   compositions where torch float32 itself strays, see there). A case that fails raises
-   ``CheckFailed`` before any case's warm-up or repetition runs: a benchmark of wrong code is
-   worthless.
-3. JIT compile time is reported apart: the very first scratch call of each case is timed alone
-   (``compile_ms``: Numba's compile, or its load from the on-disk cache, plus one unit of work;
-   only the first case to use a kernel in a process pays for it, later cases show about one
-   ordinary call). It is the one call made before ``check()``, so that nothing else has
-   compiled the kernels first; no torch call is timed before the check.
-4. Then ``warmup`` calls of each side, interleaved, untimed.
-5. Then ``repeats`` repetitions, INTERLEAVED (scratch, torch, scratch, torch, ...), so that drift
-   in the machine's speed (other processes, frequency, thermal) hits both sides alike. Each call
-   is timed with ``time.perf_counter_ns``; the garbage collector is collected before and
-   disabled during the repetitions (as ``timeit`` does), for both sides alike. Minor page
-   faults per call are counted for each side (outside the timed windows), as a diagnostic.
-6. Reported per side: median and interquartile range (q3 - q1) in milliseconds; and the ratio
-   scratch/torch of the medians (< 1: scratch faster).
+   compositions where torch float32 itself strays). A case that fails raises ``CheckFailed``
+   before any case's warm-up or timed block runs: a benchmark of wrong code is worthless.
+3. **JIT compile time is reported apart.** The very first scratch call of each case is timed
+   alone (``compile_ms``: Numba's compile, or its load from the on-disk cache, plus one unit of
+   work; only the first case to use a kernel in a process pays it). It is the one call made
+   before ``check()``, so that nothing else has compiled the kernels first.
+4. **Warm-up, untimed**: ``max(warmup, 1)`` calls of each side, each side after a settle pause
+   (rule 5); the fastest of them sizes the blocks: ``k = ceil(block_ms / fastest call)`` calls
+   (at least 1), chosen per side, so that every timed block lasts at least ``block_ms``
+   (default 15 ms) and the timer's own overhead (~50 ns a call) is negligible.
+5. **Repetitions in blocks, with a settle pause before each.** NumPy's OpenBLAS keeps its worker
+   threads busy-waiting for about 0.1 s after every BLAS call (OpenBLAS's THREAD_TIMEOUT,
+   2^28 cycles), and torch's OpenMP threads spin after torch ops too. On 2 cores a torch call
+   made right after a NumPy matrix multiply therefore shares the cores with spinning threads:
+   measured here, torch's mlp-ae training step at batch 1024 took 32.7 ms right after scratch
+   work and 17.3 ms after a 0.2 s pause, and the same happens the other way round. Interleaving
+   single calls (scratch, torch, scratch, ...), as this harness used to, penalises whichever
+   side runs second. So each repetition is a *block*: sleep ``settle_ms`` (default 150 ms,
+   ``--settle-ms``, recorded in every result and JSON file; longer than OpenBLAS's timeout,
+   so the other side's threads are asleep again), then torch's ``Timer.timeit(number=k)``,
+   which first makes its own untimed warm-up calls (``max(k // 100, 2)``; they serve as the
+   block's untimed call that wakes this side's threads) and then times ``k`` calls in one
+   stretch. Blocks alternate which side goes first (scratch-torch, torch-scratch, ...), so
+   that slow drift of the machine (other processes, clock frequency) and any order effect
+   left hit both sides alike.
+6. **What is reported**, per side: one sample per block, the mean time per call in that block;
+   the median and interquartile range over blocks (``Measurement.merge`` of the blocks'
+   measurements, then ``.median`` and ``.iqr``), quartiles and minimum, in milliseconds; and
+   ``ratio`` = scratch median / torch median (< 1: scratch faster). With the case's
+   ``meta["flops"]`` (``benchmarks.flops`` states the counting rule), GFLOP/s of each side's
+   median and, given ``peak_gflops``, the fraction of that peak; with ``meta["bytes"]`` for
+   memory-bound cases, GB/s instead.
+7. **Checked again after timing.** ``check()`` runs once more after the case's last block; a
+   mismatch then (state corrupted by repetition, a buffer reused across calls) raises
+   ``CheckFailed`` too, and the case's numbers are not reported.
+
+Timing uses ``torch.utils.benchmark.Timer`` (a ``stmt`` that calls the side's Python callable
+through ``globals``) rather than a hand-written loop: its ``timeit`` is ``timeit.Timer``'s, so
+the garbage collector is disabled during the warm-up and timed calls and restored after, as
+``timeit`` does (a collection that falls due runs between blocks, untimed; the harness forces
+none: a full collection takes ~0.2 s with torch and Numba loaded, longer than a block); its
+``Measurement`` objects carry the per-block samples. Minor page faults per call are counted for
+each side around each block, as a diagnostic.
 
 A case is a ``Case(name, scratch, torch, check, meta)``: ``scratch()`` and ``torch()`` each run one
-unit of work (e.g. a layer's forward and backward), ``check()`` runs both once and raises
-``AssertionError`` on a mismatch; ``meta`` is copied into the case's result.
+unit of work (e.g. a layer's forward pass), ``check()`` runs both and raises ``AssertionError``
+on a mismatch; ``meta`` is copied into the case's result. benchmarks/README.md shows how to time
+a kernel of your own this way.
 """
 
 from __future__ import annotations
 
 import datetime
-import gc
 import json
+import math
 import os
 import platform
 import time
@@ -43,17 +73,28 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from benchmarks.options import available_cores
+
 # (rtol, atol relative to max|expected|): parity_tests/tolerances.py's "torch" entries.
 TOLERANCES = {"float32": (2e-4, 2e-4), "float64": (1e-10, 1e-10)}
 
+DEFAULT_SETTLE_MS = 150.0  # > OpenBLAS's ~0.1 s busy-wait after a BLAS call (rule 5)
+DEFAULT_BLOCK_MS = 15.0    # shortest timed block (rule 4)
+MAX_BLOCK_CALLS = 100_000  # a block of a ~100 ns callable lasts 10 ms; no case needs more
+SIDES = ("scratch", "torch")
+
 
 class CheckFailed(AssertionError):
-    """A case's scratch outputs differ from torch's: it is not timed."""
+    """A case's scratch outputs differ from torch's: it is not timed (or, after timing, not reported)."""
 
 
 @dataclass
 class Case:
-    """One unit of work done twice: ``scratch()`` and ``torch()``; ``check()`` proves them equal."""
+    """One unit of work done twice: ``scratch()`` and ``torch()``; ``check()`` proves them equal.
+
+    ``meta`` is copied into the result; ``meta["flops"]`` (floating-point operations per call)
+    gives GFLOP/s, ``meta["bytes"]`` (bytes read and written per call) GB/s for memory-bound work.
+    """
 
     name: str
     scratch: Callable[[], object]
@@ -151,18 +192,6 @@ def check_against_torch(scratch_outputs: Mapping, torch_outputs: Mapping, what: 
 # -- timing ------------------------------------------------------------------------------------
 
 
-def _ms(nanoseconds) -> float:
-    return float(nanoseconds) / 1e6
-
-
-def summarize(samples_ns) -> dict:
-    """Median, quartiles, IQR and min of a list of durations in ns, all in ms."""
-    samples = np.asarray(samples_ns, dtype=np.float64) / 1e6
-    q1, median, q3 = np.percentile(samples, [25, 50, 75])
-    return {"median_ms": float(median), "iqr_ms": float(q3 - q1), "q1_ms": float(q1), "q3_ms": float(q3),
-            "min_ms": float(samples.min())}
-
-
 def minor_faults() -> int:
     """Minor page faults of this process so far (``getrusage``); 0 where unavailable."""
     try:
@@ -204,87 +233,175 @@ def pin_malloc() -> str | None:
 
 
 def _time_once(function) -> int:
+    """Nanoseconds one call takes (for the compile call and for sizing blocks, never reported as a sample)."""
     started = time.perf_counter_ns()
     function()
     return time.perf_counter_ns() - started
 
 
-def measure(cases: Iterable[Case], repeats: int = 30, warmup: int = 3, threads: int | None = None,
-            log: Callable[[str], None] | None = None) -> list[dict]:
-    """Check, then time, each case by the module's rules; one result dict per case, in order.
+def settle(settle_s: float) -> None:
+    """Sleep, so that the other side's spinning BLAS/OpenMP threads go idle (rule 5)."""
+    if settle_s > 0:
+        time.sleep(settle_s)
 
-    Each result: ``name``, the case's ``meta``, ``scratch_median_ms``, ``scratch_iqr_ms``,
-    ``torch_median_ms``, ``torch_iqr_ms`` (plus quartiles and minima), ``ratio`` (scratch median /
-    torch median), ``compile_ms`` (the first scratch call), ``checked`` (True: outputs matched
-    before timing), ``repeats``, ``warmup``, ``threads`` (the counts each library runs with),
-    ``scratch_page_faults_per_call``, ``torch_page_faults_per_call`` and the raw samples in ms.
+
+def block_calls(seconds_per_call: float, block_ms: float) -> int:
+    """Calls per block so that a block lasts at least ``block_ms``: ceil(block / call), 1 at least."""
+    if block_ms <= 0:
+        return 1
+    per_call = max(seconds_per_call, 1e-9)
+    return int(min(MAX_BLOCK_CALLS, max(1, math.ceil(block_ms / 1e3 / per_call))))
+
+
+def timeit_warmup_calls(number: int) -> int:
+    """The untimed calls ``torch.utils.benchmark.Timer.timeit(number)`` makes before timing."""
+    return max(number // 100, 2)
+
+
+def summarize_ms(samples_ms) -> dict:
+    """Median, quartiles, IQR and min of samples in ms (linear interpolation, as numpy and torch's
+    ``Measurement`` do)."""
+    samples = np.asarray(samples_ms, dtype=np.float64)
+    q1, median, q3 = np.percentile(samples, [25, 50, 75])
+    return {"median_ms": float(median), "iqr_ms": float(q3 - q1), "q1_ms": float(q1), "q3_ms": float(q3),
+            "min_ms": float(samples.min())}
+
+
+def throughput(result: dict, peak_gflops: float | None = None) -> dict:
+    """Add GFLOP/s (or GB/s) of each side's median, and the fraction of ``peak_gflops``, to ``result``.
+
+    ``result["flops"]`` is the case's FLOP count per call (``benchmarks.flops``); a case without
+    one, or with 0 (memory-bound work), gets ``None`` GFLOP/s, and GB/s from ``result["bytes"]``
+    when the case states the bytes it reads and writes per call.
+    """
+    flops, moved = result.get("flops"), result.get("bytes")
+    for side in SIDES:
+        seconds = result[f"{side}_median_ms"] / 1e3
+        gflops = flops / seconds / 1e9 if flops else None
+        result[f"gflops_{side}"] = gflops
+        result[f"peak_fraction_{side}"] = gflops / peak_gflops if gflops is not None and peak_gflops else None
+        result[f"gbytes_per_s_{side}"] = moved / seconds / 1e9 if moved else None
+    result["peak_gflops"] = peak_gflops
+    return result
+
+
+def _run_check(case: Case, when: str) -> None:
+    try:
+        case.check()
+    except AssertionError as error:
+        if when == "before":
+            raise CheckFailed(f"{case.name}: scratch does not match torch, not timed: {error}") from error
+        raise CheckFailed(f"{case.name}: scratch no longer matches torch after timing, its numbers are not "
+                          f"reported: {error}") from error
+
+
+def _time_case(case: Case, counts: Mapping, repeats: int, warmup: int, settle_s: float, block_ms: float) -> dict:
+    """Warm-up, then ``repeats`` blocks per side in alternating order (rules 4 to 6)."""
+    from torch.utils.benchmark import Measurement, Timer
+
+    functions = {"scratch": case.scratch, "torch": case.torch}
+    fastest = {}
+    for side in SIDES:
+        settle(settle_s)
+        fastest[side] = min(_time_once(functions[side]) for _ in range(max(warmup, 1))) / 1e9
+    calls = {side: block_calls(fastest[side], block_ms) for side in SIDES}
+    timers = {side: Timer(stmt="run_once()", globals={"run_once": functions[side]}, label=case.name,
+                          description=side, num_threads=counts.get("torch", 1))
+              for side in SIDES}
+    measurements = {side: [] for side in SIDES}
+    faults = {side: 0 for side in SIDES}
+    first_sides = []
+    for block in range(repeats):
+        order = SIDES if block % 2 == 0 else SIDES[::-1]
+        first_sides.append(order[0])
+        for side in order:
+            settle(settle_s)
+            before = minor_faults()
+            measurements[side].append(timers[side].timeit(number=calls[side]))
+            faults[side] += minor_faults() - before
+    result = {}
+    for side in SIDES:
+        merged = Measurement.merge(measurements[side])[0]
+        samples_ms = [t * 1e3 for t in merged.times]
+        stats = summarize_ms(samples_ms)
+        stats["median_ms"], stats["iqr_ms"] = merged.median * 1e3, merged.iqr * 1e3
+        result.update({f"{side}_{key}": value for key, value in stats.items()})
+        result[f"{side}_samples_ms"] = samples_ms
+        result[f"{side}_block_calls"] = calls[side]
+        result[f"{side}_page_faults_per_call"] = faults[side] / (repeats * (calls[side] + timeit_warmup_calls(calls[side])))
+    result["block_first_side"] = first_sides
+    return result
+
+
+def measure(cases: Iterable[Case], repeats: int = 10, warmup: int = 3, threads: int | None = None,
+            settle_ms: float = DEFAULT_SETTLE_MS, block_ms: float = DEFAULT_BLOCK_MS,
+            peak_gflops: float | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Check, then time, then check again, each case by the module's rules; one result per case.
+
+    Parameters
+    ----------
+    cases : the ``Case`` objects, timed in order.
+    repeats : timed blocks per side (each block is one sample).
+    warmup : untimed calls per side before the blocks (at least one is made: it sizes the blocks).
+    threads : thread count for Numba, torch and the BLAS alike (None: Numba's default).
+    settle_ms : pause before every block and warm-up, so that the other side's threads idle.
+    block_ms : the shortest timed block; ``k`` calls per block are chosen to reach it.
+    peak_gflops : this machine's measured peak (``benchmarks.peak``), for the fraction of peak.
+    log : called with one line per case as it finishes.
+
+    Returns
+    -------
+    list of dict
+        ``name``, the case's ``meta``; per side ``{side}_median_ms``, ``_iqr_ms``, ``_q1_ms``,
+        ``_q3_ms``, ``_min_ms``, ``_samples_ms`` (one per block), ``_block_calls`` (k),
+        ``_page_faults_per_call``; ``ratio`` (scratch median / torch median), ``compile_ms``,
+        ``checked`` and ``checked_after_timing`` (True), ``block_first_side`` (which side went
+        first in each block), ``repeats``, ``warmup``, ``settle_ms``, ``block_ms``, ``threads``,
+        ``timer``; ``gflops_scratch``, ``gflops_torch``, ``peak_fraction_*`` and ``gbytes_per_s_*``
+        (None where they do not apply; see ``throughput``).
+
+    Raises
+    ------
+    CheckFailed
+        A case's scratch side disagrees with torch: before timing (then nothing at all is timed),
+        or after its blocks.
     """
     from scratch.compare import thread_counts
 
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"measure: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    if repeats < 1 or warmup < 0 or settle_ms < 0 or block_ms < 0:
+        raise ValueError(f"measure: repeats must be >= 1, warmup, settle_ms and block_ms >= 0; got "
+                         f"{repeats}, {warmup}, {settle_ms}, {block_ms}")
     cases = list(cases)
     counts = thread_counts(threads)
 
-    # Phase 1, every case: the first scratch call alone (compile or cache load), then the check.
-    first = []
+    # Every case first: its first scratch call alone (compile or cache load), then the check.
+    compile_ns = []
     for case in cases:
-        compile_ns = _time_once(case.scratch)
-        try:
-            case.check()
-        except AssertionError as error:
-            raise CheckFailed(f"{case.name}: scratch does not match torch, not timed: {error}") from error
-        first.append(compile_ns)
+        compile_ns.append(_time_once(case.scratch))
+        _run_check(case, "before")
 
-    # Phase 2, every case: warm-up, then interleaved repetitions.
     results = []
-    for case, compile_ns in zip(cases, first):
-        for _ in range(warmup):
-            case.scratch()
-            case.torch()
-        scratch_ns, torch_ns = [], []
-        scratch_faults = torch_faults = 0
-        gc.collect()
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            for _ in range(repeats):
-                faults = minor_faults()
-                started = time.perf_counter_ns()
-                case.scratch()
-                ended = time.perf_counter_ns()
-                scratch_ns.append(ended - started)
-                middle_faults = minor_faults()
-                started = time.perf_counter_ns()
-                case.torch()
-                ended = time.perf_counter_ns()
-                torch_ns.append(ended - started)
-                end_faults = minor_faults()
-                scratch_faults += middle_faults - faults
-                torch_faults += end_faults - middle_faults
-        finally:
-            if was_enabled:
-                gc.enable()
-        scratch_stats, torch_stats = summarize(scratch_ns), summarize(torch_ns)
-        result = {"name": case.name, **case.meta}
-        result.update({f"scratch_{k}": v for k, v in scratch_stats.items()})
-        result.update({f"torch_{k}": v for k, v in torch_stats.items()})
+    for case, first_call_ns in zip(cases, compile_ns):
+        timing = _time_case(case, counts, repeats, warmup, settle_ms / 1e3, block_ms)
+        _run_check(case, "after")
+        result = {"name": case.name, **case.meta, **timing}
         result.update({
-            "ratio": scratch_stats["median_ms"] / torch_stats["median_ms"],
-            "compile_ms": _ms(compile_ns),
+            "ratio": result["scratch_median_ms"] / result["torch_median_ms"],
+            "compile_ms": first_call_ns / 1e6,
             "checked": True,
+            "checked_after_timing": True,
             "repeats": repeats,
             "warmup": warmup,
+            "settle_ms": settle_ms,
+            "block_ms": block_ms,
             "threads": dict(counts),
-            "scratch_page_faults_per_call": scratch_faults / repeats,
-            "torch_page_faults_per_call": torch_faults / repeats,
-            "scratch_samples_ms": [_ms(t) for t in scratch_ns],
-            "torch_samples_ms": [_ms(t) for t in torch_ns],
+            "timer": "torch.utils.benchmark.Timer.timeit, one sample per block",
         })
+        throughput(result, peak_gflops)
         results.append(result)
         if log is not None:
             log(f"  {case.name}: scratch {result['scratch_median_ms']:.3f} ms, "
-                f"torch {result['torch_median_ms']:.3f} ms")
+                f"torch {result['torch_median_ms']:.3f} ms, ratio {result['ratio']:.2f}")
     return results
 
 
@@ -303,9 +420,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(threads: Mapping | None = None, malloc: str | None = None) -> dict:
-    """What the numbers depend on: CPU, core count, library versions, thread counts, allocator
-    settings (``pin_malloc``'s description, or None for the defaults), date."""
+# The variables that change what the BLAS and OpenMP runtimes do. This project's machines set
+# OPENBLAS_CORETYPE=Haswell (NumPy's OpenBLAS then runs its AVX2 kernels whatever it detects);
+# the benchmarks run in the environment as it is and record these.
+ENVIRONMENT_PREFIXES = ("OPENBLAS_", "OMP_", "GOTO", "MKL_", "KMP_", "GOMP_", "NUMBA_")
+
+
+def environment_variables() -> dict:
+    """The OPENBLAS_*, OMP_*, MKL_*, KMP_*, GOMP_*, NUMBA_* variables of this process, sorted."""
+    return {key: os.environ[key] for key in sorted(os.environ) if key.startswith(ENVIRONMENT_PREFIXES)}
+
+
+def blas_libraries() -> list[dict]:
+    """threadpoolctl's view of the loaded BLAS and OpenMP libraries (kind, version, CPU kernels,
+    threads); empty without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        return []
+    keys = ("user_api", "internal_api", "prefix", "version", "architecture", "threading_layer", "num_threads",
+            "filepath")
+    return [{key: info[key] for key in keys if key in info} for info in threadpool_info()]
+
+
+def environment(threads: Mapping | None = None, malloc: str | None = None, **extra) -> dict:
+    """What the numbers depend on: CPU, cores, library versions, thread counts, the BLAS and its
+    environment variables, allocator settings (``pin_malloc``'s description, or "default"), the
+    date; plus ``extra`` (settle time, peak measurement...)."""
     import numba
     import torch
 
@@ -317,6 +458,7 @@ def environment(threads: Mapping | None = None, malloc: str | None = None) -> di
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "available_cores": available_cores(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -324,22 +466,52 @@ def environment(threads: Mapping | None = None, malloc: str | None = None) -> di
         "numba_threading_layer": threading_layer,
         "torch": torch.__version__,
         "threads": dict(threads) if threads is not None else None,
+        "blas": blas_libraries(),
+        "environment_variables": environment_variables(),
         "malloc": malloc or "default",
+        **extra,
     }
 
 
-def write_json(path, results: list[dict], env: dict, **extra) -> Path:
-    """``{"environment": env, **extra, "results": results}`` to ``path`` (parents created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"environment": env, **extra, "results": results}, indent=1) + "\n",
-                         encoding="utf-8")
-    os.replace(temporary, path)
+def write_bytes(path, data: bytes) -> Path:
+    """``data`` to ``path`` atomically (a temporary file in the same folder, then a rename),
+    readable as an ordinary new file would be (the temporary file is created private)."""
+    from scratch._files import atomic_write_bytes
+
+    path = atomic_write_bytes(path, data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
     return path
 
 
-COLUMNS = ("case", "scratch ms (IQR)", "torch ms (IQR)", "ratio", "compile ms")
+def write_text(path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, results: list[dict], env: dict, **extra) -> Path:
+    """``{"environment": env, **extra, "results": results}`` to ``path``, atomically (parents created)."""
+    payload = json.dumps({"environment": env, **extra, "results": results}, indent=1, default=str) + "\n"
+    return write_text(path, payload)
+
+
+COLUMNS = ("case", "scratch ms (IQR)", "torch ms (IQR)", "ratio", "GFLOP/s scratch", "GFLOP/s torch",
+           "% of peak (scratch / torch)", "compile ms")
+
+
+def _rate_cell(result: dict, side: str) -> str:
+    gflops = result.get(f"gflops_{side}")
+    if gflops is not None:
+        return f"{gflops:.1f}"
+    moved = result.get(f"gbytes_per_s_{side}")
+    return "mem-bound" if moved is None else f"mem-bound, {moved:.1f} GB/s"
+
+
+def _peak_cell(result: dict) -> str:
+    scratch, torch_side = result.get("peak_fraction_scratch"), result.get("peak_fraction_torch")
+    if scratch is None or torch_side is None:
+        return "-"
+    return f"{100 * scratch:.1f} / {100 * torch_side:.1f}"
 
 
 def table_rows(results: list[dict]) -> list[tuple[str, ...]]:
@@ -347,11 +519,14 @@ def table_rows(results: list[dict]) -> list[tuple[str, ...]]:
              f"{r['scratch_median_ms']:.3f} ({r['scratch_iqr_ms']:.3f})",
              f"{r['torch_median_ms']:.3f} ({r['torch_iqr_ms']:.3f})",
              f"{r['ratio']:.2f}",
+             _rate_cell(r, "scratch"),
+             _rate_cell(r, "torch"),
+             _peak_cell(r),
              f"{r['compile_ms']:.1f}") for r in results]
 
 
 def format_table(results: list[dict]) -> str:
-    """A fixed-width text table: case, scratch and torch median (IQR) in ms, ratio, compile ms."""
+    """A fixed-width text table: case, median (IQR) ms each side, ratio, GFLOP/s, % of peak, compile ms."""
     rows = [COLUMNS] + table_rows(results)
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = []

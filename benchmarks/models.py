@@ -1,44 +1,55 @@
 """Training-step benchmark of every model: scratch against torch, the same batch and noise.
 
-    python -m benchmarks.models [--models mlp-ae,vae] [--batch-sizes 1,128,1024] [--repeats 20]
-                                [--threads 2] [--out benchmarks/results]
+    python -m benchmarks.models [--models mlp-ae,vae] [--batch-sizes 1,128,1024] [--repeats 10]
+                                [--threads N] [--settle-ms 150] [--out benchmarks/results] [--quick]
 
-One case per model and batch size, float32: zero_grad, the model's loss (with the same fixed
-noise array on both sides: the denoising corruption or the VAEs' ε), backward, Adam step (lr
-1e-3, weight_decay 1e-5), from the same initial weights. Rules and checks: ``benchmarks.harness``
-(same process and thread count, compile time apart, interleaved repetitions, outputs checked
-against torch first, with torch float64 as referee where float32 rounding alone separates them).
-Writes ``models.json`` and ``models.md`` to ``--out``.
+One case per model (all of ``scratch.models.MODELS`` by default) and batch size, float32:
+zero_grad, the model's loss (with the same fixed noise array on both sides: the denoising
+corruption or the VAEs' ε), backward, Adam step (lr 1e-3, weight_decay 1e-5), from the same
+initial weights, on a fixed random binary batch (pixels on with probability 0.13, about MNIST's
+share of ink). Rules and checks: ``benchmarks.harness`` (same process and thread count, compile
+time apart, settle pause and alternating blocks, outputs checked against torch before and after
+timing, with torch float64 as referee where float32 rounding alone separates them). FLOPs per
+step: ``benchmarks.flops`` (forward, dW of every layer, dx of every layer but the first).
+Writes ``models.json``, ``models.md`` and ``models.png`` to ``--out``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.harness import (Case, check_against_torch, environment, format_table, markdown_table, measure,
-                                pin_malloc, to_numpy, write_json)
+from benchmarks import flops as flop_count
+from benchmarks.harness import Case, check_against_torch, format_table, measure, pin_malloc, to_numpy
 from scratch import models as scratch_models
-from scratch._arguments import non_negative_int, positive_int, positive_int_list
 from scratch import optim
 from torch_impl import models as torch_models
 
 DTYPE = np.float32
 LR, WEIGHT_DECAY = 1e-3, 1e-5
 INK = 0.13
-DEFAULT_MODELS = ("mlp-ae", "denoising-ae", "vae", "conv-ae")
-DEFAULT_BATCH_SIZES = (1, 128, 1024)
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+IMAGE_SHAPE = (1, 28, 28)
+
+
+def binary_batch(batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, 1, 28, 28) float32 zeros and ones, about MNIST's share of ink."""
+    return (rng.random((batch_size, *IMAGE_SHAPE)) < INK).astype(DTYPE)
+
+
+def step_flops(name: str, config: dict, x: np.ndarray, noise) -> dict:
+    """``benchmarks.flops.training_step_flops`` of model ``name`` on batch ``x``: the layers from a
+    scratch model of that configuration, their input shapes and order from its torch twin."""
+    model = scratch_models.build(name, dtype=DTYPE, rng=0, **config)
+    probe = torch_models.build(name, dtype=torch.float32, **config)
+    return flop_count.training_step_flops(model, flop_count.input_shapes(probe, x, noise))
 
 
 def training_step_case(name: str, batch_size: int, seed: int = 0) -> Case:
     """``name``'s whole training step, scratch and torch, from the same weights, batch and noise."""
     rng = np.random.default_rng(seed)
-    x = (rng.random((batch_size, 1, 28, 28)) < INK).astype(DTYPE)
+    x = binary_batch(batch_size, rng)
     model = scratch_models.build(name, dtype=DTYPE, rng=seed)
     noise = scratch_models.draw_noise(name, model.config, x.shape, rng, DTYPE)
     twin = torch_models.build(name, dtype=torch.float32, **model.config)
@@ -46,12 +57,13 @@ def training_step_case(name: str, batch_size: int, seed: int = 0) -> Case:
     twin.load_state_dict({key: torch.from_numpy(value) for key, value in initial.items()}, strict=True)
     optimizer = optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     twin_optimizer = torch.optim.Adam(twin.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    tx, tnoise = torch.from_numpy(x), None if noise is None else torch.from_numpy(noise)
+    initial_optimizer, initial_twin_optimizer = optimizer.state_dict(), twin_optimizer.state_dict()
+    tx, tnoise = torch.from_numpy(x.copy()), None if noise is None else torch.from_numpy(noise.copy())
 
     def scratch_step():
         optimizer.zero_grad()
         loss = model.loss(x, noise=noise)["loss"]
-        model.backward()
+        model.backward(input_grad=False)
         optimizer.step()
         return loss
 
@@ -81,14 +93,19 @@ def training_step_case(name: str, batch_size: int, seed: int = 0) -> Case:
         return outputs(to_numpy(loss), twin64.named_parameters())
 
     label = f"{name} training step (Adam)"
+    count = step_flops(name, model.config, x, noise)
     meta = {"batch_size": batch_size, "kind": "training_step", "model": name, "dtype": np.dtype(DTYPE).name,
-            "parameters": model.num_parameters(), "lr": LR, "weight_decay": WEIGHT_DECAY}
+            "parameters": model.num_parameters(), "lr": LR, "weight_decay": WEIGHT_DECAY,
+            "flops": count["total"], "flops_detail": {key: count[key] for key in
+                                                      ("forward", "grad_weight", "grad_input", "first_layer")}}
 
     def check():
+        # Both sides restart from the same weights and an empty optimizer state, so that the check
+        # after timing compares one step again, whatever the timed steps did to the weights.
         model.load_state_dict(initial)
-        optimizer.state.clear()
+        optimizer.load_state_dict(initial_optimizer)
         twin.load_state_dict({key: torch.from_numpy(value) for key, value in initial.items()}, strict=True)
-        twin_optimizer.state.clear()
+        twin_optimizer.load_state_dict(initial_twin_optimizer)
         loss, twin_loss = scratch_step(), torch_step()
         check_against_torch(outputs(np.float32(loss), model.named_parameters()),
                             outputs(to_numpy(twin_loss), twin.named_parameters()),
@@ -97,43 +114,50 @@ def training_step_case(name: str, batch_size: int, seed: int = 0) -> Case:
     return Case(label, scratch_step, torch_step, check, meta)
 
 
-def _names(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [n for n in names if n not in scratch_models.MODELS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"models must be some of {sorted(scratch_models.MODELS)}, got {text!r}")
-    return names
+def measure_models(models, batch_sizes, args, threads: int | None = None, peak_gflops: float | None = None,
+                   log=print) -> list[dict]:
+    """Every model's training step at every batch size; one ``measure`` per batch size (so only
+    that batch's cases are alive at once). Prints a table per batch size."""
+    threads = threads or args.threads
+    results = []
+    for batch_size in batch_sizes:
+        cases = [training_step_case(name, batch_size) for name in models]
+        batch_results = measure(cases, repeats=args.repeats, warmup=args.warmup, threads=threads,
+                                settle_ms=args.settle_ms, block_ms=args.block_ms, peak_gflops=peak_gflops)
+        for result in batch_results:
+            result["thread_count"] = threads
+        results += batch_results
+        log(f"\nbatch {batch_size}, float32, threads {batch_results[0]['threads']}; medians in ms (IQR)")
+        log(format_table(batch_results))
+    return results
+
+
+def run(args) -> int:
+    from benchmarks import plots, report
+    from benchmarks.peak import peak_for
+
+    malloc = None if args.default_malloc else pin_malloc()
+    peak = peak_for(args)
+    results = measure_models(args.models, args.batch_sizes, args, peak_gflops=peak["peak_gflops"])
+    env = report.environment_for(args, peak, malloc)
+    markdown = report.header("Training step, scratch vs torch", args, env)
+    markdown += ["", "Each case: zero_grad, the model's loss on a fixed binary batch (same noise both sides), "
+                     "backward, Adam (lr 1e-3, weight_decay 1e-5); float32."]
+    markdown += ["", "![scratch / torch](models.png)"]
+    markdown += report.grouped_tables(results, "batch_size", "Batch {}")
+    if len(args.batch_sizes) > 1:
+        figure = plots.batch_sweep_figure(results, "Training step against batch size (models suite)")
+    else:
+        figure = plots.ratio_figure(results, f"Training step, batch {args.batch_sizes[0]}: scratch / torch")
+    paths = report.write_suite(args.out, "models", results, env, args, markdown, {"models": figure})
+    print(f"wrote {', '.join(map(str, paths))}")
+    return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.models", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=_names, default=list(DEFAULT_MODELS),
-                        help=f"comma-separated model names (default {','.join(DEFAULT_MODELS)})")
-    parser.add_argument("--batch-sizes", type=positive_int_list, default=list(DEFAULT_BATCH_SIZES),
-                        help="comma-separated batch sizes (default 1,128,1024)")
-    parser.add_argument("--repeats", type=positive_int, default=20, help="timed repetitions per side (default 20)")
-    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed warm-up calls per side (default 3)")
-    parser.add_argument("--threads", type=positive_int, default=2, help="threads for Numba, torch and BLAS alike (default 2)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for models.json and models.md")
-    args = parser.parse_args(argv)
-    malloc = pin_malloc()
-    results = []
-    for batch_size in args.batch_sizes:
-        cases = [training_step_case(name, batch_size) for name in args.models]
-        batch_results = measure(cases, repeats=args.repeats, warmup=args.warmup, threads=args.threads)
-        results += batch_results
-        print(f"\nbatch {batch_size}, float32, threads {batch_results[0]['threads']}; medians in ms (IQR)", flush=True)
-        print(format_table(batch_results), flush=True)
-    env = environment(results[0]["threads"], malloc)
-    json_path = write_json(args.out / "models.json", results, env, arguments=vars(args) | {"out": str(args.out)})
-    markdown = [f"# Training step, scratch vs torch\n\n`python -m benchmarks.models --models {','.join(args.models)} "
-                f"--batch-sizes {','.join(map(str, args.batch_sizes))} --repeats {args.repeats}`, {env['date']}, "
-                f"{env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, numba {env['numba']}.\n"]
-    for batch_size in args.batch_sizes:
-        markdown.append(f"\n## Batch {batch_size}\n\n" + markdown_table([r for r in results if r["batch_size"] == batch_size]))
-    (args.out / "models.md").write_text("\n".join(markdown) + "\n", encoding="utf-8")
-    print(f"wrote {json_path} and {args.out / 'models.md'}")
-    return 0
+    from benchmarks.options import main_for
+
+    return main_for("models", argv)
 
 
 if __name__ == "__main__":

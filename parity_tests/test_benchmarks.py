@@ -1,24 +1,36 @@
-"""The benchmark harness: result structure, and that nothing wrong is ever timed.
+"""The benchmark harness and suites: result structure, timing rules, FLOP counts, outputs, and
+that nothing wrong is ever timed or reported.
 
-Speed is never asserted here: only that the harness measures what it claims (medians, ratio,
-compile time, outputs checked) and that a case whose scratch side is wrong makes ``measure``
-raise before any warm-up or timed repetition runs.
+Speed is never asserted here: only that the harness measures what it claims (block samples,
+medians, ratio, compile time, alternating order, GFLOP/s from the stated count), that a case
+whose scratch side is wrong makes ``measure`` raise before any warm-up or timed block runs, and
+that one which goes wrong while it is being timed raises in the check after timing. Every test
+runs with no settle pause and tiny blocks, so each takes a few seconds at most.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import re
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from benchmarks import conv as bench
-from benchmarks.harness import Case, CheckFailed, assert_matches, format_table, markdown_table, measure
+from benchmarks import flops
+from benchmarks.harness import (Case, CheckFailed, assert_matches, format_table, markdown_table, measure,
+                                timeit_warmup_calls)
 from scratch import nn
 from scratch import optim as scratch_optim
 
-THREADS = min(2, os.cpu_count() or 1)
+THREADS = 1  # the tests share 2 cores with whatever else runs; one thread per side is enough here
+FAST = dict(settle_ms=0, block_ms=0, threads=THREADS)  # block_ms=0: one call per block
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _counted(case: Case) -> tuple[Case, dict]:
@@ -36,28 +48,69 @@ def _counted(case: Case) -> tuple[Case, dict]:
     return Case(case.name, scratch, torch_side, case.check, case.meta), calls
 
 
-def test_measure_reports_medians_ratio_compile_time_and_checked_outputs():
+def _runs(log: list[str]) -> list[tuple[str, int]]:
+    """[("scratch", 3), ("torch", 6), ...]: the log as runs of one side."""
+    return [(side, len(list(group))) for side, group in itertools.groupby(log)]
+
+
+# -- measure: result fields and timing rules ----------------------------------------------------
+
+
+def test_measure_reports_block_samples_medians_ratio_compile_time_and_throughput():
     cases = bench.layer_cases(2, only={"encoder.0"}) + [bench.training_case(2)]
     counted = [_counted(case) for case in cases]
-    results = measure([case for case, _ in counted], repeats=3, warmup=1, threads=THREADS)
+    repeats, warmup = 3, 1
+    results = measure([case for case, _ in counted], repeats=repeats, warmup=warmup, peak_gflops=100.0, **FAST)
     assert [r["name"] for r in results] == ["Conv2d(1,16,3,s3,p1) on 1x28x28", bench.TRAINING_STEP]
     for result, (_, calls) in zip(results, counted):
         assert result["batch_size"] == 2 and result["dtype"] == "float32"
-        assert result["checked"] is True and result["check"] in ("torch float32", "torch float64 referee")
+        assert result["checked"] is True and result["checked_after_timing"] is True
+        assert result["check"] in ("torch float32", "torch float64 referee")
         for side in ("scratch", "torch"):
-            assert result[f"{side}_median_ms"] > 0
-            assert result[f"{side}_iqr_ms"] >= 0
-            assert len(result[f"{side}_samples_ms"]) == 3
-            assert result[f"{side}_median_ms"] == pytest.approx(float(np.median(result[f"{side}_samples_ms"])))
+            samples = result[f"{side}_samples_ms"]
+            assert len(samples) == repeats and min(samples) > 0
+            assert result[f"{side}_median_ms"] == pytest.approx(float(np.median(samples)))
+            q1, q3 = np.percentile(samples, [25, 75])
+            assert result[f"{side}_iqr_ms"] == pytest.approx(q3 - q1, abs=1e-12)
+            assert result[f"{side}_min_ms"] == pytest.approx(min(samples))
+            assert result[f"{side}_block_calls"] == 1  # block_ms=0
             assert result[f"{side}_page_faults_per_call"] >= 0
+            # GFLOP/s of the median from the case's stated FLOP count; fraction of the given peak
+            assert result[f"gflops_{side}"] == pytest.approx(result["flops"] / (result[f"{side}_median_ms"] * 1e6))
+            assert result[f"peak_fraction_{side}"] == pytest.approx(result[f"gflops_{side}"] / 100.0)
         assert result["ratio"] == pytest.approx(result["scratch_median_ms"] / result["torch_median_ms"])
         assert result["compile_ms"] > 0
-        assert result["repeats"] == 3 and result["warmup"] == 1
-        assert {"numba", "torch"} <= set(result["threads"]) and result["threads"]["numba"] == THREADS
-        # the first scratch call alone, then warm-up and repetitions; torch only warm-up and repetitions
-        assert calls == {"scratch": 1 + 1 + 3, "torch": 1 + 3}
+        assert result["repeats"] == repeats and result["warmup"] == warmup
+        assert result["settle_ms"] == 0 and result["block_ms"] == 0 and result["peak_gflops"] == 100.0
+        assert result["threads"]["numba"] == THREADS and result["threads"]["torch"] == THREADS
+        # scratch: the compile call alone, warm-up, then per block Timer.timeit's own untimed
+        # warm-up calls and the timed one; torch: no call before the check, then the same
+        per_block = 1 + timeit_warmup_calls(1)
+        assert calls == {"scratch": 1 + warmup + repeats * per_block, "torch": warmup + repeats * per_block}
     for table in (format_table(results), markdown_table(results)):
-        assert bench.TRAINING_STEP in table and "compile ms" in table
+        assert bench.TRAINING_STEP in table and "compile ms" in table and "GFLOP/s scratch" in table
+
+
+def test_blocks_alternate_which_side_goes_first_and_follow_the_warm_up():
+    log: list[str] = []
+    case = Case("synthetic", lambda: log.append("scratch"), lambda: log.append("torch"), lambda: None)
+    [result] = measure([case], repeats=4, warmup=1, **FAST)
+    assert result["block_first_side"] == ["scratch", "torch", "scratch", "torch"]
+    # the compile call, the warm-up of each side, then blocks S T | T S | S T | T S: runs of a
+    # side are one block long at the ends and two blocks long in between
+    assert log[:3] == ["scratch", "scratch", "torch"]
+    runs = _runs(log[3:])
+    block = runs[0][1]
+    assert [side for side, _ in runs] == ["scratch", "torch", "scratch", "torch", "scratch"]
+    assert [length for _, length in runs] == [block, 2 * block, 2 * block, 2 * block, block]
+
+
+def test_blocks_are_sized_to_last_block_ms():
+    case = Case("sleeps 1 ms", lambda: time.sleep(0.001), lambda: None, lambda: None)
+    [result] = measure([case], repeats=2, warmup=2, settle_ms=0, block_ms=5, threads=THREADS)
+    assert 2 <= result["scratch_block_calls"] <= 5   # ceil(5 ms / a sleep of 1 ms or a little more)
+    assert result["torch_block_calls"] > 100         # a no-op: many calls per block
+    assert result["scratch_median_ms"] >= 1.0
 
 
 def test_a_wrong_scratch_layer_raises_before_timing():
@@ -69,8 +122,8 @@ def test_a_wrong_scratch_layer_raises_before_timing():
     x = (rng.random((2, 1, 28, 28)) < 0.13).astype(np.float32)
     case, calls = _counted(bench.layer_case("wrong", layer, twin, x, rng, batch_size=2))
     with pytest.raises(CheckFailed, match="not timed"):
-        measure([case], repeats=3, warmup=1, threads=THREADS)
-    assert calls == {"scratch": 1, "torch": 0}  # only the compile call: no warm-up, no repetition
+        measure([case], repeats=3, warmup=1, **FAST)
+    assert calls == {"scratch": 1, "torch": 0}  # only the compile call: no warm-up, no block
 
 
 def test_a_wrong_training_step_is_not_excused_by_the_float64_referee(monkeypatch):
@@ -80,7 +133,7 @@ def test_a_wrong_training_step_is_not_excused_by_the_float64_referee(monkeypatch
     good, _ = _counted(bench.layer_cases(2, only={"encoder.0"})[0])
     wrong, calls = _counted(bench.training_case(2))
     with pytest.raises(CheckFailed, match="torch float64 referee"):
-        measure([good, wrong], repeats=3, warmup=1, threads=THREADS)
+        measure([good, wrong], repeats=3, warmup=1, **FAST)
     assert calls["torch"] == 0  # a later case's failure stops every case before any timing
 
 
@@ -91,8 +144,30 @@ def test_a_case_with_a_wrong_output_never_reaches_the_clock():
     timed = []
     case = Case("synthetic", lambda: timed.append("scratch"), lambda: timed.append("torch"), check)
     with pytest.raises(CheckFailed, match="synthetic"):
-        measure([case], repeats=3, warmup=1, threads=THREADS)
+        measure([case], repeats=3, warmup=1, **FAST)
     assert timed == ["scratch"]
+
+
+def test_a_case_that_goes_wrong_while_timed_fails_the_check_after_timing():
+    """A scratch side right for its first calls and wrong after (a buffer reused across calls, a
+    state that drifts): the check before timing passes, the one after the blocks raises."""
+    x = np.arange(6, dtype=np.float32)
+    calls = {"scratch": 0}
+
+    def scratch():
+        calls["scratch"] += 1
+        return x * 2 if calls["scratch"] <= 4 else x * 2 + 1  # wrong from the fifth call on
+
+    def torch_side():
+        return torch.from_numpy(x) * 2
+
+    def check():
+        assert_matches({"y": scratch()}, {"y": torch_side()}, "drifting")
+
+    case = Case("drifting", scratch, torch_side, check)
+    with pytest.raises(CheckFailed, match="after timing"):
+        measure([case], repeats=3, warmup=1, **FAST)
+    assert calls["scratch"] > 4 + 3  # it was timed: the compile call, the check, warm-up and blocks ran first
 
 
 def test_assert_matches_uses_the_float32_tolerance_scaled_by_the_largest_magnitude():
@@ -104,29 +179,155 @@ def test_assert_matches_uses_the_float32_tolerance_scaled_by_the_largest_magnitu
         assert_matches({"a": expected}, {"b": expected})
 
 
-def test_model_training_step_benchmark_checks_then_times_every_model_kind():
-    """benchmarks.models: one case per model (plain, noisy, variational, convolutional)."""
-    from benchmarks.harness import measure
-    from benchmarks.models import training_step_case
+# -- FLOP counts ---------------------------------------------------------------------------------
 
-    names = ["mlp-ae", "denoising-ae", "vae", "conv-ae"]
-    results = measure([training_step_case(name, 2) for name in names], repeats=2, warmup=1, threads=1)
+
+def test_the_mlp_ae_training_step_counts_three_forwards_minus_the_first_layers_input_gradient():
+    from benchmarks.models import step_flops
+    from scratch.models import build
+
+    batch = 3
+    forward_per_example = 2 * (784 * 256 + 256 * 64 + 64 * 256 + 256 * 784)  # 868,352
+    step_per_example = 3 * forward_per_example - 2 * 784 * 256                # 2,203,648
+    x = np.zeros((batch, 1, 28, 28), np.float32)
+    count = step_flops("mlp-ae", build("mlp-ae").config, x, None)
+    assert count["forward"] == batch * forward_per_example
+    assert count["grad_weight"] == batch * forward_per_example
+    assert count["grad_input"] == batch * (forward_per_example - 2 * 784 * 256)
+    assert count["total"] == batch * step_per_example == 6_610_944
+    assert count["first_layer"] == "encoder.0"
+
+
+def test_the_vae_training_step_counts_both_heads_and_skips_only_fc1s_input_gradient():
+    from benchmarks.models import step_flops
+    from scratch.models import build
+
+    forward = 2 * (784 * 400 + 2 * 400 * 20 + 20 * 400 + 400 * 784)  # fc1, fc21 and fc22, fc3, fc4
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    vae = build("vae")
+    count = step_flops("vae", vae.config, x, vae.draw_noise((2, 784)))
+    assert count["first_layer"] == "fc1"
+    assert count["total"] == 2 * (3 * forward - 2 * 784 * 400)
+
+
+def test_one_conv_layers_flops():
+    conv = nn.Conv2d(1, 16, 3, stride=3, padding=1)          # 28x28 -> 10x10
+    assert flops.forward_flops(conv, (2, 1, 28, 28)) == 2 * 2 * 16 * 10 * 10 * 1 * 3 * 3
+    assert flops.backward_flops(conv, (2, 1, 28, 28)) == 2 * flops.forward_flops(conv, (2, 1, 28, 28))
+    assert flops.backward_flops(conv, (2, 1, 28, 28), input_gradient=False) == 57_600
+    transposed = nn.ConvTranspose2d(8, 1, 2, stride=2, padding=1)  # every input element meets every tap
+    assert flops.forward_flops(transposed, (2, 8, 15, 15)) == 2 * 2 * 8 * 15 * 15 * 1 * 2 * 2
+    assert flops.forward_flops(nn.Linear(784, 256), (5, 784)) == 2 * 5 * 784 * 256
+    assert flops.forward_flops(nn.ReLU(), (5, 784)) == 0  # element-wise: memory-bound, no FLOPs
+
+
+def test_a_layer_missing_from_the_shapes_is_refused():
+    from scratch.models import build
+
+    model = build("mlp-ae")
+    with pytest.raises(ValueError, match="decoder.2"):
+        flops.training_step_flops(model, [("encoder.0", (1, 784)), ("encoder.2", (1, 256)), ("decoder.0", (1, 64))])
+
+
+# -- suites --------------------------------------------------------------------------------------
+
+
+def test_model_training_step_benchmark_checks_then_times_every_model():
+    """benchmarks.models: one case per model (plain, noisy, variational, convolutional), each with
+    its FLOP count."""
+    from benchmarks.models import training_step_case
+    from scratch.models import MODELS
+
+    names = list(MODELS)
+    results = measure([training_step_case(name, 2) for name in names], repeats=2, warmup=1, **FAST)
     assert [r["model"] for r in results] == names
     for result in results:
-        assert result["checked"] and result["scratch_median_ms"] > 0 and result["torch_median_ms"] > 0
+        assert result["checked"] and result["checked_after_timing"]
+        assert result["scratch_median_ms"] > 0 and result["torch_median_ms"] > 0
+        assert result["flops"] > 0 and result["gflops_scratch"] > 0 and result["gflops_torch"] > 0
         assert result["ratio"] == pytest.approx(result["scratch_median_ms"] / result["torch_median_ms"])
 
 
-def test_autoencoders_bench_runs_a_suite_and_writes_its_results(tmp_path):
+def test_autoencoders_bench_ops_quick_writes_json_markdown_and_png(tmp_path, capsys):
+    from scratch.cli import main
+
+    status = main(["bench", "ops", "--quick", "--settle-ms", "0", "--threads", str(THREADS), "--out", str(tmp_path)])
+    assert status == 0, capsys.readouterr().err
+    document = json.loads((tmp_path / "ops.json").read_text())
+    env = document["environment"]
+    for key in ("cpu", "cpu_count", "python", "numpy", "numba", "torch", "threads", "blas", "environment_variables"):
+        assert key in env
+    assert env["settle_ms"] == 0 and env["peak"]["peak_gflops"] == max(env["peak"]["numpy_gflops"],
+                                                                       env["peak"]["torch_gflops"])
+    assert document["arguments"]["batch_sizes"] == [8] and document["arguments"]["quick"] is True
+    names = [r["name"] for r in document["results"]]
+    for op in ("Linear(784,256) forward", "Linear(784,256) backward", "ConvTranspose2d(16,8,5,s3,p1)", "MaxPool2d",
+               "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "BCELoss", "BCEWithLogitsLoss", "MSELoss", "GaussianKL",
+               "SGD step", "Adam step", "AdamW step"):
+        assert any(op in name for name in names), op
+    linear = document["results"][0]
+    assert linear["gflops_scratch"] > 0 and linear["peak_fraction_torch"] > 0 and len(linear["scratch_samples_ms"]) == 2
+    markdown = (tmp_path / "ops.md").read_text()
+    assert "% of peak" in markdown and "autoencoders bench ops --batch-sizes 8" in markdown
+    assert (tmp_path / "ops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_autoencoders_bench_sweep_quick_plots_both_sweeps(tmp_path, capsys):
+    from scratch.cli import main
+
+    status = main(["bench", "sweep", "--quick", "--settle-ms", "0", "--batch-sizes", "1,4", "--thread-counts", "1",
+                   "--threads", str(THREADS), "--out", str(tmp_path)])
+    assert status == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "sweep.json").read_text())["results"]
+    assert [(r["sweep"], r["batch_size"]) for r in results] == [("batch", 1), ("batch", 4), ("threads", 8)]
+    for name in ("sweep-batch.png", "sweep-threads.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_options_report_usage_errors_in_one_line(capsys):
+    from scratch.cli import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(["bench", "ops", "--settle-ms", "-1"])
+    assert raised.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    cores = len(os.sched_getaffinity(0))
+    assert main(["bench", "sweep", "--thread-counts", str(cores + 1)]) == 2
+    assert "cores" in capsys.readouterr().err
+
+
+def test_quick_defaults_give_way_to_explicit_options():
+    import argparse
+
+    from benchmarks.options import add_suite_arguments, resolve
+
+    parser = argparse.ArgumentParser()
+    add_suite_arguments(parser, "models", default_out="out")
+    args = resolve(parser.parse_args(["--quick", "--repeats", "7"]), "models")
+    assert args.repeats == 7 and args.batch_sizes == [2] and args.settle_ms == 20.0
+    args = resolve(parser.parse_args([]), "models")
+    assert args.batch_sizes == [1, 128, 1024] and args.settle_ms == 150.0 and args.repeats == 10
+    assert args.command_line.startswith("autoencoders bench models --batch-sizes 1,128,1024 --models mlp-ae,")
+
+
+def test_the_readme_example_benchmarks_a_kernel_of_ones_own():
+    text = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    [example] = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    namespace: dict = {}
+    exec(compile(example, "benchmarks/README.md", "exec"), namespace)  # noqa: S102 - our own README
+    [result] = namespace["results"]
+    assert result["checked_after_timing"] and result["gflops_scratch"] > 0 and len(result["scratch_samples_ms"]) == 5
+
+
+def test_autoencoders_bench_runs_as_a_command_and_writes_to_bench_results(tmp_path):
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, "-m", "scratch.cli", "bench", "models", "--models", "mlp-ae", "--batch-sizes", "2",
-         "--repeats", "2", "--warmup", "1"],
-        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+        [sys.executable, "-m", "scratch.cli", "bench", "models", "--quick", "--models", "mlp-ae", "--settle-ms", "0",
+         "--threads", "1"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "mlp-ae training step" in result.stdout
-    assert (tmp_path / "bench-results" / "models.json").exists() and (tmp_path / "bench-results" / "models.md").exists()
+    for name in ("models.json", "models.md", "models.png"):
+        assert (tmp_path / "bench-results" / name).exists()

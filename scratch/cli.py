@@ -273,24 +273,22 @@ def _compare(args) -> int:
     return 0
 
 
-BENCH_SUITES = {"conv": "benchmarks.conv", "models": "benchmarks.models"}
+BENCH_SUITES = {"ops": "benchmarks.ops", "models": "benchmarks.models", "sweep": "benchmarks.sweep",
+                "peak": "benchmarks.peak", "conv": "benchmarks.conv", "all": "benchmarks.all"}
 
 
 def _bench(args) -> int:
-    """Run a benchmark suite of ``benchmarks/``; its own options follow the suite's name."""
+    """Run a benchmark suite of ``benchmarks/`` (its options are on the suite's sub-parser)."""
     import importlib
 
-    rest = list(args.options)
-    if rest and rest[0] == "--":
-        rest = rest[1:]
-    if "--out" not in rest and not any(option in ("-h", "--help") for option in rest):
-        rest += ["--out", str(Path(args.out))]
-    module = importlib.import_module(BENCH_SUITES[args.suite])
     from benchmarks.harness import CheckFailed
+    from benchmarks.options import resolve
 
+    resolve(args, args.suite, invoked_as="cli")
+    module = importlib.import_module(BENCH_SUITES[args.suite])
     try:
-        return module.main(rest)
-    except CheckFailed as failure:  # scratch disagreed with torch: nothing was timed
+        return module.run(args)
+    except CheckFailed as failure:  # scratch disagreed with torch: nothing of that case was reported
         print(f"autoencoders bench: {str(failure).splitlines()[0]}", file=sys.stderr)
         return 1
 
@@ -390,17 +388,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
     compare.set_defaults(handler=_compare)
 
+    from benchmarks.options import SUITES as BENCH_DESCRIPTIONS, add_suite_arguments
+
     bench = commands.add_parser(
         "bench", help="time scratch against torch (same process, same thread count); see 'bench SUITE --help'",
-        description="Run a benchmark suite: 'conv' (each seed conv/pool layer and the conv-ae step) or "
-                    "'models' (every model's training step). Options after SUITE go to the suite, e.g. "
-                    "'autoencoders bench models --batch-sizes 1,128 --repeats 20'.",
+        description="Benchmark suites, scratch (NumPy/Numba) against torch in one process with the same thread "
+                    "count, every case checked equal to torch before and after it is timed. Each writes JSON, "
+                    "markdown and PNG files to --out (default ./bench-results). "
+                    "Example: 'autoencoders bench models --batch-sizes 1,128 --repeats 10'.",
     )
-    bench.add_argument("suite", choices=sorted(BENCH_SUITES), help="which suite")
-    bench.add_argument("--out", default="bench-results", metavar="DIR",
-                       help="where the suite writes its JSON and markdown (default ./bench-results)")
-    bench.add_argument("options", nargs=argparse.REMAINDER, help="the suite's own options")
-    bench.set_defaults(handler=_bench)
+    suites = bench.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    for name, module in BENCH_SUITES.items():
+        summary = BENCH_DESCRIPTIONS[name][1]
+        suite = suites.add_parser(name, help=summary, description=f"{summary}. Rules and details: {module}.")
+        add_suite_arguments(suite, name, default_out="bench-results")
+        suite.set_defaults(handler=_bench)
 
     check = commands.add_parser(
         "gradcheck", help="check a model's hand-written gradients against central differences",
