@@ -127,12 +127,13 @@ def test_a_wrong_scratch_layer_raises_before_timing():
 
 
 def test_a_wrong_training_step_is_not_excused_by_the_float64_referee(monkeypatch):
-    # scratch's Adam with twice the learning rate: torch float32 and the float64 referee both disagree
+    # scratch's Adam with twice the learning rate: its step disagrees with torch.optim.Adam applied
+    # to scratch's own gradients (the gradients themselves are right)
     adam = scratch_optim.Adam
     monkeypatch.setattr(scratch_optim, "Adam", lambda params, lr, **kwargs: adam(params, lr=2 * lr, **kwargs))
     good, _ = _counted(bench.layer_cases(2, only={"encoder.0"})[0])
     wrong, calls = _counted(bench.training_case(2))
-    with pytest.raises(CheckFailed, match="torch float64 referee"):
+    with pytest.raises(CheckFailed, match="Adam step"):
         measure([good, wrong], repeats=3, warmup=1, **FAST)
     assert calls["torch"] == 0  # a later case's failure stops every case before any timing
 
@@ -331,3 +332,47 @@ def test_autoencoders_bench_runs_as_a_command_and_writes_to_bench_results(tmp_pa
     assert "mlp-ae training step" in result.stdout
     for name in ("models.json", "models.md", "models.png"):
         assert (tmp_path / "bench-results" / name).exists()
+
+
+def test_the_norm_fallback_excuses_a_flip_and_not_a_wrong_formula():
+    """check_against_torch(norm_rtol=...): a few elements off (one ReLU flip's share) pass when the
+    arrays agree with the float64 referee in norm; a gradient off by 1% everywhere does not."""
+    from benchmarks.harness import TRAINING_NORM_RTOL, check_against_torch
+
+    rng = np.random.default_rng(0)
+    reference = {"grad w": rng.standard_normal((64, 64))}
+    torch_side = {"grad w": reference["grad w"].astype(np.float32)}
+    flipped = reference["grad w"].astype(np.float32).copy()
+    flipped[3, 5] += 0.05  # one element far outside rtol/atol 2e-4, tiny in norm
+    meta = {}
+    check_against_torch({"grad w": flipped}, torch_side, "flip", referee=lambda: reference, meta=meta,
+                        norm_rtol=TRAINING_NORM_RTOL)
+    assert meta["check"] == "torch float64 referee, in norm"
+    wrong = (1.01 * reference["grad w"]).astype(np.float32)
+    with pytest.raises(AssertionError, match="nor in norm"):
+        check_against_torch({"grad w": wrong}, torch_side, "wrong", referee=lambda: reference, meta={},
+                            norm_rtol=TRAINING_NORM_RTOL)
+    with pytest.raises(AssertionError):  # without norm_rtol the flip is not excused
+        check_against_torch({"grad w": flipped}, torch_side, "flip", referee=lambda: reference, meta={})
+
+
+def test_a_wrong_gradient_in_a_training_step_is_caught(monkeypatch):
+    """A dW 2% too large in every Linear: neither element-wise nor in norm does it pass."""
+    from benchmarks.models import training_step_case
+    import scratch.functional.linear as linear_functional
+
+    accumulate = linear_functional.linear_backward_accumulate
+
+    def wrong(grad_output, cache, grad_weight, *args, **kwargs):
+        before = grad_weight.copy()
+        result = accumulate(grad_output, cache, grad_weight, *args, **kwargs)
+        grad_weight += 0.02 * (grad_weight - before)
+        return result
+
+    monkeypatch.setattr(linear_functional, "linear_backward_accumulate", wrong)
+    monkeypatch.setattr(nn.Linear, "backward", lambda self, grad_output, *, input_grad=True: wrong(
+        grad_output, self._take(grad_output), self.weight.grad, self.bias.grad, input_grad))
+    monkeypatch.setattr(nn.Linear, "fuses_with", lambda self, following: False)
+    case = training_step_case("mlp-ae", 4)
+    with pytest.raises(AssertionError, match="nor in norm"):
+        case.check()
