@@ -222,5 +222,5 @@ def test_workspaces_never_change_a_returned_or_cached_array():
     linear(x[0])
     linear.backward(grad)
     once = linear.weight.grad.copy()
-    linear.backward(grad)  # the same product again, through the same workspace: accumulates
+    linear.backward(grad)  # the same product again: accumulates
     np.testing.assert_array_equal(linear.weight.grad, once + once)

@@ -124,7 +124,7 @@ def activation_backward_bias(grad_output: np.ndarray, activation_cache, activati
 
 
 def linear_backward_accumulate(grad_output: np.ndarray, cache, grad_weight: np.ndarray,
-                               grad_bias: np.ndarray | None, input_grad: bool = True, workspace=None):
+                               grad_bias: np.ndarray | None, input_grad: bool = True):
     """``linear_backward`` that ADDS dW (and db, unless ``grad_bias`` is None) into the given arrays.
 
     Parameters
@@ -135,7 +135,6 @@ def linear_backward_accumulate(grad_output: np.ndarray, cache, grad_weight: np.n
     grad_bias : (out_features,) or None (no bias, or its gradient already added by
         ``activation_backward_bias``), += Σ_rows dy in place
     input_grad : compute dx = dy W (False when nothing upstream needs it: the first layer)
-    workspace : a ``scratch._workspace.Workspace`` to hold dyᵀx between the product and the sum
 
     Returns
     -------
@@ -146,8 +145,9 @@ def linear_backward_accumulate(grad_output: np.ndarray, cache, grad_weight: np.n
     if dy2d.shape[0] <= OUTER_PRODUCT_ROWS and grad_weight.flags.c_contiguous and x2d.flags.c_contiguous:
         linear_kernels.accumulate_outer_products(dy2d, x2d, grad_weight)
     else:
-        product = None if workspace is None else workspace.get("grad_weight", grad_weight.shape, grad_weight.dtype)
-        grad_weight += np.matmul(dy2d.T, x2d, out=product)  # (out, M) @ (M, in)
+        # A fresh product, not one written into a workspace: np.matmul(..., out=) with the
+        # transposed operand measured 17% slower at batch 128 (784→400) than letting it allocate.
+        grad_weight += dy2d.T @ x2d  # (out, M) @ (M, in)
     if grad_bias is not None:
         grad_bias += dy2d.sum(axis=0)
     if not input_grad:

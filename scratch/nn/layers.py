@@ -78,7 +78,6 @@ class Linear(_CachingModule):
         bound = 1.0 / math.sqrt(in_features)
         self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
         self.bias = Parameter(rng.uniform(-bound, bound, (out_features,)).astype(dtype)) if bias else None
-        object.__setattr__(self, "_workspace", Workspace())
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_array(x, "Linear", dtype=self.weight.dtype, min_ndim=1)
@@ -95,8 +94,7 @@ class Linear(_CachingModule):
         """dL/dx (None when ``input_grad`` is False: not computed), adding dL/dW and dL/db into ``.grad``."""
         cache = self._take(grad_output)
         bias_grad = None if self.bias is None else self.bias.grad
-        return F.linear_backward_accumulate(grad_output, cache, self.weight.grad, bias_grad, input_grad,
-                                            self._workspace)
+        return F.linear_backward_accumulate(grad_output, cache, self.weight.grad, bias_grad, input_grad)
 
     # -- fused with the activation that follows it in a Sequential (same numbers, fewer passes) --
     def fuses_with(self, following: Module) -> bool:
@@ -132,7 +130,7 @@ class Linear(_CachingModule):
         cache = self._take(grad_output)  # the pre-activation has the output's shape and dtype
         kind = "relu" if type(following) is ReLU else "leaky_relu"
         grad_pre = F.activation_backward_bias(grad_output, activation_cache, kind, self.bias.grad)
-        return F.linear_backward_accumulate(grad_pre, cache, self.weight.grad, None, input_grad, self._workspace)
+        return F.linear_backward_accumulate(grad_pre, cache, self.weight.grad, None, input_grad)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
