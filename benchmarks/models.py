@@ -146,14 +146,25 @@ def measure_models(models, batch_sizes, args, threads: int | None = None, peak_g
                    log=print) -> list[dict]:
     """Every model's training step at every batch size; one ``measure`` per batch size (so only
     that batch's cases are alive at once). Prints a table per batch size."""
+    from benchmarks.harness import throughput
+    from benchmarks.peak import measure_peak
+
     threads = threads or args.threads
     results = []
     for batch_size in batch_sizes:
         cases = [training_step_case(name, batch_size) for name in models]
+        # The peak again just before and just after this batch's cases: a shared VM's speed drifts
+        # over minutes (measured here: 140 and 272 GFLOP/s in one afternoon), and "% of peak" must
+        # compare with what the machine could do while these cases ran. The largest of the three.
+        before = measure_peak(threads, args.peak_size, args.peak_repeats, args.settle_ms, fresh=True)["peak_gflops"]
         batch_results = measure(cases, repeats=args.repeats, warmup=args.warmup, threads=threads,
-                                settle_ms=args.settle_ms, block_ms=args.block_ms, peak_gflops=peak_gflops)
+                                settle_ms=args.settle_ms, block_ms=args.block_ms)
+        after = measure_peak(threads, args.peak_size, args.peak_repeats, args.settle_ms, fresh=True)["peak_gflops"]
+        group_peak = max(peak_gflops or 0.0, before, after)
         for result in batch_results:
             result["thread_count"] = threads
+            result["peak_measurements_gflops"] = {"suite": peak_gflops, "before": before, "after": after}
+            throughput(result, group_peak)
         results += batch_results
         log(f"\nbatch {batch_size}, float32, threads {batch_results[0]['threads']}; medians in ms (IQR)")
         log(format_table(batch_results))
@@ -170,7 +181,12 @@ def run(args) -> int:
     env = report.environment_for(args, peak, malloc)
     markdown = report.header("Training step, scratch vs torch", args, env)
     markdown += ["", "Each case: zero_grad, the model's loss on a fixed binary batch (same noise both sides), "
-                     "backward, Adam (lr 1e-3, weight_decay 1e-5); float32."]
+                     "backward, Adam (lr 1e-3, weight_decay 1e-5); float32.",
+                 "", "% of peak: against the largest of the suite's peak and two more measured just before and "
+                     "just after each batch size's cases (the machine's speed drifts; every measurement is in the "
+                     "JSON as `peak_measurements_gflops`): " + "; ".join(
+                         f"batch {size}: {max(r['peak_gflops'] for r in results if r['batch_size'] == size):.0f} GFLOP/s"
+                         for size in args.batch_sizes) + "."]
     markdown += ["", "![scratch / torch](models.png)"]
     markdown += report.grouped_tables(results, "batch_size", "Batch {}")
     if len(args.batch_sizes) > 1:

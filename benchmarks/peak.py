@@ -50,14 +50,22 @@ def sgemm_case(size: int, seed: int = 0) -> Case:
 
 
 def measure_peak(threads: int | None = None, size: int = 2048, repeats: int = 5, settle_ms: float = 150.0,
-                 log=None) -> dict:
-    """Measure the float32 sgemm peak at ``threads`` (once per process for the same arguments).
+                 log=None, fresh: bool = False) -> dict:
+    """Measure the float32 sgemm peak at ``threads`` (once per process for the same arguments,
+    unless ``fresh``: then measured again, and the cached value left as it was).
 
     Returns ``{"size", "threads", "numpy_gflops", "torch_gflops", "peak_gflops", "peak_library",
     "numpy_median_gflops", "torch_median_gflops", "result"}``: the ``*_gflops`` from each side's
     fastest block, the medians for reference, and the harness's full result.
     """
     key = (threads, size, repeats, settle_ms)
+    if fresh:
+        saved = _CACHE.pop(key, None)
+        try:
+            return measure_peak(threads, size, repeats, settle_ms, log)
+        finally:
+            if saved is not None:
+                _CACHE[key] = saved
     if key not in _CACHE:
         [result] = measure([sgemm_case(size)], repeats=repeats, warmup=1, threads=threads, settle_ms=settle_ms,
                            block_ms=0.0)
