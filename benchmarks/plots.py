@@ -22,26 +22,10 @@ def _figure(width: float, height: float):
 
 
 def _plain_log_labels(axis) -> None:
-    """Label a log axis "0.4", "20" rather than "4 x 10^-1": matplotlib's own formatter still
-    decides which ticks get a label; only the text is rewritten."""
-    from matplotlib.ticker import Formatter
+    """Label a log axis "0.4", "20" rather than "4 x 10^-1" (the training plots' formatter)."""
+    from scratch.plots import _plain_log_labels as plain_log_labels
 
-    class PlainText(Formatter):
-        def __init__(self, decider):
-            self.decider = decider
-
-        def set_axis(self, axis):
-            super().set_axis(axis)
-            self.decider.set_axis(axis)
-
-        def set_locs(self, locs):
-            self.decider.set_locs(locs)
-
-        def __call__(self, x, pos=None):
-            return f"{x:g}" if self.decider(x, pos) else ""
-
-    axis.set_major_formatter(PlainText(axis.get_major_formatter()))
-    axis.set_minor_formatter(PlainText(axis.get_minor_formatter()))
+    plain_log_labels(axis)
 
 
 def _errors(results, side):
