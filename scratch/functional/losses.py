@@ -84,14 +84,30 @@ def sigmoid_bce_backward(grad_output, cache):
     return _binary_loss_backward(kernels.sigmoid_bce_backward, grad_output, cache)
 
 
+def _exp_neg_abs(x: np.ndarray) -> np.ndarray:
+    """e^{-|x|} by NumPy's SIMD loops, a new array (every exponent <= 0: no overflow)."""
+    e = np.abs(x)
+    np.negative(e, out=e)
+    return np.exp(e, out=e)
+
+
 def bce_with_logits_forward(logits, target, reduction="mean"):
     """ℓ = (1 - y) x + softplus(-x) = BCE(σ(x), y) without forming σ(x); x, y: (*)."""
-    return _binary_loss_forward(kernels.bce_with_logits_forward, logits, target, reduction)
+    x = np.ascontiguousarray(logits)
+    tail = np.log1p(_exp_neg_abs(x))  # log1p(e^{-|x|}), the part of softplus that needs a log
+    elementwise = np.empty(x.shape, dtype=x.dtype)
+    kernels.bce_with_logits_forward(x.reshape(-1), _flat(target), tail.reshape(-1), elementwise.reshape(-1))
+    return _reduce(elementwise, reduction), (x, np.ascontiguousarray(target), reduction)
 
 
 def bce_with_logits_backward(grad_output, cache):
     """dℓ/dx = σ(x) - y, times the upstream gradient (÷N for mean)."""
-    return _binary_loss_backward(kernels.bce_with_logits_backward, grad_output, cache)
+    x, target, reduction = cache
+    grad_input = np.empty(x.shape, dtype=x.dtype)
+    upstream = _upstream(grad_output, x.shape, x.dtype, reduction)
+    kernels.bce_with_logits_backward(upstream, x.reshape(-1), target.reshape(-1), _exp_neg_abs(x).reshape(-1),
+                                     grad_input.reshape(-1))
+    return grad_input
 
 
 def mse_forward(input, target, reduction="mean"):

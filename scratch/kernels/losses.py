@@ -90,29 +90,33 @@ def sigmoid_bce_backward_reference(grad_output, p, y):
 
 
 @njit(cache=True, error_model="numpy")
-def bce_with_logits_forward(x, y, out):
+def bce_with_logits_forward(x, y, log1p_exp_neg_abs, out):
     """out[i] = (1 - y) x + softplus(-x), with softplus(-x) = max(-x, 0) + log1p(exp(-|x|)).
 
     Equals -(y log σ(x) + (1 - y) log(1 - σ(x))) without ever forming σ(x) or exp of a positive
-    number: finite for any finite x. Loop: one pass over i.
+    number: finite for any finite x. ``log1p_exp_neg_abs`` = log1p(exp(-|x|)) comes in
+    precomputed by NumPy's SIMD loops (scalar ``exp``/``log1p`` here were 13x slower than torch);
+    this loop combines, in the dtype. Loop: one pass over i.
     """
+    zero, one = x.dtype.type(0), x.dtype.type(1)
     for i in range(x.shape[0]):
         v = x[i]
-        out[i] = (1 - y[i]) * v + max(-v, 0) + math.log1p(math.exp(-abs(v)))
+        out[i] = (one - y[i]) * v + max(-v, zero) + log1p_exp_neg_abs[i]
 
 
 @njit(cache=True, error_model="numpy")
-def bce_with_logits_backward(grad_output, x, y, grad_input):
-    """grad_input[i] = g * (σ(x) - y): the sigmoid's and the BCE's derivatives cancel."""
+def bce_with_logits_backward(grad_output, x, y, exp_neg_abs, grad_input):
+    """grad_input[i] = g * (σ(x) - y): the sigmoid's and the BCE's derivatives cancel.
+
+    σ(x) = 1 / (1 + e) for x >= 0, e / (1 + e) otherwise, from e = exp(-|x|) precomputed (never
+    overflows). Loop: one pass over i.
+    """
     scalar = grad_output.shape[0] == 1
+    zero, one = x.dtype.type(0), x.dtype.type(1)
     for i in range(x.shape[0]):
         g = grad_output[0] if scalar else grad_output[i]
-        v = x[i]
-        if v >= 0:
-            s = 1 / (1 + math.exp(-v))
-        else:
-            e = math.exp(v)
-            s = e / (1 + e)
+        e = exp_neg_abs[i]
+        s = one / (one + e) if x[i] >= zero else e / (one + e)
         grad_input[i] = g * (s - y[i])
 
 
