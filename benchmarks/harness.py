@@ -37,7 +37,9 @@ Rules (``measure``):
 6. **What is reported**, per side: one sample per block, the mean time per call in that block;
    the median and interquartile range over blocks (``Measurement.merge`` of the blocks'
    measurements, then ``.median`` and ``.iqr``), quartiles and minimum, in milliseconds; and
-   ``ratio`` = scratch median / torch median (< 1: scratch faster). With the case's
+   ``ratio`` = scratch median / torch median (< 1: scratch faster), and beside it
+   ``ratio_paired``, the median over i of block i of scratch / block i of torch (two blocks run
+   back to back, so a drift of the whole machine's speed cancels in each pair). With the case's
    ``meta["flops"]`` (``benchmarks.flops`` states the counting rule), GFLOP/s of each side's
    median and, given ``peak_gflops``, the fraction of that peak; with ``meta["bytes"]`` for
    memory-bound cases, GB/s instead.
@@ -364,6 +366,12 @@ def _time_case(case: Case, counts: Mapping, repeats: int, warmup: int, settle_s:
         result[f"{side}_block_calls"] = calls[side]
         result[f"{side}_page_faults_per_call"] = faults[side] / (repeats * (calls[side] + timeit_warmup_calls(calls[side])))
     result["block_first_side"] = first_sides
+    # Block i of one side and block i of the other ran back to back: their ratio cancels whatever
+    # slowed or sped up the whole machine during that pair (a shared VM drifts over seconds), which
+    # the ratio of the two medians does not. Reported beside it, never instead of it.
+    pairs = [result["scratch_samples_ms"][i] / result["torch_samples_ms"][i] for i in range(repeats)]
+    q1, median, q3 = np.percentile(pairs, [25, 50, 75])
+    result["ratio_paired"], result["ratio_paired_iqr"] = float(median), float(q3 - q1)
     return result
 
 
@@ -529,7 +537,7 @@ def write_json(path, results: list[dict], env: dict, **extra) -> Path:
     return write_text(path, payload)
 
 
-COLUMNS = ("case", "scratch ms (IQR)", "torch ms (IQR)", "ratio", "GFLOP/s scratch", "GFLOP/s torch",
+COLUMNS = ("case", "scratch ms (IQR)", "torch ms (IQR)", "ratio (paired)", "GFLOP/s scratch", "GFLOP/s torch",
            "% of peak (scratch / torch)", "compile ms")
 
 
@@ -552,7 +560,7 @@ def table_rows(results: list[dict]) -> list[tuple[str, ...]]:
     return [(r["name"],
              f"{r['scratch_median_ms']:.3f} ({r['scratch_iqr_ms']:.3f})",
              f"{r['torch_median_ms']:.3f} ({r['torch_iqr_ms']:.3f})",
-             f"{r['ratio']:.2f}",
+             f"{r['ratio']:.2f}" + (f" ({r['ratio_paired']:.2f})" if "ratio_paired" in r else ""),
              _rate_cell(r, "scratch"),
              _rate_cell(r, "torch"),
              _peak_cell(r),

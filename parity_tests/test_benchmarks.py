@@ -79,6 +79,8 @@ def test_measure_reports_block_samples_medians_ratio_compile_time_and_throughput
             assert result[f"gflops_{side}"] == pytest.approx(result["flops"] / (result[f"{side}_median_ms"] * 1e6))
             assert result[f"peak_fraction_{side}"] == pytest.approx(result[f"gflops_{side}"] / 100.0)
         assert result["ratio"] == pytest.approx(result["scratch_median_ms"] / result["torch_median_ms"])
+        pairs = np.array(result["scratch_samples_ms"]) / np.array(result["torch_samples_ms"])
+        assert result["ratio_paired"] == pytest.approx(float(np.median(pairs)))
         assert result["compile_ms"] > 0
         assert result["repeats"] == repeats and result["warmup"] == warmup
         assert result["settle_ms"] == 0 and result["block_ms"] == 0 and result["peak_gflops"] == 100.0
