@@ -252,6 +252,8 @@ class Module:
 class Sequential(Module):
     """Chain of modules; keys ``"0.weight"``, ``"2.bias"``... exactly as torch numbers them."""
 
+    takes_input_grad = True
+
     def __init__(self, *modules: Module):
         super().__init__()
         for index, module in enumerate(modules):
@@ -283,8 +285,6 @@ class Sequential(Module):
                 x = module(x)
                 index += 1
         return x
-
-    takes_input_grad = True
 
     def backward(self, grad_output: np.ndarray, *, input_grad: bool = True, start: int | None = None):
         """Back-propagate through the children in reverse order; returns dL/d(input).
