@@ -60,13 +60,9 @@ def torch_adam_step(initial: dict, outputs: dict) -> dict:
     in ``outputs`` (``"grad KEY"``), as ``{"updated KEY": weights}``."""
     parameters = {key: torch.nn.Parameter(torch.from_numpy(value.copy())) for key, value in initial.items()}
     for key, parameter in parameters.items():
-        parameter.grad = torch.from_numpy(np.array(outputs[f"grad {key}"], dtype=value_dtype(initial[key])))
+        parameter.grad = torch.from_numpy(np.array(outputs[f"grad {key}"], dtype=initial[key].dtype))
     torch.optim.Adam(parameters.values(), lr=LR, weight_decay=WEIGHT_DECAY).step()
     return {f"updated {key}": parameter.detach().numpy() for key, parameter in parameters.items()}
-
-
-def value_dtype(array) -> np.dtype:
-    return np.asarray(array).dtype
 
 
 def training_step_case(name: str, batch_size: int, seed: int = 0) -> Case:

@@ -135,3 +135,26 @@ def test_reparameterize(batch, latent, seed):
     result = gradcheck((F.reparameterize_forward, F.reparameterize_backward), mean, logvar, eps, wrt=[0, 1],
                        rng=rng, **GRADCHECK)
     assert result.elements_checked == 2 * mean.size
+
+
+@given(batch=S.batch_sizes, fan_in=S.features, hidden=S.features, fan_out=S.features, seed=S.seeds,
+       slope=st.one_of(st.none(), S.non_negative_slopes))
+def test_fused_linear_activation_pair(batch, fan_in, hidden, fan_out, seed, slope):
+    """Linear + ReLU / LeakyReLU (fused by Sequential) + Linear: every gradient by central differences.
+
+    The kink is kept away by construction: each hidden unit's bias is set to the middle of the
+    widest gap between its batch's pre-activations (or beyond them), at least 0.05 from every one,
+    so no finite-difference step crosses it; units still mix signs across the batch."""
+    rng = np.random.default_rng(seed)
+    first = nn.Linear(fan_in, hidden, rng=rng, dtype=np.float64)
+    activation = nn.ReLU() if slope is None else nn.LeakyReLU(slope)
+    model = nn.Sequential(first, activation, nn.Linear(hidden, fan_out, rng=rng, dtype=np.float64))
+    assert first.fuses_with(activation)
+    x = rng.standard_normal((batch, fan_in))
+    products = x @ first.weight.data.T  # (batch, hidden), before the bias
+    for unit in range(hidden):
+        points = np.sort(-products[:, unit])  # the biases at which an example's pre-activation is 0
+        candidates = np.concatenate([[points[0] - 1.0], (points[:-1] + points[1:]) / 2, [points[-1] + 1.0]])
+        gaps = np.abs(candidates[:, None] - points[None, :]).min(axis=1)  # the two ends always qualify
+        first.bias.data[unit] = candidates[rng.choice(np.flatnonzero(gaps >= 0.05))]
+    gradcheck(model, x, rng=rng, **GRADCHECK)

@@ -140,3 +140,28 @@ def test_sequential_matches_torch(batch, widths, dtype, seed):
     torch_params = dict(twin.named_parameters())
     for name, parameter in model.named_parameters():
         assert_close(parameter.grad, torch_params[name].grad, "torch", dtype, f"Sequential d{name}")
+
+
+@given(batch=S.batch_sizes, widths=st.lists(S.features, min_size=2, max_size=4), dtype=S.dtypes, seed=S.seeds,
+       slopes=st.lists(st.one_of(st.none(), S.non_negative_slopes), min_size=3, max_size=3))
+def test_fused_linear_activation_pairs_match_torch(batch, widths, dtype, seed, slopes):
+    """Sequential runs each Linear + ReLU / LeakyReLU(slope >= 0) as one fused pass (None: ReLU);
+    output, dx and every gradient against torch's unfused layers."""
+    rng = np.random.default_rng(seed)
+    scratch_layers, torch_layers = [], []
+    for (fan_in, fan_out), slope in zip(zip(widths[:-1], widths[1:]), slopes):
+        scratch_layers.append(nn.Linear(fan_in, fan_out, rng=rng, dtype=dtype))
+        torch_layers.append(torch.nn.Linear(fan_in, fan_out))
+        scratch_layers.append(nn.ReLU() if slope is None else nn.LeakyReLU(slope))
+        torch_layers.append(torch.nn.ReLU() if slope is None else torch.nn.LeakyReLU(slope))
+    model = nn.Sequential(*scratch_layers)
+    assert all(model[i].fuses_with(model[i + 1]) for i in range(0, len(model), 2)), "the fused path runs"
+    twin = torch.nn.Sequential(*torch_layers).to(torch.float64 if dtype == np.float64 else torch.float32)
+    twin.load_state_dict({k: torch.tensor(v) for k, v in model.state_dict().items()})
+    x = rng.standard_normal((batch, widths[0])).astype(dtype)
+    (y, dx), (ty, tdx) = _run_both(model, twin, x, rng, dtype)
+    assert_close(y, ty, "torch", dtype, "fused Sequential output")
+    assert_close(dx, tdx, "torch", dtype, "fused Sequential dx")
+    torch_params = dict(twin.named_parameters())
+    for name, parameter in model.named_parameters():
+        assert_close(parameter.grad, torch_params[name].grad, "torch", dtype, f"fused Sequential d{name}")

@@ -281,8 +281,11 @@ class Adam(Optimizer):
         params = group["params"]
         names = self._buffer_names(group)
         states = [self.state.setdefault(id(p), {}) for p in params]
-        arrays = [a for p in params for a in (p.data, p.grad)]
-        arrays += [state.get(name) for state in states for name in names]
+
+        def arrays_now() -> list:
+            return [a for p in params for a in (p.data, p.grad)] + [s.get(n) for s in states for n in names]
+
+        arrays = arrays_now()
         cached = self._flat_cache.get(index)
         if cached is not None and len(cached[0]) == len(arrays) and all(a is b for a, b in zip(cached[0], arrays)):
             return cached[1]
@@ -309,9 +312,7 @@ class Adam(Optimizer):
                         start += parameter.size
                     buffers.append(flat)
                 result = (data, grad, buffers, states)
-        arrays = [a for p in params for a in (p.data, p.grad)]
-        arrays += [state.get(name) for state in states for name in names]
-        self._flat_cache[index] = (arrays, result)
+        self._flat_cache[index] = (arrays_now(), result)  # the state entries may be new views now
         return result
 
 

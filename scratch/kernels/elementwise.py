@@ -21,7 +21,6 @@ each kernel against its reference.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import njit

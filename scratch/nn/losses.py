@@ -11,6 +11,7 @@ import numpy as np
 from scratch import functional as F
 from scratch._validate import check_array, check_reduction, check_same_shape
 from scratch._workspace import Workspace
+from scratch.nn.module import _address
 
 
 class _Loss:
@@ -105,10 +106,6 @@ class BCELoss(_Loss):
                 and _address(output) == _address(probabilities)):
             return sigmoid.backward(self.backward(grad_output).reshape(sigmoid._output_shape))
         return F.sigmoid_bce_backward(grad_output, self._cache).reshape(output.shape)
-
-
-def _address(array: np.ndarray) -> int:
-    return array.__array_interface__["data"][0]
 
 
 class BCEWithLogitsLoss(_Loss):

@@ -300,9 +300,9 @@ class Sequential(Module):
         if not -1 <= index < len(modules):
             raise ValueError(f"Sequential.backward: start {start} out of range for {len(modules)} modules")
         first = 0
-        if not input_grad:
-            with_parameters = [i for i, module in enumerate(modules) if module.parameters()]
-            first = with_parameters[0] if with_parameters else len(modules)
+        if not input_grad:  # the first child holding a parameter (stop at its first one: no full walk)
+            first = next((i for i, module in enumerate(modules)
+                          if next(module.named_parameters(), None) is not None), len(modules))
         while index >= first:
             module = modules[index]
             fused = index >= 1 and index - 1 >= first and modules[index - 1].fuses_with(module)
