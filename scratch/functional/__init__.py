@@ -25,6 +25,14 @@ from scratch.functional.linear import (
     linear_backward_accumulate,
     linear_forward,
 )
+from scratch.functional.penalties import (
+    contractive_backward,
+    contractive_forward,
+    kl_sparsity_backward,
+    kl_sparsity_forward,
+    l1_activity_backward,
+    l1_activity_forward,
+)
 from scratch.functional.vae import reparameterize_backward, reparameterize_forward
 from scratch.functional.losses import (
     bce_backward,

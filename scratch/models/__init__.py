@@ -6,6 +6,7 @@ import numpy as np
 
 from scratch.models.conv import ConvAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
+from scratch.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
 from scratch.models.vae import BetaVAE, ConvVAE, SeedVAE, VariationalAutoencoder
 
 MODELS = {
@@ -16,6 +17,9 @@ MODELS = {
     "seed-vae": SeedVAE,
     "beta-vae": BetaVAE,
     "conv-vae": ConvVAE,
+    "sparse-ae": SparseAutoencoder,
+    "contractive-ae": ContractiveAutoencoder,
+    "tied-ae": TiedAutoencoder,
 }
 
 
@@ -46,5 +50,6 @@ def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype
     return MODELS[name].noise_for(config, tuple(x_shape), rng, np.dtype(dtype))
 
 
-__all__ = ["MODELS", "build", "draw_noise", "BetaVAE", "ConvAutoencoder", "DenoisingAutoencoder",
-           "MLPAutoencoder", "SeedVAE", "VariationalAutoencoder"]
+__all__ = ["MODELS", "build", "draw_noise", "BetaVAE", "ContractiveAutoencoder", "ConvAutoencoder",
+           "DenoisingAutoencoder", "MLPAutoencoder", "SeedVAE", "SparseAutoencoder", "TiedAutoencoder",
+           "VariationalAutoencoder"]

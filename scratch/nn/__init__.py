@@ -1,11 +1,11 @@
 """Modules per the contract: parameters with ``.data``/``.grad``, torch's ``state_dict`` keys."""
 
 from scratch.nn.conv import Conv2d, ConvTranspose2d, MaxPool2d
-from scratch.nn.layers import Flatten, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, Unflatten
+from scratch.nn.layers import Flatten, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, TiedLinear, Unflatten
 from scratch.nn.losses import BCELoss, BCEWithLogitsLoss, GaussianKL, MSELoss
 from scratch.nn.module import Module, Parameter, Sequential
 
 __all__ = [
     "BCELoss", "BCEWithLogitsLoss", "Conv2d", "ConvTranspose2d", "MaxPool2d", "Flatten", "GaussianKL", "LeakyReLU", "Linear", "MSELoss",
-    "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh", "Unflatten",
+    "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh", "TiedLinear", "Unflatten",
 ]

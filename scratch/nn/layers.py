@@ -206,6 +206,50 @@ def _normalize_dim(dim: int, ndim: int, owner: str) -> int:
     return dim % ndim
 
 
+class TiedLinear(_CachingModule):
+    """y = x W + b with W the weight of another ``Linear`` (its transpose's map): a tied decoder.
+
+    ``TiedLinear(source)`` maps (*, source.out_features) -> (*, source.in_features). It owns only
+    its bias (in_features,), zeros at the start; the weight stays ``source.weight``, so a
+    ``state_dict`` holds it once, and ``backward`` ADDS this use's dL/dW = (dyᵀ x)ᵀ into
+    ``source.weight.grad``, beside whatever the source's own backward adds (the gradient of a
+    shared weight is the sum over its uses). ``source`` is referenced, not registered as a child.
+    """
+
+    takes_input_grad = True
+
+    def __init__(self, source: Linear, bias: bool = True):
+        super().__init__()
+        if not isinstance(source, Linear):
+            raise TypeError(f"TiedLinear: source must be a scratch nn.Linear, got {type(source).__name__}")
+        object.__setattr__(self, "source", source)
+        self.in_features, self.out_features = source.out_features, source.in_features
+        dtype = source.weight.dtype
+        self.bias = Parameter(np.zeros(source.in_features, dtype=dtype)) if bias else None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        weight = self.source.weight
+        check_array(x, "TiedLinear", dtype=weight.dtype, min_ndim=1)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"TiedLinear({self.in_features}, {self.out_features}): input's last dimension must be "
+                f"{self.in_features}, got shape {x.shape}"
+            )
+        # Wᵀ (in_features of the source, out_features of the source) as this layer's weight: a view
+        y, cache = F.linear_forward(x, weight.data.T, None if self.bias is None else self.bias.data)
+        self._save(cache, y)
+        return y
+
+    def backward(self, grad_output: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """dL/dx = dy Wᵀ; adds (dyᵀ x)ᵀ into ``source.weight.grad`` (through a transposed view)."""
+        cache = self._take(grad_output)
+        bias_grad = None if self.bias is None else self.bias.grad
+        return F.linear_backward_accumulate(grad_output, cache, self.source.weight.grad.T, bias_grad, input_grad)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, tied to Linear's weight"
+
+
 class Flatten(_CachingModule):
     """Merge dims start_dim..end_dim: (N, C, H, W) -> (N, C·H·W) by default."""
 

@@ -7,6 +7,7 @@ import torch
 from torch_impl.functional import resolve_dtype
 from torch_impl.models.conv import ConvAutoencoder
 from torch_impl.models.mlp import DenoisingAutoencoder, MLPAutoencoder
+from torch_impl.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
 from torch_impl.models.vae import BetaVAE, ConvVAE, SeedVAE, VariationalAutoencoder
 
 MODELS = {
@@ -17,6 +18,9 @@ MODELS = {
     "seed-vae": SeedVAE,
     "beta-vae": BetaVAE,
     "conv-vae": ConvVAE,
+    "sparse-ae": SparseAutoencoder,
+    "contractive-ae": ContractiveAutoencoder,
+    "tied-ae": TiedAutoencoder,
 }
 
 
