@@ -170,3 +170,41 @@ def max_pool2d_cases(draw):
 def layer_arguments(case: dict) -> dict:
     """The constructor arguments in a case (everything but the input shape)."""
     return {k: v for k, v in case.items() if k != "x_shape"}
+
+
+# ---------------------------------------------------------------------------- penalised autoencoders
+
+REGULARIZED_MODELS = ("sparse-ae", "contractive-ae", "tied-ae")
+SMOOTH_TIED_ACTIVATIONS = ("sigmoid", "tanh")  # no kink: central differences are unambiguous
+TIED_ACTIVATIONS = (*SMOOTH_TIED_ACTIVATIONS, "relu", "leaky_relu")
+
+
+@st.composite
+def regularized_model_cases(draw, smooth: bool = False):
+    """(name, config, input shape) of a small sparse, contractive or tied autoencoder with any of
+    its options; image-shaped (N, C, H, W) or flat (N, D) input, batch 1 and one hidden unit
+    included. ``smooth``: the tied model's activation without a kink (for finite differences)."""
+    name = draw(st.sampled_from(REGULARIZED_MODELS))
+    side, channels = draw(st.integers(1, 4)), draw(st.integers(1, 2))
+    config = dict(input_dim=channels * side * side, hidden_dim=draw(st.integers(1, 8)))
+    if name == "sparse-ae":
+        config["penalty"] = draw(st.sampled_from(["kl", "l1"]))
+        config["sparsity_target"] = draw(st.sampled_from([0.05, 0.3, 0.9]))
+        config["sparsity_weight"] = draw(st.sampled_from([None, 0.0, 0.5, 3.0]))
+    elif name == "contractive-ae":
+        config["contraction_weight"] = draw(st.sampled_from([0.0, 0.1, 5.0]))
+    else:
+        config["activation"] = draw(st.sampled_from(SMOOTH_TIED_ACTIVATIONS if smooth else TIED_ACTIVATIONS))
+    batch = draw(batch_sizes)
+    shape = (batch, channels, side, side) if draw(st.booleans()) else (batch, config["input_dim"])
+    return name, config, shape
+
+
+@st.composite
+def hidden_codes(draw):
+    """(N, H, D): a batch of hidden codes h (N, H) and the width D of the input they encode."""
+    return draw(batch_sizes), draw(st.integers(1, 8)), draw(st.integers(1, 9))
+
+
+sparsity_targets = st.sampled_from([0.01, 0.05, 0.5, 0.95])
+penalty_weights = st.sampled_from([0.1, 1.0, 3.0])

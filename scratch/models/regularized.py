@@ -131,7 +131,8 @@ class _ShallowAutoencoder(Module):
 
     def backward(self, grad_output=None, *, input_grad: bool = True):
         """Back-propagate the last ``loss`` into every ``.grad``; returns dL/dx in x's shape (None
-        when ``input_grad`` is False). ``grad_output``: dL/d(loss), default 1.
+        when ``input_grad`` is False), through the model with the target x held fixed (it is
+        data). ``grad_output``: dL/d(loss), default 1.
 
         dL/dh = the decoder's backward of the reconstruction's gradient + dpenalty/dh; then the
         hidden activation's backward and the encoder's.

@@ -58,7 +58,8 @@ class _ShallowAutoencoder(nn.Module):
             raise ValueError(f"{self.name} is deterministic and takes no noise")
         flat = self._flat(x)
         hidden, penalty = self.code_and_penalty(flat)
-        recon = F.binary_cross_entropy(self.decode(hidden), flat, reduction="sum") / flat.shape[0]
+        # The target is data: dL/dx is the gradient through the model, as scratch's backward returns it.
+        recon = F.binary_cross_entropy(self.decode(hidden), flat.detach(), reduction="sum") / flat.shape[0]
         if penalty is None:
             return {"loss": recon, "recon": recon}
         return {"loss": recon + penalty, "recon": recon, "penalty": penalty}
@@ -101,12 +102,13 @@ class ContractiveAutoencoder(_ShallowAutoencoder):
         self.decoder = nn.Linear(hidden_dim, input_dim)
 
     def code_and_penalty(self, flat):
-        # The Jacobian is taken with respect to x, so x must be a leaf that requires grad; grad
-        # mode is switched on for it even under torch.no_grad() (evaluation), and the results
-        # are detached again there.
+        # The Jacobian is taken with respect to x, so x must require grad; grad mode is switched
+        # on for it even under torch.no_grad() (evaluation), and the results are detached there.
         outer_grad = torch.is_grad_enabled()
         with torch.enable_grad():
-            inputs = flat.detach().requires_grad_(True)
+            # An input that already requires grad keeps its graph, so dL/dx includes the
+            # penalty's second-order path (the Jacobian is differentiable: create_graph=True).
+            inputs = flat if flat.requires_grad else flat.detach().requires_grad_(True)
             hidden = self.encode(inputs)
             penalty = self.jacobian_penalty(inputs, hidden)
         if not outer_grad:
