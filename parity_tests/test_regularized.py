@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given
-from hypothesis import strategies as st
 
 from parity_tests import strategies as S
 from parity_tests.mnist import mnist_train_images
