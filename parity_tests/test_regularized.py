@@ -227,13 +227,14 @@ def test_kl_penalty_gradient_reaches_every_example_equally():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kl_penalty_stays_finite_for_saturated_units_and_matches_torch(dtype):
-    """A unit at exactly 0 or 1 over the whole batch: ρ̂ is clamped into [ε, 1 − ε], the penalty
-    is large but finite, and that unit gets no gradient (torch's clamp convention)."""
-    codes = np.array([[0.0, 1.0, 0.3], [0.0, 1.0, 0.6]], dtype=dtype)
+    """A unit at exactly 0 or 1 over the whole batch: ρ̂ is clamped into [√tiny, 1 − ε/2], the
+    penalty is large but finite, and that unit gets no gradient (torch's clamp convention); a
+    nearly dead unit (ρ̂ = 1e-12) is inside the bounds and keeps its gradient."""
+    codes = np.array([[0.0, 1.0, 0.3, 2e-12], [0.0, 1.0, 0.6, 0.0]], dtype=dtype)
     penalty, cache = F.kl_sparsity_forward(codes, 0.05, 3.0)
     gradient = F.kl_sparsity_backward(1.0, cache)
     assert np.isfinite(penalty) and penalty > 10
-    assert np.all(np.isfinite(gradient)) and not gradient[:, :2].any() and gradient[:, 2].all()
+    assert np.all(np.isfinite(gradient)) and not gradient[:, :2].any() and gradient[:, 2:].all()
     twin = torch_build("sparse-ae", dtype=torch.float64 if dtype == np.float64 else torch.float32, input_dim=2,
                        hidden_dim=3)
     hidden = torch.from_numpy(codes.copy()).requires_grad_(True)
@@ -241,7 +242,9 @@ def test_kl_penalty_stays_finite_for_saturated_units_and_matches_torch(dtype):
     expected.backward()
     assert_close(np.asarray(penalty), expected.detach(), "torch", dtype, "saturated KL penalty")
     assert_close(gradient, hidden.grad, "torch", dtype, "saturated KL gradient")
-    assert clamp_bounds(dtype)[0] == np.finfo(dtype).eps
+    lower, upper = clamp_bounds(dtype)
+    assert np.dtype(dtype).type(upper) == np.nextafter(np.dtype(dtype).type(1), np.dtype(dtype).type(0))
+    assert 0 < lower < 1e-18
 
 
 def test_sparsity_penalty_lowers_the_mean_activation_in_training():

@@ -8,6 +8,8 @@ returns the gradient of ``grad_output · penalty`` with respect to each array in
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from scratch.kernels import penalties as kernels
@@ -18,9 +20,15 @@ def _scalar(value, dtype) -> np.generic:
 
 
 def clamp_bounds(dtype) -> tuple[float, float]:
-    """[ε, 1 - ε] with ε the dtype's machine epsilon: where ρ̂ is clamped before its logs."""
-    epsilon = float(np.finfo(dtype).eps)
-    return epsilon, 1.0 - epsilon
+    """[√tiny, 1 - ε/2]: where ρ̂ is clamped before its logs and quotients.
+
+    1 - ε/2 is the largest number below 1 in the dtype, so the upper bound only catches ρ̂ = 1;
+    √tiny (1.1e-19 in float32) keeps ρ/ρ̂ and β/N·ρ/ρ̂ far from overflow while a nearly dead unit
+    (z ≈ -40 on every example) still gets the gradient that revives it. Python floats, so that
+    both backends round the same numbers to the dtype.
+    """
+    info = np.finfo(dtype)
+    return math.sqrt(float(info.tiny)), 1.0 - float(info.eps) / 2
 
 
 def kl_sparsity_forward(hidden: np.ndarray, target: float, weight: float):
@@ -32,8 +40,8 @@ def kl_sparsity_forward(hidden: np.ndarray, target: float, weight: float):
     target : ρ, 0 < ρ < 1, the wanted mean activation
     weight : β ≥ 0
 
-    ρ̂ is clamped into [ε, 1 - ε] (``clamp_bounds``) before its logs, so a unit saturated over
-    the whole batch gives a large, finite penalty instead of inf.
+    ρ̂ is clamped into [√tiny, 1 - ε/2] (``clamp_bounds``) before its logs, so a unit at exactly
+    0 or 1 over the whole batch gives a large, finite penalty instead of inf (and no gradient).
     """
     dtype = hidden.dtype
     rho_hat = hidden.mean(axis=0)  # (H,)

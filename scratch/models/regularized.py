@@ -155,7 +155,7 @@ class SparseAutoencoder(_ShallowAutoencoder):
     """784-H-784 with sigmoid units and a sparsity penalty on the hidden code.
 
     ``penalty="kl"`` (default): β Σ_j KL(ρ ‖ ρ̂_j), ρ̂_j the batch mean of unit j (ρ = 0.05,
-    β = 3: Ng's CS294A notes). ``penalty="l1"``: (λ/N) Σ_n Σ_j |h_nj|, λ = ``sparsity_weight``
+    β = 3: Ng's CS294A notes and the UFLDL exercise). ``penalty="l1"``: (λ/N) Σ_n Σ_j |h_nj|, λ = ``sparsity_weight``
     (default 0.1). The KL penalty's gradient reaches every example through ρ̂.
     ``state_dict`` keys: ``encoder.{weight,bias}``, ``decoder.{weight,bias}``.
     """

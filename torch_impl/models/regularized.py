@@ -66,7 +66,7 @@ class _ShallowAutoencoder(nn.Module):
 
 
 class SparseAutoencoder(_ShallowAutoencoder):
-    """KL sparsity β Σ_j KL(ρ ‖ ρ̂_j) on the batch means ρ̂ (clamped to [ε, 1 - ε]), or L1 activity."""
+    """KL sparsity β Σ_j KL(ρ ‖ ρ̂_j) on the batch means ρ̂ (clamped to [√tiny, 1 - ε/2]), or L1 activity."""
 
     name = "sparse-ae"
 
@@ -85,8 +85,8 @@ class SparseAutoencoder(_ShallowAutoencoder):
         if self.config["penalty"] == "l1":
             return weight * hidden.abs().sum() / hidden.shape[0]
         rho = self.config["sparsity_target"]
-        epsilon = torch.finfo(hidden.dtype).eps
-        rho_hat = hidden.mean(dim=0).clamp(epsilon, 1 - epsilon)
+        info = torch.finfo(hidden.dtype)  # [√tiny, 1 - ε/2]: only 0 and 1 themselves are clamped
+        rho_hat = hidden.mean(dim=0).clamp(info.tiny ** 0.5, 1 - info.eps / 2)
         kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
         return weight * kl.sum()
 
