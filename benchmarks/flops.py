@@ -7,6 +7,11 @@ The counting rule, one rule for both sides (so GFLOP/s compare like with like):
   of a training step's work, and memory-bound: see below).
 - ``Linear(in, out)`` on M rows: forward ``2·M·in·out``; backward ``dW = 2·M·in·out`` and
   ``dx = 2·M·in·out``.
+- A tied decoder (scratch ``TiedLinear``, torch ``torch_impl.models.regularized.TiedDecoder``),
+  which maps with the transpose of another Linear's weight, counts as the ``Linear(in, out)`` it
+  computes: the same three matrix products, its dW added into the shared weight's gradient. So
+  tied-ae (784-H-784, one weight) counts what an untied 784-H-784 autoencoder counts: sharing a
+  weight halves the parameters, not the arithmetic.
 - ``Conv2d`` on (N, C_in, H, W) giving (N, C_out, H_out, W_out) with a kH x kW kernel: forward
   ``2·N·C_out·H_out·W_out·C_in·kH·kW`` (padding taps count; they are multiplied by zero but
   an implementation does them or skips them as it likes); ``dW`` and ``dx`` the same each.
@@ -22,13 +27,19 @@ The counting rule, one rule for both sides (so GFLOP/s compare like with like):
   first one the forward pass calls, whose input is the data, which needs no gradient (torch
   does not compute it, and scratch need not). For the default mlp-ae (784-256-64-256-784) that
   is, per example, 3 x 2·(784·256 + 256·64 + 64·256 + 256·784) - 2·784·256 = 2,203,648 FLOPs.
+- Penalties on the code count 0 too. The sparse-ae's KL or L1 penalty is element-wise on
+  h (N, H). contractive-ae's penalty λ‖∂h/∂x‖²_F is computed by scratch in closed form,
+  Σ_j (h_j (1 - h_j))² Σ_i W_ji², whose work is element-wise on h and on W (H, D), with no
+  matrix product; its torch twin takes the Jacobian by autograd (H batched vector-Jacobian
+  products, far more arithmetic) to serve as an oracle. Its GFLOP/s therefore rate both sides by
+  the encoder's and decoder's products alone, like the sparse-ae's.
 
 The layers and their geometry come from walking the scratch model (``named_modules()``:
-``Linear.in_features``/``out_features``; ``Conv2d``/``ConvTranspose2d`` ``in_channels``,
-``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``). Only the input shape a
-convolution sees depends on what runs before it; ``input_shapes`` records it, and the order in
-which the layers run, from one forward pass of the model's torch twin (same module names), whose
-forward pre-hooks see every layer whatever the scratch side fuses.
+``Linear``'s and ``TiedLinear``'s ``in_features``/``out_features``; ``Conv2d``/``ConvTranspose2d``
+``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``). Only
+the input shape a convolution sees depends on what runs before it; ``input_shapes`` records it,
+and the order in which the layers run, from one forward pass of the model's torch twin (same
+module names), whose forward pre-hooks see every layer whatever the scratch side fuses.
 """
 
 from __future__ import annotations
@@ -37,9 +48,9 @@ import math
 from typing import Mapping
 
 from scratch.functional.conv import conv2d_output_size
-from scratch.nn import Conv2d, ConvTranspose2d, Linear
+from scratch.nn import Conv2d, ConvTranspose2d, Linear, TiedLinear
 
-COUNTED = (Linear, Conv2d, ConvTranspose2d)
+COUNTED = (Linear, TiedLinear, Conv2d, ConvTranspose2d)
 
 
 def linear_flops(rows: int, in_features: int, out_features: int) -> int:
@@ -64,9 +75,9 @@ def conv_transpose2d_flops(layer: ConvTranspose2d, input_shape) -> int:
 
 
 def forward_flops(layer, input_shape) -> int:
-    """The forward pass of a Linear, Conv2d or ConvTranspose2d on ``input_shape``; 0 for any other
-    module (element-wise and pooling work counts 0, being memory-bound)."""
-    if isinstance(layer, Linear):
+    """The forward pass of a Linear, TiedLinear, Conv2d or ConvTranspose2d on ``input_shape``; 0 for
+    any other module (element-wise and pooling work counts 0, being memory-bound)."""
+    if isinstance(layer, (Linear, TiedLinear)):  # a TiedLinear is a Linear(in, out) with a borrowed weight
         return linear_flops(math.prod(input_shape[:-1]), layer.in_features, layer.out_features)
     if isinstance(layer, ConvTranspose2d):  # before Conv2d, in case one ever derives from the other
         return conv_transpose2d_flops(layer, input_shape)
@@ -82,12 +93,16 @@ def backward_flops(layer, input_shape, input_gradient: bool = True) -> int:
 
 
 def input_shapes(twin, x, noise=None) -> list[tuple[str, tuple[int, ...]]]:
-    """``(module name, input shape)`` of every Linear/Conv2d/ConvTranspose2d of the torch ``twin``,
-    in the order its ``loss(x, noise)`` calls them (a module called twice appears twice).
+    """``(module name, input shape)`` of every Linear/Conv2d/ConvTranspose2d/TiedDecoder of the torch
+    ``twin``, in the order its ``loss(x, noise)`` calls them (a module called twice appears twice).
 
     ``x`` and ``noise`` may be NumPy arrays or tensors; nothing is back-propagated.
     """
     import torch
+
+    from torch_impl.models.regularized import TiedDecoder
+
+    counted = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d, TiedDecoder)
 
     def tensor(value):
         return None if value is None else torch.as_tensor(value)
@@ -95,7 +110,7 @@ def input_shapes(twin, x, noise=None) -> list[tuple[str, tuple[int, ...]]]:
     seen: list[tuple[str, tuple[int, ...]]] = []
     handles = []
     for name, module in twin.named_modules():
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+        if isinstance(module, counted):
             def record(_module, inputs, _name=name):
                 seen.append((_name, tuple(inputs[0].shape)))
             handles.append(module.register_forward_pre_hook(record))

@@ -213,6 +213,24 @@ def test_the_vae_training_step_counts_both_heads_and_skips_only_fc1s_input_gradi
     assert count["total"] == 2 * (3 * forward - 2 * 784 * 400)
 
 
+@pytest.mark.parametrize("hidden", [256, 48])
+def test_the_tied_decoder_counts_as_the_linear_it_computes(hidden):
+    """tied-ae (784-H-784, one weight) does the matrix products of an untied 784-H-784
+    autoencoder: its TiedLinear decoder counts forward, dW into the shared weight, and dx."""
+    from benchmarks.models import step_flops
+    from scratch.models import build
+
+    x = np.zeros((3, 1, 28, 28), np.float32)
+    tied = step_flops("tied-ae", build("tied-ae", hidden_dim=hidden).config, x, None)
+    untied = step_flops("sparse-ae", build("sparse-ae", hidden_dim=hidden).config, x, None)
+    assert [(layer["layer"], layer["type"]) for layer in tied["layers"]] == [("encoder", "Linear"),
+                                                                            ("decoder", "TiedLinear")]
+    for key in ("total", "forward", "grad_weight", "grad_input", "first_layer"):
+        assert tied[key] == untied[key], key
+    assert tied["total"] == 3 * (3 * 2 * 2 * 784 * hidden - 2 * 784 * hidden)  # both layers x3, no dx of the first
+    assert flops.forward_flops(nn.TiedLinear(nn.Linear(784, hidden)), (5, hidden)) == 2 * 5 * hidden * 784
+
+
 def test_one_conv_layers_flops():
     conv = nn.Conv2d(1, 16, 3, stride=3, padding=1)          # 28x28 -> 10x10
     assert flops.forward_flops(conv, (2, 1, 28, 28)) == 2 * 2 * 16 * 10 * 10 * 1 * 3 * 3

@@ -38,16 +38,26 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("model", ["mlp-ae", "denoising-ae"])
-def test_both_backends_train_the_same_run(tmp_path, model):
-    """Same seed: identical initial weights, batches and noise, so the two runs agree (float64)."""
+@pytest.mark.parametrize("model, model_config, parts", [
+    ("mlp-ae", {"hidden_dims": [32], "latent_dim": 8}, {"loss", "recon"}),
+    ("denoising-ae", {"hidden_dims": [32], "latent_dim": 8}, {"loss", "recon"}),
+    ("sparse-ae", {"hidden_dim": 32}, {"loss", "recon", "penalty"}),
+    ("sparse-ae", {"hidden_dim": 32, "penalty": "l1", "sparsity_weight": 0.5}, {"loss", "recon", "penalty"}),
+    ("contractive-ae", {"hidden_dim": 32, "contraction_weight": 1.0}, {"loss", "recon", "penalty"}),
+    ("tied-ae", {"hidden_dim": 32}, {"loss", "recon"}),
+    ("tied-ae", {"hidden_dim": 32, "activation": "tanh"}, {"loss", "recon"}),
+], ids=["mlp-ae", "denoising-ae", "sparse-ae", "sparse-ae-l1", "contractive-ae", "tied-ae", "tied-ae-tanh"])
+def test_both_backends_train_the_same_run(tmp_path, model, model_config, parts):
+    """Same seed: identical initial weights, batches and noise, so the two runs agree (float64),
+    every loss part (the penalty too) epoch by epoch and the final weights."""
     histories, weights = {}, {}
     for backend in ("scratch", "torch"):
         config = TrainConfig(model=model, epochs=2, backend=backend, dtype="float64", seed=3,
-                             model_config={"hidden_dims": [32], "latent_dim": 8})
+                             model_config=model_config)
         histories[backend] = run(tmp_path / backend, config, progress=False, log=lambda _: None)
         weights[backend] = load_tensors(tmp_path / backend / "model.safetensors")
     for a, b in zip(histories["scratch"], histories["torch"]):
+        assert set(a["train"]) == parts and set(a["test"]) == parts | {"bce", "mse"}
         for split in ("train", "test"):
             assert set(a[split]) == set(b[split])
             for key in a[split]:
@@ -178,6 +188,113 @@ def test_compare_prints_both_backends_and_writes_a_plot(tmp_path):
         assert scratch_loss == pytest.approx(torch_loss, rel=1e-9)
         assert difference < 1e-9
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+
+
+# -- sparse-ae, contractive-ae, tied-ae -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["scratch", "torch"])
+@pytest.mark.parametrize("model, options, model_config, parts", [
+    ("sparse-ae", ["--sparsity-target", "0.1", "--sparsity-weight", "2"],
+     {"hidden_dim": 16, "sparsity_target": 0.1, "sparsity_weight": 2.0}, {"loss", "recon", "penalty"}),
+    ("contractive-ae", ["--contraction-weight", "0.5"], {"hidden_dim": 16, "contraction_weight": 0.5},
+     {"loss", "recon", "penalty"}),
+    ("tied-ae", ["--activation", "relu"], {"hidden_dim": 16, "activation": "relu"}, {"loss", "recon"}),
+], ids=["sparse-ae", "contractive-ae", "tied-ae"])
+def test_the_regularized_models_train_from_the_command_line(tmp_path, model, options, model_config, parts, backend):
+    """`autoencoders train` of each: its options reach the model, the metrics hold the loss parts,
+    and the run directory holds the checkpoint (which the torch twin loads), the filters and
+    the hidden activations' histogram (and, sparse-ae, the units' mean activations')."""
+    cli("train", model, "--epochs", "1", "--backend", backend, "--hidden-dims", "16", *options, "--out", "run",
+        "--quiet", cwd=tmp_path, check_status=0)
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "config.json").read_text())["model_config"] == model_config
+    [entry] = _metrics(run_dir)
+    assert set(entry["train"]) == parts and set(entry["test"]) == parts | {"bce", "mse"}
+    for split in ("train", "test"):
+        values = entry[split]
+        assert all(np.isfinite(value) for value in values.values()), values
+        assert values["loss"] == pytest.approx(values["recon"] + values.get("penalty", 0.0), rel=1e-6)
+        if "penalty" in parts:
+            assert values["penalty"] > 0
+    for name in ("model.safetensors", "checkpoints/epoch-0001/model.safetensors", "filters-epoch001.png",
+                 "activations-epoch001.png", "reconstructions-epoch001.png", "loss.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "unit-means-epoch001.png").exists() == (model == "sparse-ae")
+    weights = load_tensors(run_dir / "model.safetensors")
+    assert weights["encoder.weight"].shape == (16, 64)  # --hidden-dims 16 on the 8x8 digits
+    from safetensors.torch import load_file
+
+    twin = torch_build(model, input_dim=64, **model_config)
+    twin.load_state_dict(load_file(run_dir / "model.safetensors"), strict=True)
+
+
+@pytest.mark.parametrize("backend", ["scratch", "torch"])
+def test_the_activation_histograms_show_the_code_of_the_test_images(tmp_path, monkeypatch, backend):
+    """What the histograms are drawn from: h of the trained model on every test image (the digits
+    have 297, fewer than the 1000 used at most), and each unit's mean of it; the titles name the
+    model, the epoch, the target ρ and the measured mean activation."""
+    from scratch import plots
+    from scratch.data import binarize, load_dataset
+    from scratch.models import build
+
+    drawn = {}
+    save_histogram = plots.save_histogram
+
+    def spy(path, values, **options):
+        drawn[Path(path).name] = (np.array(values, dtype=np.float64), options["title"])
+        return save_histogram(path, values, **options)
+
+    monkeypatch.setattr(plots, "save_histogram", spy)
+    config = TrainConfig(model="sparse-ae", epochs=1, backend=backend, dtype="float64", model_config={"hidden_dim": 16})
+    run(tmp_path / "run", config, progress=False, log=lambda _: None)
+    assert set(drawn) == {"activations-epoch001.png", "unit-means-epoch001.png"}
+    model = build("sparse-ae", dtype=np.float64, input_dim=64, hidden_dim=16)
+    model.load_state_dict(load_tensors(tmp_path / "run" / "model.safetensors"))
+    images = load_dataset("digits").test_images
+    hidden = model.encode(binarize(images, "threshold").astype(np.float64))
+    assert hidden.shape == (297, 16)
+    activations, title = drawn["activations-epoch001.png"]
+    assert_close(activations, hidden, "training", np.float64, "hidden activations")
+    for needle in ("sparse-ae", f"({backend})", "epoch 1", "ρ = 0.05", f"mean activation {hidden.mean():.4f}"):
+        assert needle in title, (needle, title)
+    unit_means, title = drawn["unit-means-epoch001.png"]
+    assert_close(unit_means, hidden.mean(axis=0), "training", np.float64, "ρ̂")
+    assert "ρ = 0.05" in title and "epoch 1" in title
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["train", "mlp-ae", "--penalty", "l1"], ["--penalty", "sparse-ae", "mlp-ae"]),
+    (["train", "tied-ae", "--sparsity-target", "0.1"], ["--sparsity-target", "tied-ae"]),
+    (["train", "contractive-ae", "--sparsity-weight", "1"], ["--sparsity-weight", "contractive-ae"]),
+    (["train", "sparse-ae", "--contraction-weight", "0.5"], ["--contraction-weight", "contractive-ae", "sparse-ae"]),
+    (["train", "vae", "--activation", "relu"], ["--activation", "tied-ae", "vae"]),
+    (["train", "sparse-ae", "--beta", "2"], ["--beta", "sparse-ae"]),
+    (["train", "sparse-ae", "--latent-dim", "8"], ["--latent-dim", "sparse-ae"]),
+    (["train", "contractive-ae", "--latent-dim", "8"], ["--latent-dim", "contractive-ae"]),
+    (["train", "tied-ae", "--latent-dim", "8"], ["--latent-dim", "tied-ae"]),
+    (["train", "contractive-ae", "--hidden-dims", "32,16"], ["--hidden-dims", "contractive-ae", "one hidden layer"]),
+    (["train", "sparse-ae", "--penalty", "l1", "--sparsity-target", "0.1"], ["--sparsity-target", "sparse-ae", "l1"]),
+    (["compare", "tied-ae", "--penalty", "kl"], ["autoencoders compare", "--penalty", "tied-ae"]),
+    (["train", "sparse-ae", "--sparsity-target", "1"], ["--sparsity-target", "strictly between 0 and 1"]),
+    (["train", "sparse-ae", "--sparsity-target", "0"], ["--sparsity-target", "strictly between 0 and 1"]),
+    (["train", "sparse-ae", "--sparsity-target", "nan"], ["--sparsity-target", "strictly between 0 and 1"]),
+    (["train", "sparse-ae", "--penalty", "l2"], ["--penalty", "invalid choice"]),
+    (["train", "sparse-ae", "--sparsity-weight", "-1"], ["--sparsity-weight", "non-negative"]),
+    (["train", "contractive-ae", "--contraction-weight", "inf"], ["--contraction-weight", "non-negative"]),
+    (["train", "tied-ae", "--activation", "softmax"], ["--activation", "invalid choice"]),
+])
+def test_regularized_model_options_give_one_line_usage_errors(tmp_path, args, needles):
+    """Each option of sparse-ae, contractive-ae or tied-ae is refused, in one line naming the
+    option and the model, for a model it does not apply to, and so is a value out of its range."""
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists(), "a run that cannot start must leave no run directory"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, result.stderr)
 
 
 def _constant_predictor_bce() -> float:

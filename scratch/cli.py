@@ -23,6 +23,14 @@ from scratch._arguments import (
 )
 
 VARIATIONAL_MLPS = ("vae", "seed-vae", "beta-vae")
+# One hidden layer, which is their code: --hidden-dims gives its width and there is no latent.
+SHALLOW_AUTOENCODERS = ("sparse-ae", "contractive-ae", "tied-ae")
+# The models that take a latent_dim (conv-ae's code size follows from its channels).
+LATENT_MODELS = ("mlp-ae", "denoising-ae", *VARIATIONAL_MLPS, "conv-vae")
+# Options that belong to one model: the option's dest -> that model.
+MODEL_SPECIFIC = {"beta": "beta-vae", "capacity_max": "beta-vae", "capacity_steps": "beta-vae", "gamma": "beta-vae",
+                  "penalty": "sparse-ae", "sparsity_target": "sparse-ae", "sparsity_weight": "sparse-ae",
+                  "contraction_weight": "contractive-ae", "activation": "tied-ae"}
 DEFAULTS = dict(epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-5, seed=0)
 # The offline digits are 1,500 small training images: 12 steps an epoch at batch 128, so an
 # epoch there teaches as much as 1/40 of an MNIST epoch. Its default runs longer to compare.
@@ -47,13 +55,27 @@ class _Parser(argparse.ArgumentParser):
 # -- model options shared by train and compare ---------------------------------------------
 
 
+def _open_unit_interval(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1 (a target mean activation ρ)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text}")
+    return value
+
+
 def _add_model_options(parser) -> None:
+    from scratch.models.regularized import DEFAULT_SPARSITY_WEIGHT, SPARSITY_PENALTIES, TIED_ACTIVATIONS
+
     group = parser.add_argument_group("model")
     group.add_argument("--hidden-dims", type=_int_list, metavar="N[,N...]",
-                       help="hidden layer widths: mlp-ae and denoising-ae (default 256), or the one hidden "
-                            "layer of vae, seed-vae, beta-vae (default 400)")
+                       help="hidden layer widths: mlp-ae and denoising-ae (default 256); the single hidden layer "
+                            "of vae, seed-vae, beta-vae (default 400) and of sparse-ae, contractive-ae, tied-ae "
+                            "(default 256)")
     group.add_argument("--latent-dim", type=_positive_int, metavar="N",
-                       help="latent width (default 64 for the autoencoders, 20 for the VAEs)")
+                       help="latent width: mlp-ae and denoising-ae (default 64), the VAEs (default 20)")
     group.add_argument("--noise", choices=["gaussian", "masking", "salt-and-pepper"],
                        help="denoising-ae: the corruption (default gaussian)")
     group.add_argument("--noise-level", type=_non_negative_float, metavar="X",
@@ -64,12 +86,28 @@ def _add_model_options(parser) -> None:
     group.add_argument("--capacity-steps", type=_positive_int, metavar="N",
                        help="beta-vae: training steps over which C rises (default 10000)")
     group.add_argument("--gamma", type=_non_negative_float, metavar="G", help="beta-vae: weight of |KL - C| (default 1000)")
+    weights = " and ".join(f"{value:g} for {name}" for name, value in DEFAULT_SPARSITY_WEIGHT.items())
+    group.add_argument("--penalty", choices=SPARSITY_PENALTIES,
+                       help="sparse-ae: kl (default), the KL divergences of the hidden units' mean activations "
+                            "from rho, summed; or l1, the hidden activations' absolute values summed per image")
+    group.add_argument("--sparsity-target", type=_open_unit_interval, metavar="RHO",
+                       help="sparse-ae, kl penalty: the target mean activation rho of each hidden unit, "
+                            "0 < rho < 1 (default 0.05)")
+    group.add_argument("--sparsity-weight", type=_non_negative_float, metavar="W",
+                       help=f"sparse-ae: the penalty's weight (default {weights})")
+    group.add_argument("--contraction-weight", type=_non_negative_float, metavar="L",
+                       help="contractive-ae: lambda, the weight of the encoder Jacobian's squared Frobenius "
+                            "norm (default 0.1)")
+    group.add_argument("--activation", choices=list(TIED_ACTIVATIONS),
+                       help="tied-ae: the hidden units' activation (default sigmoid)")
 
 
 def _model_config(args) -> dict:
+    """The model's configuration from the model options; a UsageError names any option that does
+    not apply to ``args.model`` (the model would otherwise refuse it with a TypeError, or ignore it)."""
     config = {}
     if args.hidden_dims is not None:
-        if args.model in ("vae", "seed-vae", "beta-vae"):
+        if args.model in VARIATIONAL_MLPS or args.model in SHALLOW_AUTOENCODERS:
             if len(args.hidden_dims) != 1:
                 raise UsageError(f"{args.model} has one hidden layer: give --hidden-dims a single width")
             config["hidden_dim"] = args.hidden_dims[0]
@@ -78,20 +116,35 @@ def _model_config(args) -> dict:
         else:
             raise UsageError(f"--hidden-dims applies to the MLP models, not {args.model}")
     if args.latent_dim is not None:
+        if args.model in SHALLOW_AUTOENCODERS:
+            raise UsageError(f"--latent-dim does not apply to {args.model}: its code is its one hidden layer, "
+                             f"whose width --hidden-dims sets")
+        if args.model not in LATENT_MODELS:
+            raise UsageError(f"--latent-dim applies to {', '.join(LATENT_MODELS)}, not {args.model}")
         config["latent_dim"] = args.latent_dim
     if args.model != "denoising-ae" and (args.noise is not None or args.noise_level is not None):
         raise UsageError(f"--noise and --noise-level apply to denoising-ae, not {args.model}")
-    beta_options = {"beta": args.beta, "capacity_max": args.capacity_max, "capacity_steps": args.capacity_steps,
-                    "gamma": args.gamma}
-    given = {key: value for key, value in beta_options.items() if value is not None}
-    if given and args.model != "beta-vae":
-        raise UsageError(f"--{', --'.join(k.replace('_', '-') for k in given)} apply to beta-vae, not {args.model}")
+    given = {key: getattr(args, key) for key in MODEL_SPECIFIC if getattr(args, key) is not None}
+    wrong = [key for key in given if MODEL_SPECIFIC[key] != args.model]
+    if wrong:
+        owner = MODEL_SPECIFIC[wrong[0]]
+        options = [key for key in wrong if MODEL_SPECIFIC[key] == owner]  # one owner per message
+        verb = "applies" if len(options) == 1 else "apply"
+        raise UsageError(f"{_flags(options)} {verb} to {owner}, not {args.model}")
+    if given.get("penalty") == "l1" and "sparsity_target" in given:
+        # ρ is the KL penalty's; the L1 penalty would silently ignore it
+        raise UsageError("--sparsity-target applies to sparse-ae's kl penalty, not --penalty l1")
     config.update(given)
     if args.noise is not None:
         config["noise"] = args.noise
     if args.noise_level is not None:
         config["noise_level"] = args.noise_level
     return config
+
+
+def _flags(keys) -> str:
+    """["capacity_max", "gamma"] -> "--capacity-max, --gamma"."""
+    return ", ".join("--" + key.replace("_", "-") for key in keys)
 
 
 def _add_data_options(parser) -> None:

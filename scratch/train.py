@@ -36,6 +36,12 @@ from scratch.models import MODELS, build, draw_noise
 
 BACKENDS = ("scratch", "torch")
 DTYPES = ("float32", "float64")
+# One hidden layer whose activations are the code a penalty shapes (or, tied-ae, a constraint):
+# their runs also picture those activations (``write_code_artifacts``).
+HIDDEN_CODE_MODELS = ("sparse-ae", "contractive-ae", "tied-ae")
+# Test images whose hidden activations the histograms show: enough for the shape of a
+# distribution (the offline digits have 297 test images; then all of them).
+ACTIVATION_IMAGES = 1000
 # Fault injection for the crash tests: SIGKILL this process just before training step N.
 KILL_AT_STEP_VARIABLE = "AUTOENCODERS_FAULT_KILL_AT_STEP"
 
@@ -134,6 +140,15 @@ class ScratchBackend:
         """A VAE's Bernoulli means (N, D) for latents (N, latent_dim)."""
         return self.model.decode(z)
 
+    def hidden_activations(self, x: np.ndarray) -> np.ndarray:
+        """The hidden code h (N, hidden_dim) of a one-hidden-layer model (``HIDDEN_CODE_MODELS``)
+        for images x (N, D) or (N, C, H, W), in evaluation mode."""
+        self.model.eval()
+        try:
+            return np.asarray(self.model.encode(x))
+        finally:
+            self.model.train()
+
 
 def make_backend(config: TrainConfig, model_config: dict):
     """The backend ``config.backend`` names, starting from the scratch model's initial weights."""
@@ -210,7 +225,8 @@ def _batch_weight(backend, batch_size: int) -> int:
 
 
 def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int, history: list) -> None:
-    """Reconstructions (with the noisy input for the denoising model), filters, loss curves."""
+    """Reconstructions (with the noisy input for the denoising model), filters, loss curves; the
+    VAEs' samples and interpolations; the hidden activations' histograms of ``HIDDEN_CODE_MODELS``."""
     from scratch import plots
 
     dtype = np.dtype(config.dtype)
@@ -229,15 +245,55 @@ def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Datase
     plots.save_image_rows(run_dir / f"reconstructions-{tag}.png", rows, labels=labels,
                           title=f"{config.model} ({config.backend}), epoch {epoch}")
     first = next(iter(backend.weights().items()))  # encoder.0.weight: the first layer's filters
+    # tied-ae's decoder uses the same weight, transposed: its filters are the decoder's too
+    tied = " (the decoder's too, transposed)" if config.model == "tied-ae" else ""
     plots.save_filters(run_dir / f"filters-{tag}.png", first[1], dataset.image_shape,
-                       title=f"{first[0]}, epoch {epoch}")
+                       title=f"{first[0]}{tied}, epoch {epoch}")
     if getattr(backend.model, "loss_reduction", None) == "sum":  # the VAEs: a generative model
         write_generative_artifacts(run_dir, backend, config, dataset, tag)
+    if config.model in HIDDEN_CODE_MODELS:
+        write_code_artifacts(run_dir, backend, config, dataset, epoch)
     epochs = [entry["epoch"] for entry in history]
     plots.save_curves(run_dir / "loss.png", {
         "train loss": (epochs, [entry["train"]["loss"] for entry in history]),
         "test loss": (epochs, [entry["test"]["loss"] for entry in history]),
     }, title=f"{config.model} on {config.dataset} ({config.backend})")
+
+
+def write_code_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int) -> None:
+    """What the penalty does to the code: a histogram of the hidden activations h on the first
+    ``ACTIVATION_IMAGES`` test images (``activations-epochNNN.png``) and, for sparse-ae, of each
+    unit's mean activation ρ̂_j over them (``unit-means-epochNNN.png``), the quantity its KL
+    penalty pulls towards ρ."""
+    from scratch import plots
+
+    rng = evaluation_rng(config.seed)
+    images = dataset.test_images[:ACTIVATION_IMAGES]
+    x = binarize(images, config.binarize, rng).astype(np.dtype(config.dtype), copy=False)
+    hidden = np.asarray(backend.hidden_activations(x), dtype=np.float64)  # (N, H)
+    count, units = hidden.shape
+    model_config = backend.model.config
+    tag = f"epoch{epoch:03d}"
+    heading = f"{config.model} ({config.backend}), epoch {epoch}"
+    mean = float(hidden.mean())
+    if config.model == "sparse-ae":
+        weight = model_config["sparsity_weight"]
+        if model_config["penalty"] == "kl":
+            penalty = f"KL penalty, target ρ = {model_config['sparsity_target']:g}, β = {weight:g}"
+        else:
+            penalty = f"L1 penalty, λ = {weight:g}"
+        detail = f"{penalty}; mean activation {mean:.4f}"
+    elif config.model == "contractive-ae":
+        detail = f"contraction λ = {model_config['contraction_weight']:g}; mean activation {mean:.4f}"
+    else:
+        detail = f"{model_config['activation']} units, tied weights; mean activation {mean:.4f}"
+    plots.save_histogram(run_dir / f"activations-{tag}.png", hidden, bins=50,
+                         title=f"{heading}: {units} hidden units on {count} test images\n{detail}",
+                         xlabel="hidden activation h")
+    if config.model == "sparse-ae":
+        plots.save_histogram(run_dir / f"unit-means-{tag}.png", hidden.mean(axis=0), bins=min(50, units),
+                             title=f"{heading}: each unit's mean activation ρ̂_j\nover {count} test images; {detail}",
+                             xlabel="ρ̂_j, unit j's mean activation")
 
 
 def write_generative_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:

@@ -79,3 +79,12 @@ class TorchBackend:
     @torch.no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:
         return self.model.decode(self._tensor(z)).numpy()
+
+    @torch.no_grad()
+    def hidden_activations(self, x: np.ndarray) -> np.ndarray:
+        """The hidden code h (N, hidden_dim) of sparse-, contractive- or tied-ae for images x."""
+        self.model.eval()
+        try:
+            return self.model.encode(self._tensor(x)).numpy()
+        finally:
+            self.model.train()
