@@ -23,6 +23,7 @@ from scratch._arguments import (
 )
 
 VARIATIONAL_MLPS = ("vae", "seed-vae", "beta-vae")
+GRADCHECK_SHALLOW = ("sparse-ae", "contractive-ae", "tied-ae")  # one hidden layer: the code
 # One hidden layer, which is their code: --hidden-dims gives its width and there is no latent.
 SHALLOW_AUTOENCODERS = ("sparse-ae", "contractive-ae", "tied-ae")
 # The models that take a latent_dim (conv-ae's code size follows from its channels).
@@ -352,8 +353,13 @@ def _gradcheck(args) -> int:
     from scratch.models import build
 
     rng = np.random.default_rng(args.seed)
-    hidden = {"hidden_dim": args.hidden_dim} if args.model in VARIATIONAL_MLPS else {"hidden_dims": [args.hidden_dim]}
-    model = build(args.model, dtype=np.float64, rng=rng, input_dim=args.input_dim, latent_dim=args.latent_dim, **hidden)
+    if args.model in GRADCHECK_SHALLOW:  # one hidden layer, no latent: hidden_dim is the code's width
+        config = {"hidden_dim": args.hidden_dim}
+    elif args.model in VARIATIONAL_MLPS:
+        config = {"hidden_dim": args.hidden_dim, "latent_dim": args.latent_dim}
+    else:
+        config = {"hidden_dims": [args.hidden_dim], "latent_dim": args.latent_dim}
+    model = build(args.model, dtype=np.float64, rng=rng, input_dim=args.input_dim, **config)
     model.eval()  # fixes the β-VAE's capacity step while the loss is evaluated again and again
     x = rng.random((args.batch_size, args.input_dim))
     noise = model.draw_noise(x.shape) if hasattr(model, "draw_noise") else None
@@ -462,10 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build a small float64 model and compare every parameter gradient of its loss "
                     "with float64 central differences, element by element.",
     )
-    check.add_argument("model", choices=["mlp-ae", "denoising-ae", *VARIATIONAL_MLPS], help="model name")
+    check.add_argument("model", choices=["mlp-ae", "denoising-ae", *VARIATIONAL_MLPS, *GRADCHECK_SHALLOW],
+                       help="model name")
     check.add_argument("--input-dim", type=_positive_int, default=16, help="input features (default 16)")
     check.add_argument("--hidden-dim", type=_positive_int, default=8, help="hidden width (default 8)")
-    check.add_argument("--latent-dim", type=_positive_int, default=4, help="latent width (default 4)")
+    check.add_argument("--latent-dim", type=_positive_int, default=4,
+                       help="latent width (default 4; the sparse, contractive and tied models have none)")
     check.add_argument("--batch-size", type=_positive_int, default=5, help="batch size (default 5)")
     check.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     check.set_defaults(handler=_gradcheck)
