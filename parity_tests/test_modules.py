@@ -121,7 +121,7 @@ def test_cli_gradcheck_demo_and_errors():
     ok = run("gradcheck", "beta-vae")
     assert ok.returncode == 0 and "gradcheck passed" in ok.stdout and "fc22.weight" in ok.stdout, ok.stderr
     ok = run("gradcheck", "contractive-ae", "--hidden-dim", "3")
-    assert ok.returncode == 0 and "gradcheck passed: 108 elements in 4 arrays" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "gradcheck passed: 115 elements in 4 arrays" in ok.stdout, ok.stdout + ok.stderr
     assert run("--help").returncode == 0 and "gradcheck" in run("--help").stdout
     bad = run("gradcheck", "no-such-model")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
