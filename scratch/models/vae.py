@@ -15,6 +15,7 @@ import numpy as np
 
 from scratch import functional as F
 from scratch._validate import check_array, check_float_dtype
+from scratch.models._inputs import flatten_input
 from scratch.nn import BCELoss, GaussianKL, Linear, Module, ReLU, Sequential, Sigmoid
 from scratch.nn.layers import _resolve_rng
 
@@ -59,13 +60,7 @@ class _Variational(Module):
         return self.noise_for(self._config, shape, self.rng, self.dtype)
 
     def _flatten_input(self, x, name="x"):
-        owner = f"{type(self).__name__}({self.name})"
-        check_array(x, owner, dtype=self.dtype, ndim=(2, 4), name=name)
-        features = math.prod(x.shape[1:])
-        if features != self._config["input_dim"] or x.shape[0] == 0:
-            raise ValueError(f"{owner}: {name} must be (N, {self._config['input_dim']}) or (N, C, H, W) with "
-                             f"C·H·W = {self._config['input_dim']} and N >= 1, got shape {x.shape}")
-        return x.reshape(x.shape[0], features)
+        return flatten_input(self, x, name)
 
     def _noise(self, n, noise):
         latent = self._config["latent_dim"]
