@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from scratch._faults import kill_point
+
 
 def fsync_directory(path: Path) -> None:
     try:
@@ -28,9 +30,24 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        kill_point(f"write:{path.name}")  # crash tests: the temporary is written, not yet renamed
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
     return path
+
+
+def remove_temporaries(directory, patterns=(".*.tmp",)) -> list[Path]:
+    """Delete what an atomic write leaves when its process is killed between writing the
+    temporary file and renaming it (``atomic_write_bytes``: ``.<name>.<random>.tmp``; the PNG
+    writer: ``.<stem>.<random>.png``, pass ``".*.png"``); returns what was removed."""
+    directory = Path(directory)
+    removed = []
+    if directory.is_dir():
+        for leftover in (path for pattern in patterns for path in directory.glob(pattern)):
+            if leftover.is_file() and not leftover.is_symlink():
+                leftover.unlink(missing_ok=True)
+                removed.append(leftover)
+    return removed

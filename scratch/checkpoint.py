@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from scratch._faults import kill_point
 from scratch._files import atomic_write_bytes, fsync_directory
 
 FORMAT_VERSION = 1
@@ -42,16 +45,85 @@ def atomic_write_json(path, value) -> Path:
 
 
 def read_json(path) -> dict:
+    """The JSON object stored in ``path``.
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``path``: missing, unreadable, not UTF-8, not JSON (nesting deeper than the parser
+        can follow and integers of more than 4300 digits included), or not a JSON object.
+    """
     path = Path(path)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{path}: not valid JSON (not UTF-8 text: {error})") from None
+    try:
+        value = json.loads(text)
+    # JSONDecodeError is a ValueError, and so is an integer too long to convert; nesting deeper
+    # than the interpreter's stack is a RecursionError. None of them may escape as a traceback.
+    except (ValueError, RecursionError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({_one_line(error)})") from None
     if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
+        raise CheckpointError(f"{path}: expected a JSON object, found {_json_kind(value)}")
+    if _json_depth(value) > _MAX_JSON_DEPTH:
+        # Nothing we write nests deeper than a few levels, and a structure nested nearly as deep
+        # as the parser allows would overflow the stack of whatever walks it next (repr, dumps).
+        raise CheckpointError(f"{path}: JSON nested deeper than {_MAX_JSON_DEPTH} levels (checkpoints and configurations nest a few)")
     return value
+
+
+_MAX_JSON_DEPTH = 32
+
+
+def _json_depth(value) -> int:
+    """How deeply ``value`` nests, found without recursion (it may nest as deep as the parser allows)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= _MAX_JSON_DEPTH:  # deeper is refused anyway: stop walking
+                pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message as one line (some libraries' messages span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _json_kind(value) -> str:
+    """What a JSON value is, for messages: 'a string', 'an array', ..."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    for kind, name in ((dict, "an object"), (list, "an array"), (str, "a string"), ((int, float), "a number")):
+        if isinstance(value, kind):
+            return f"{name} ({_short(value)})" if kind in (str, (int, float)) else name
+    return type(value).__name__
+
+
+def _short(value, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a damaged file can hold anything."""
+    try:
+        text = repr(value)
+    except RecursionError:  # pragma: no cover - read_json refuses deep nesting first
+        text = f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1 here
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _sha256(path: Path) -> str:
@@ -73,8 +145,33 @@ def save_tensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] 
     return atomic_write_bytes(path, save(arrays, metadata=metadata))
 
 
+# What a checkpoint's tensors may be: the dtypes NumPy holds natively. safetensors also knows
+# bfloat16 and the float8s, which NumPy cannot represent.
+_TENSOR_DTYPES = frozenset(np.dtype(name) for name in (
+    "float16", "float32", "float64", "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64", "bool",
+))
+
+
 def load_tensors(path) -> dict[str, np.ndarray]:
-    """Read a safetensors file into NumPy arrays; anything malformed is a CheckpointError."""
+    """Read a safetensors file into NumPy arrays.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any safetensors file (ours or another library's).
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        Read-only arrays, in the file's order.
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``path``: missing, unreadable, not a valid safetensors file (a header longer than
+        the file, offsets out of range, bad JSON, a dtype NumPy lacks...).
+    """
     from safetensors.numpy import load
 
     path = Path(path)
@@ -83,11 +180,17 @@ def load_tensors(path) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not found") from None
     except OSError as error:
-        raise CheckpointError(f"{path}: cannot be read ({error.strerror})") from None
+        raise CheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
     try:
-        return dict(load(data))
-    except Exception as error:  # safetensors raises its own error types for malformed files
-        raise CheckpointError(f"{path}: not a valid safetensors file ({error})") from None
+        tensors = dict(load(data))
+    # safetensors raises its own SafetensorError for a malformed header, and its NumPy layer a
+    # KeyError for a dtype it cannot map or a ValueError for a shape NumPy cannot hold.
+    except Exception as error:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({_one_line(error)})") from None
+    for key, value in tensors.items():
+        if value.dtype not in _TENSOR_DTYPES:
+            raise CheckpointError(f"{path}: tensor {_short(key)} has dtype {value.dtype}, which this library does not read")
+    return tensors
 
 
 # -- optimizer state -----------------------------------------------------------------------
@@ -117,20 +220,114 @@ def flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, np.ndarray], di
     return arrays, {"scalars": scalars, "param_groups": groups}
 
 
-def unflatten_optimizer_state(arrays: dict[str, np.ndarray], meta: dict) -> dict:
-    """Inverse of ``flatten_optimizer_state``: ``{"state": {i: {...}}, "param_groups": [...]}``."""
+_STATE_TENSOR = re.compile(r"state\.(0|[1-9][0-9]*)\.([A-Za-z_][A-Za-z0-9_]*)")
+_STATE_SCALAR = re.compile(r"(0|[1-9][0-9]*)\.([A-Za-z_][A-Za-z0-9_]*)")
+# Parameter-group entries whose type the optimizers rely on (torch's names; others pass through).
+_NON_NEGATIVE = ("lr", "eps", "weight_decay", "momentum", "dampening")
+_FLAGS = ("amsgrad", "maximize", "nesterov", "capturable", "differentiable", "decoupled_weight_decay")
+_OPTIONAL_FLAGS = ("foreach", "fused")  # True, False or None (let torch choose)
+
+
+def _group_entry_problem(key: str, value) -> str | None:
+    """Why ``value`` cannot be parameter-group entry ``key``, or None."""
+    if key in _NON_NEGATIVE:
+        if not (_is_number(value) and math.isfinite(value) and value >= 0):
+            return f"must be a finite non-negative number, found {_json_kind(value)}"
+    elif key == "betas":
+        if not (isinstance(value, list) and len(value) == 2
+                and all(_is_number(beta) and 0 <= beta < 1 for beta in value)):
+            return f"must be two numbers in [0, 1), found {_short(value)}"
+    elif key in _FLAGS:
+        if not isinstance(value, bool):
+            return f"must be true or false, found {_json_kind(value)}"
+    elif key in _OPTIONAL_FLAGS:
+        if not (value is None or isinstance(value, bool)):
+            return f"must be true, false or null, found {_json_kind(value)}"
+    elif isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
+        return f"must be a number, a string, a flag or a list of them, found {_short(value)}"
+    return None
+
+
+def unflatten_optimizer_state(arrays: dict[str, np.ndarray], meta: dict, *,
+                              arrays_source="optimizer arrays", meta_source="optimizer meta") -> dict:
+    """Inverse of ``flatten_optimizer_state``: ``{"state": {i: {...}}, "param_groups": [...]}``.
+
+    Both halves are checked, since both come from files: ``meta`` must hold ``param_groups``
+    (a non-empty list of objects, each with ``params``, distinct parameter indices, and
+    hyper-parameters of the right types) and optionally ``scalars`` (``"<index>.<name>"`` to a
+    finite number); each array must be named ``state.<index>.<name>``, be floating point, and
+    belong to a parameter some group holds.
+
+    Parameters
+    ----------
+    arrays : dict of str to np.ndarray
+        The optimizer's buffers, as ``load_tensors`` returns them.
+    meta : dict
+        The JSON remainder (``state.json``'s ``"optimizer"``).
+    arrays_source, meta_source : str or os.PathLike
+        Where each came from, for error messages (the two files).
+
+    Raises
+    ------
+    CheckpointError
+        One line naming ``arrays_source`` or ``meta_source``, the entry and the problem.
+    """
+    def refuse(source, problem):
+        return CheckpointError(f"{source}: {problem}")
+
+    if not isinstance(meta, dict):
+        raise refuse(meta_source, f"'optimizer' must be an object, found {_json_kind(meta)}")
+    groups = meta.get("param_groups")
+    if not (isinstance(groups, list) and groups):
+        raise refuse(meta_source, f"optimizer.param_groups must be a non-empty array, found {_json_kind(groups)}")
+    scalars = meta.get("scalars", {})
+    if not isinstance(scalars, dict):
+        raise refuse(meta_source, f"optimizer.scalars must be an object, found {_json_kind(scalars)}")
+    owned: set[int] = set()
+    param_groups = []
+    for number, group in enumerate(groups):
+        where = f"optimizer.param_groups[{number}]"
+        if not isinstance(group, dict):
+            raise refuse(meta_source, f"{where} must be an object, found {_json_kind(group)}")
+        params = group.get("params")
+        if not (isinstance(params, list) and all(_is_int(index) and index >= 0 for index in params)):
+            raise refuse(meta_source, f"{where}.params must be an array of parameter indices, found {_short(params)}")
+        repeated = (set(params) & owned) or (len(set(params)) != len(params))
+        if repeated:
+            raise refuse(meta_source, f"{where}.params repeats a parameter index ({_short(params)})")
+        owned.update(params)
+        for key, value in group.items():
+            problem = None if key == "params" else _group_entry_problem(key, value)
+            if problem:
+                raise refuse(meta_source, f"{where}.{key} {problem}")
+        entry = dict(group)
+        if "betas" in entry:
+            entry["betas"] = tuple(entry["betas"])
+        param_groups.append(entry)
     state: dict[int, dict] = {}
     for key, value in arrays.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    for key, value in meta.get("scalars", {}).items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    groups = [dict(group) for group in meta["param_groups"]]
-    for group in groups:
-        if "betas" in group:
-            group["betas"] = tuple(group["betas"])
-    return {"state": state, "param_groups": groups}
+        match = _STATE_TENSOR.fullmatch(key)
+        if match is None:
+            raise refuse(arrays_source, f"unexpected tensor {_short(key)} (expected state.<index>.<name>)")
+        index = int(match[1])
+        if index not in owned:
+            raise refuse(arrays_source, f"{_short(key)} belongs to parameter {index}, which no parameter group holds")
+        if value.dtype.kind != "f":
+            raise refuse(arrays_source, f"{_short(key)} is {value.dtype}; optimizer buffers are floating point")
+        state.setdefault(index, {})[match[2]] = value
+    for key, value in scalars.items():
+        match = _STATE_SCALAR.fullmatch(key)
+        if match is None:
+            raise refuse(meta_source, f"optimizer.scalars has key {_short(key)} (expected <index>.<name>)")
+        if not (_is_number(value) and math.isfinite(value)):
+            raise refuse(meta_source, f"optimizer.scalars[{_short(key)}] must be a finite number, found {_json_kind(value)}")
+        index, name = int(match[1]), match[2]
+        if index not in owned:
+            raise refuse(meta_source, f"optimizer.scalars[{_short(key)}] belongs to parameter {index}, which no parameter group holds")
+        if name in state.get(index, {}):
+            raise refuse(meta_source, f"optimizer.scalars[{_short(key)}] is also a tensor in {arrays_source}")
+        state.setdefault(index, {})[name] = float(value)
+    return {"state": state, "param_groups": param_groups}
 
 
 # -- checkpoints ---------------------------------------------------------------------------
@@ -144,13 +341,17 @@ def write_checkpoint(run_dir, epoch: int, weights: dict[str, np.ndarray], optimi
     """Write checkpoint ``epoch`` (weights, optimizer state, JSON ``state``) and move ``latest``."""
     run_dir = Path(run_dir)
     root = run_dir / "checkpoints"
+    _refuse_links_out(run_dir, root)
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(".epoch-*"):  # staging directories of a process killed mid-write
         shutil.rmtree(leftover, ignore_errors=True)
     final = root / checkpoint_name(epoch)
+    point = f"checkpoint-{epoch}:"  # crash tests kill the process at each of these (scratch._faults)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
+        kill_point(point + "staging")
         save_tensors(staging / "model.safetensors", weights, metadata={"format": "pt"})
+        kill_point(point + "weights-staged")
         arrays, meta = flatten_optimizer_state(optimizer_state)
         save_tensors(staging / "optimizer.safetensors", arrays)
         record = {
@@ -158,6 +359,9 @@ def write_checkpoint(run_dir, epoch: int, weights: dict[str, np.ndarray], optimi
             "sha256": {name: _sha256(staging / name) for name in ("model.safetensors", "optimizer.safetensors")},
         }
         atomic_write_json(staging / "state.json", record)
+        kill_point(point + "state-staged")
+        if final.is_symlink():
+            raise CheckpointError(f"{final}: is a link; refusing to replace a checkpoint through it")
         if final.exists():  # a leftover of a run killed after this rename but before `latest` moved
             shutil.rmtree(final)
         os.rename(staging, final)
@@ -165,42 +369,216 @@ def write_checkpoint(run_dir, epoch: int, weights: dict[str, np.ndarray], optimi
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    kill_point(point + "renamed")
     atomic_write_bytes(root / "latest", (final.name + "\n").encode())
+    kill_point(point + "latest")
     atomic_write_bytes(run_dir / "model.safetensors", (final / "model.safetensors").read_bytes())
     for old in sorted(p for p in root.glob("epoch-*") if p.is_dir() and p.name < final.name)[:-(KEEP_CHECKPOINTS - 1) or None]:
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)  # a link among them is not followed: rmtree refuses links
+    kill_point(point + "done")
     return final
 
 
+def _refuse_links_out(run_dir: Path, root: Path) -> None:
+    """Checkpoints are written inside the run directory only: ``checkpoints`` must not be a link
+    (to anywhere) nor resolve outside ``run_dir``."""
+    if root.is_symlink() or (root.exists() and root.resolve().parent != run_dir.resolve()):
+        raise CheckpointError(f"{root}: is a link out of the run directory {run_dir}; refusing to write "
+                              f"checkpoints through it (replace it with a plain directory)")
+
+
+# A checkpoint directory's name as ``checkpoint_name`` writes it; ``latest`` must hold one.
+_CHECKPOINT_DIRECTORY = re.compile(r"epoch-([0-9]{4,})")
+_TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_MAX_POINTER_BYTES = 256  # ``latest`` holds one short name; read no more of a damaged one
+
+
 def latest_checkpoint(run_dir) -> Path:
-    """The directory ``checkpoints/latest`` names, checked to exist."""
+    """The checkpoint directory that ``run_dir/checkpoints/latest`` names.
+
+    Raises
+    ------
+    CheckpointError
+        No such run directory; no ``latest`` yet (the run never finished an epoch); or a
+        ``latest`` that is unreadable, not one ``epoch-NNNN`` name, or names something that is
+        not a directory inside ``checkpoints/`` (missing, a file, or a link leading elsewhere).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     pointer = run_dir / "checkpoints" / "latest"
     try:
-        name = pointer.read_text(encoding="utf-8").strip()
+        with open(pointer, "rb") as stream:
+            raw = stream.read(_MAX_POINTER_BYTES + 1)
     except FileNotFoundError:
         raise CheckpointError(f"{run_dir}: no checkpoint yet (no checkpoints/latest); was the run stopped before its first epoch ended?") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{pointer}: cannot be read ({error})") from None
-    if not name.startswith("epoch-") or "/" in name or not (pointer.parent / name).is_dir():
-        raise CheckpointError(f"{pointer}: names {name!r}, which is not a checkpoint directory")
-    return pointer.parent / name
+    except OSError as error:
+        raise CheckpointError(f"{pointer}: cannot be read ({error.strerror or error})") from None
+    name = raw.decode("utf-8", errors="replace").strip()
+    if len(raw) > _MAX_POINTER_BYTES or not _CHECKPOINT_DIRECTORY.fullmatch(name):
+        raise CheckpointError(f"{pointer}: names {_short(name)}, which is not a checkpoint directory "
+                              f"(expected a name like {checkpoint_name(1)})")
+    directory = pointer.parent / name
+    # A link could lead anywhere, another run's checkpoints included: only a real directory counts.
+    if directory.is_symlink() or not directory.is_dir():
+        problem = "a link" if directory.is_symlink() else "missing" if not directory.exists() else "not a directory"
+        raise CheckpointError(f"{pointer}: names {name!r}, which is not a checkpoint directory ({problem})")
+    return directory
 
 
-def read_checkpoint(directory) -> tuple[dict[str, np.ndarray], dict, dict]:
-    """(weights, optimizer state_dict, state.json) of one checkpoint directory, hashes verified."""
+def check_weights(weights: dict[str, np.ndarray], expected: dict[str, np.ndarray], source) -> None:
+    """Refuse weights that are not a model's, before any of them is loaded into it.
+
+    Parameters
+    ----------
+    weights : dict of str to np.ndarray
+        What a file holds (``load_tensors``).
+    expected : dict of str to np.ndarray
+        The model's own ``state_dict()`` (either backend's ``weights()``): the keys, shapes and
+        dtypes the file must have.
+    source : str or os.PathLike
+        The file, for the message.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming ``source`` and the first key missing, unexpected, of the wrong shape or
+        of the wrong dtype, with what was expected and what was found.
+    """
+    missing = [key for key in expected if key not in weights]
+    if missing:
+        raise CheckpointError(f"{source}: lacks {_short(missing[0])}{_and_more(missing)}, which the model has "
+                              f"(expected {len(expected)} tensors, found {len(weights)})")
+    unexpected = [key for key in weights if key not in expected]
+    if unexpected:
+        raise CheckpointError(f"{source}: holds {_short(unexpected[0])}{_and_more(unexpected)}, which the model "
+                              f"does not have (expected {len(expected)} tensors, found {len(weights)})")
+    for key, own in expected.items():
+        found = weights[key]
+        if tuple(found.shape) != tuple(own.shape):
+            raise CheckpointError(f"{source}: {key!r} has shape {tuple(found.shape)}, the model expects {tuple(own.shape)}")
+        if found.dtype != own.dtype:
+            raise CheckpointError(f"{source}: {key!r} is {found.dtype}, the model expects {own.dtype}")
+
+
+def _and_more(keys: list) -> str:
+    return f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+
+
+# The per-parameter state of this library's optimizers (torch's names): SGD, Adam, AdamW.
+_OPTIMIZER_STATE_NAMES = frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
+
+
+def _check_optimizer_fits(optimizer: dict, expected: dict[str, np.ndarray], arrays_source, meta_source) -> None:
+    """Refuse optimizer state that is not for ``expected``'s parameters: the optimizers number
+    parameters 0, 1, ... in ``state_dict()`` order; every parameter's state has the same entries,
+    each a name this library's optimizers keep; each buffer has its parameter's shape and dtype."""
+    owns = list(expected.items())
+    held = sorted(index for group in optimizer["param_groups"] for index in group["params"])
+    if held != list(range(len(owns))):
+        raise CheckpointError(f"{meta_source}: the optimizer's parameter groups hold {len(held)} parameters "
+                              f"({_short(held)}), the model has {len(owns)}")
+    names = {frozenset(entries) for entries in optimizer["state"].values()}
+    unknown = sorted(set().union(*names) - _OPTIMIZER_STATE_NAMES)
+    if unknown:
+        raise CheckpointError(f"{arrays_source}: unknown optimizer state {unknown[0]!r} (this library's "
+                              f"optimizers keep {', '.join(sorted(_OPTIMIZER_STATE_NAMES))})")
+    if len(names) > 1:
+        raise CheckpointError(f"{arrays_source}: the parameters' optimizer states differ "
+                              f"({' vs '.join(str(sorted(entry)) for entry in sorted(names, key=sorted)[:2])})")
+    for index, entries in optimizer["state"].items():
+        key, own = owns[index]
+        for name, value in entries.items():
+            if not isinstance(value, np.ndarray):
+                continue  # a scalar such as step, checked by unflatten_optimizer_state
+            if value.shape != own.shape or value.dtype != own.dtype:
+                raise CheckpointError(f"{arrays_source}: 'state.{index}.{name}' is {value.dtype} of shape "
+                                      f"{value.shape}; its parameter {key!r} is {own.dtype} of shape {tuple(own.shape)}")
+
+
+def _check_state(state: dict, path: Path, directory: Path) -> None:
+    """The fields of ``state.json`` that reading relies on, each of the right type."""
+    version = state.get("format")
+    if not _is_int(version):
+        raise CheckpointError(f"{path}: not a checkpoint of this library (format {_short(version)}, expected {FORMAT_VERSION})")
+    if version != FORMAT_VERSION:
+        newer = " (written by a newer version of this library)" if version > FORMAT_VERSION else ""
+        raise CheckpointError(f"{path}: checkpoint format {version}{newer}; this version reads format {FORMAT_VERSION}")
+    epoch = state.get("epoch")
+    if not (_is_int(epoch) and epoch >= 0):
+        raise CheckpointError(f"{path}: 'epoch' must be a non-negative integer, found {_json_kind(epoch)}")
+    named = _CHECKPOINT_DIRECTORY.fullmatch(directory.name)
+    if named and int(named[1]) != epoch:  # state.json is not hashed: its epoch must agree with its directory
+        raise CheckpointError(f"{path}: 'epoch' is {epoch} but the directory is {directory.name}")
+    hashes = state.get("sha256")
+    if not isinstance(hashes, dict):
+        raise CheckpointError(f"{path}: 'sha256' must be an object naming each file's hash, found {_json_kind(hashes)}")
+    for name in _TENSOR_FILES:  # never skipped: a state.json without a hash would load unverified
+        if name not in hashes:
+            raise CheckpointError(f"{path}: 'sha256' lacks {name!r}")
+    for name, digest in hashes.items():
+        # Only plain names of this directory: a damaged state.json must not make us read elsewhere.
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise CheckpointError(f"{path}: 'sha256' names {_short(name)}, which is not a file of the checkpoint")
+        if not (isinstance(digest, str) and _SHA256_HEX.fullmatch(digest)):
+            raise CheckpointError(f"{path}: 'sha256'[{name!r}] must be 64 lowercase hex digits, found {_json_kind(digest)}")
+    if not isinstance(state.get("optimizer"), dict):
+        raise CheckpointError(f"{path}: 'optimizer' must be an object, found {_json_kind(state.get('optimizer'))}")
+    metrics = state.get("metrics", [])
+    if not (isinstance(metrics, list) and all(isinstance(entry, dict) for entry in metrics)):
+        raise CheckpointError(f"{path}: 'metrics' must be an array of objects, found {_short(metrics)}")
+
+
+def read_checkpoint(directory, expected: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict, dict]:
+    """(weights, optimizer state_dict, state.json) of one checkpoint directory, verified.
+
+    Everything is checked before anything is returned: ``state.json``'s fields and their types,
+    the sha256 of each file it lists (so a truncated or altered tensor file is refused), both
+    safetensors files, the optimizer state's layout and, when ``expected`` is given, that the
+    weights and the optimizer buffers are exactly those of that model.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        A checkpoint directory (``latest_checkpoint(run_dir)``).
+    expected : dict of str to np.ndarray, optional
+        The model's own ``state_dict()`` (a backend's ``weights()``): its keys, shapes and
+        dtypes, in parameter order.
+
+    Returns
+    -------
+    tuple
+        ``weights`` (torch's keys to arrays), the optimizer ``state_dict`` (torch's layout, for
+        either backend's ``load_optimizer_state``), and ``state.json`` as a dict.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file and the problem.
+    """
     directory = Path(directory)
-    state = read_json(directory / "state.json")
-    if state.get("format") != FORMAT_VERSION or "epoch" not in state or "sha256" not in state:
-        raise CheckpointError(f"{directory / 'state.json'}: not a checkpoint of this library (format {state.get('format')!r})")
-    for name, expected in state["sha256"].items():
+    state_path = directory / "state.json"
+    state = read_json(state_path)
+    _check_state(state, state_path, directory)
+    for name, digest in state["sha256"].items():
         path = directory / name
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise CheckpointError(f"{path}: missing")
-        if _sha256(path) != expected:
-            raise CheckpointError(f"{path}: checksum mismatch; the file was changed or truncated after it was written")
-    weights = load_tensors(directory / "model.safetensors")
-    optimizer = unflatten_optimizer_state(load_tensors(directory / "optimizer.safetensors"), state["optimizer"])
+        if path.is_symlink() or not path.is_file():
+            raise CheckpointError(f"{path}: not a plain file (a checkpoint holds no links or directories)")
+        try:
+            found = _sha256(path)
+        except OSError as error:
+            raise CheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
+        if found != digest:
+            raise CheckpointError(f"{path}: checksum mismatch (sha256 {found[:12]}..., state.json expects "
+                                  f"{digest[:12]}...); the file was changed or truncated after it was written")
+    model_path, optimizer_path = (directory / name for name in _TENSOR_FILES)
+    weights = load_tensors(model_path)
+    optimizer = unflatten_optimizer_state(load_tensors(optimizer_path), state["optimizer"],
+                                          arrays_source=optimizer_path, meta_source=state_path)
+    if expected is not None:
+        check_weights(weights, expected, model_path)
+        _check_optimizer_fits(optimizer, expected, optimizer_path, state_path)
     return weights, optimizer, state

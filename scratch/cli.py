@@ -181,7 +181,8 @@ def _train(args) -> int:
     if args.resume:
         if args.model is not None or args.out is not None:
             raise UsageError("--resume RUN_DIR continues a run with its own settings; give no MODEL or --out with it")
-        history = run(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs)
+        history = run(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs,
+                      on_nonfinite=args.on_nonfinite)
         _print_artifacts(Path(args.resume), history)
         return 0
     if args.model is None:
@@ -196,6 +197,7 @@ def _train(args) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, backend=args.backend,
         seed=args.seed, dtype=args.dtype, binarize=args.binarize,
         image_every=args.image_every or max(1, epochs // 10), model_config=_model_config(args),
+        on_nonfinite=args.on_nonfinite or "stop",
     )
     print(f"training {args.model} on {dataset} with the {args.backend} backend; run directory {out}")
     history = run(out, config, progress=not args.quiet)
@@ -211,14 +213,16 @@ def _print_artifacts(run_dir: Path, history) -> None:
 
 def _load_run(run_dir):
     """(config, dataset, backend) of a run, with its newest checkpoint's weights loaded."""
-    from scratch.checkpoint import latest_checkpoint, read_checkpoint
+    from scratch.checkpoint import check_weights, latest_checkpoint, read_checkpoint
     from scratch.data import load_dataset
     from scratch.train import load_run_config, make_backend, model_config_for
 
     config = load_run_config(run_dir)
-    weights, _, state = read_checkpoint(latest_checkpoint(run_dir))
+    directory = latest_checkpoint(run_dir)
+    weights, _, state = read_checkpoint(directory)
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     backend = make_backend(config, model_config_for(config, dataset))
+    check_weights(weights, backend.weights(), directory / "model.safetensors")  # before anything loads
     backend.load_weights(weights)
     state["weights"] = weights
     return config, dataset, backend, state
@@ -403,7 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_group.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/MODEL-DATASET-TIME)")
     run_group.add_argument("--resume", metavar="RUN_DIR",
                            help="continue a run from its newest checkpoint with the settings it was started "
-                                "with; only --epochs (to extend it) and --quiet apply")
+                                "with; only --epochs (to extend it), --on-nonfinite and --quiet apply")
+    run_group.add_argument("--on-nonfinite", choices=["stop", "skip"], default=None,
+                           help="a batch whose loss is NaN or infinite: stop the run, keeping the last "
+                                "checkpoint (default), or skip that batch and go on; with --resume, replaces "
+                                "the run's setting")
     run_group.add_argument("--image-every", type=_positive_int, default=None, metavar="N",
                            help="write pictures every N epochs and after the last (default: about ten times a run)")
     run_group.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -483,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from scratch.checkpoint import CheckpointError
     from scratch.data import DataError
+    from scratch.train import NonFiniteLossError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -491,6 +500,9 @@ def main(argv=None) -> int:
     except (UsageError, DataError, CheckpointError, ValueError, TypeError) as error:
         print(f"autoencoders {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as error:  # the run itself failed, not its arguments: status 1
+        print(f"autoencoders {args.command}: stopped: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         where = f" {error.filename}" if error.filename else ""
         print(f"autoencoders {args.command}: error:{where} {error.strerror or error}", file=sys.stderr)

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from scratch.checkpoint import CheckpointError, atomic_write_bytes, latest_checkpoint, load_tensors, save_tensors
+from scratch.checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    latest_checkpoint,
+    load_tensors,
+    read_checkpoint,
+    save_tensors,
+)
 
 SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -30,7 +37,16 @@ def _read_pt(path: Path) -> dict[str, np.ndarray]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: expected a dict of parameter names to tensors (a model's state_dict)")
-    return {key: value.detach().cpu().numpy() for key, value in state.items()}
+    weights = {}
+    for key, value in state.items():
+        # NumPy has no bfloat16 or float8, and sparse, quantized or meta tensors have no array.
+        try:
+            weights[key] = value.detach().cpu().numpy()
+        except (TypeError, RuntimeError, ValueError, NotImplementedError) as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise CheckpointError(f"{path}: tensor {key!r} ({value.dtype}, {value.layout}) cannot be "
+                                  f"converted to a NumPy array ({reason})") from None
+    return weights
 
 
 def _write_pt(path: Path, weights: dict[str, np.ndarray]) -> Path:
@@ -42,10 +58,19 @@ def _write_pt(path: Path, weights: dict[str, np.ndarray]) -> Path:
 
 
 def read_weights(source) -> dict[str, np.ndarray]:
-    """Weights from a .safetensors file, a .pt/.pth state_dict, or a run directory's newest checkpoint."""
+    """Weights from a .safetensors file, a .pt/.pth state_dict, or a run directory's newest checkpoint.
+
+    A run directory's checkpoint is read whole and verified (``read_checkpoint``: its state.json,
+    the sha256 of its files), so a damaged checkpoint is refused rather than converted.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file and the problem.
+    """
     source = Path(source)
     if source.is_dir():
-        return load_tensors(latest_checkpoint(source) / "model.safetensors")
+        return read_checkpoint(latest_checkpoint(source))[0]
     if source.suffix not in SUFFIXES:
         raise CheckpointError(f"{source}: expected a run directory or a file ending in {', '.join(SUFFIXES)}")
     if source.suffix == ".safetensors":

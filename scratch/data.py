@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import sys
 import zlib
@@ -120,6 +121,12 @@ _IDX_TYPES = {
 }
 _IDX_CODES = {dtype.newbyteorder("="): code for code, dtype in _IDX_TYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
+# The most dimensions an ndarray may have; an IDX header may declare up to 255.
+_MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+# Deflate cannot inflate one byte to more than 1032 (a 258-byte match costs at least 2 bits), so
+# a gzip file of n bytes holds at most 1032 * n: a header claiming more is refused unread.
+_MAX_DEFLATE_RATIO = 1032
+_INFLATE_CHUNK = 1 << 20  # inflate this much at a time: memory follows the data, not the header
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -131,19 +138,58 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot be read ({error.strerror or error})") from None
 
 
+def _corrupt_gzip(path: Path, error: BaseException) -> DataError:
+    reason = " ".join(str(error).split()) or type(error).__name__  # one line
+    return DataError(f"{path}: corrupt or truncated gzip stream ({reason})")
+
+
+# What a damaged gzip stream raises: BadGzipFile (an OSError) for a bad header or CRC, EOFError
+# for a stream that ends early, zlib.error for bad deflate data.
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)
+
+
 def _decompress(data: bytes, path: Path) -> bytes:
-    """The content of ``data``: gunzipped if it starts with the gzip magic, else ``data`` itself."""
+    """The content of ``data``: gunzipped if it starts with the gzip magic, else ``data`` itself.
+
+    For bytes already verified by checksum; ``read_idx`` inflates untrusted files with
+    ``_inflate_idx``, which never inflates past what the IDX header inside declares.
+    """
     # Decided by content, not by name: an IDX file starts with two zero bytes, gzip with 1f 8b.
     if not data.startswith(_GZIP_MAGIC):
         return data
     try:
         return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
-        raise DataError(f"{path}: corrupt or truncated gzip stream ({error})") from None
+    except _GZIP_ERRORS as error:
+        raise _corrupt_gzip(path, error) from None
 
 
-def _parse_idx(content: bytes, path: Path) -> np.ndarray:
-    """Decode IDX ``content`` (already decompressed); every inconsistency is a DataError."""
+def _content_md5(data: bytes, path: Path) -> str:
+    """md5 of the content of ``data`` (gunzipped when it is gzip), inflated a chunk at a time and
+    never held whole: the content of a file that fails its checksum is not worth the memory."""
+    if not data.startswith(_GZIP_MAGIC):
+        return _md5(data)
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            while chunk := stream.read(_INFLATE_CHUNK):
+                digest.update(chunk)
+    except _GZIP_ERRORS as error:
+        raise _corrupt_gzip(path, error) from None
+    return digest.hexdigest()
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """A shape for a one-line message: at most 8 sides shown (an IDX header may declare 255)."""
+    if len(shape) <= 8:
+        return str(shape)
+    return f"({', '.join(map(str, shape[:4]))}, ..., {', '.join(map(str, shape[-2:]))}) [{len(shape)} dimensions]"
+
+
+def _parse_header(content: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """(dtype, shape, header size, payload size in bytes) from the start of IDX ``content``.
+
+    Only the header is read, so this runs before any payload is inflated or allocated.
+    """
     if len(content) < 4:
         raise DataError(
             f"{path}: too short for an IDX header (need at least 4 bytes, found {len(content)})"
@@ -159,6 +205,11 @@ def _parse_idx(content: bytes, path: Path) -> np.ndarray:
         raise DataError(f"{path}: unknown IDX type code 0x{code:02X} (expected one of {known})")
     if ndim == 0:
         raise DataError(f"{path}: IDX header declares 0 dimensions (expected at least 1)")
+    if ndim > _MAX_NDIM:
+        raise DataError(
+            f"{path}: IDX header declares {ndim} dimensions (expected 1 to {_MAX_NDIM}, the most "
+            f"a NumPy array can have)"
+        )
     header_size = 4 + 4 * ndim
     if len(content) < header_size:
         raise DataError(
@@ -168,21 +219,80 @@ def _parse_idx(content: bytes, path: Path) -> np.ndarray:
     shape = tuple(int(side) for side in np.frombuffer(content, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_TYPES[code]
     expected = dtype.itemsize * int(np.prod(shape, dtype=object))  # Python ints: no overflow
-    found = len(content) - header_size
+    return dtype, shape, header_size, expected
+
+
+def _check_payload_size(found: int, expected: int, dtype: np.dtype, shape: tuple, path: Path,
+                        more: bool = False) -> None:
+    """Refuse a payload of ``found`` bytes where the header says ``expected`` (``more``: at least
+    ``found``, the rest was not counted)."""
     if found < expected:
         raise DataError(
-            f"{path}: truncated IDX payload (shape {shape} of {dtype.name} needs {expected} bytes, "
-            f"found {found})"
+            f"{path}: truncated IDX payload (shape {_shape_text(shape)} of {dtype.name} needs "
+            f"{expected} bytes, found {found})"
         )
     if found > expected:
+        count = f"more than {found - expected}" if more else f"{found - expected}"
         raise DataError(
-            f"{path}: {found - expected} unexpected trailing bytes after the IDX payload "
-            f"(shape {shape} of {dtype.name} needs {expected} bytes)"
+            f"{path}: {count} unexpected trailing bytes after the IDX payload "
+            f"(shape {_shape_text(shape)} of {dtype.name} needs {expected} bytes)"
         )
+
+
+def _idx_array(content: bytes, offset: int, dtype: np.dtype, shape: tuple, path: Path) -> np.ndarray:
     # A zero-copy view of the bytes for uint8 (the MNIST case); multi-byte types are swapped
     # to native byte order once here so that every later operation runs at full speed.
-    array = np.frombuffer(content, dtype=dtype, offset=header_size).reshape(shape)
+    try:
+        array = np.frombuffer(content, dtype=dtype, offset=offset).reshape(shape)
+    except ValueError as error:  # a side of 0 beside sides whose product overflows NumPy's index
+        raise DataError(f"{path}: IDX shape {_shape_text(shape)} cannot be held in a NumPy array "
+                        f"({error})") from None
     return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _parse_idx(content: bytes, path: Path) -> np.ndarray:
+    """Decode IDX ``content`` (already decompressed); every inconsistency is a DataError."""
+    dtype, shape, header_size, expected = _parse_header(content, path)
+    _check_payload_size(len(content) - header_size, expected, dtype, shape, path)
+    return _idx_array(content, header_size, dtype, shape, path)
+
+
+def _inflate_idx(data: bytes, path: Path) -> np.ndarray:
+    """Decode a gzipped IDX file, inflating no more than its header declares.
+
+    The header is inflated first. A header that declares more than ``len(data)`` bytes could
+    inflate to is refused before anything else is inflated; otherwise inflating stops one
+    chunk past the declared size. So memory follows what the file holds: neither a header
+    claiming 10**12 elements nor a gzip bomb behind a small header allocates more.
+    """
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            head = stream.read(4)
+            if len(head) == 4 and head[:2] == b"\0\0":
+                head += stream.read(4 * head[3])
+            dtype, shape, header_size, expected = _parse_header(head, path)
+            if expected > _MAX_DEFLATE_RATIO * len(data):
+                raise DataError(
+                    f"{path}: truncated IDX payload (shape {_shape_text(shape)} of {dtype.name} needs "
+                    f"{expected} bytes; a gzip file of {len(data)} bytes inflates to at most "
+                    f"{_MAX_DEFLATE_RATIO * len(data)})"
+                )
+            parts, found = [head], 0
+            while found <= expected:  # reads one byte past the payload, or to the end (CRC checked)
+                chunk = stream.read(min(_INFLATE_CHUNK, expected + 1 - found))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                found += len(chunk)
+            if found > expected:
+                # Count what follows, up to a chunk more: the file is refused either way, and a
+                # gzip bomb past a small header is not worth inflating to the end.
+                found += len(stream.read(_INFLATE_CHUNK))
+                _check_payload_size(found, expected, dtype, shape, path, more=bool(stream.read(1)))
+    except _GZIP_ERRORS as error:
+        raise _corrupt_gzip(path, error) from None
+    _check_payload_size(found, expected, dtype, shape, path)
+    return _idx_array(b"".join(parts), header_size, dtype, shape, path)
 
 
 def read_idx(path) -> np.ndarray:
@@ -204,10 +314,15 @@ def read_idx(path) -> np.ndarray:
     ------
     DataError
         Naming ``path``: unreadable file, corrupt gzip stream, bad magic, unknown type code,
-        truncated header, or a payload shorter or longer than the dimensions say.
+        more dimensions than NumPy holds, truncated header, or a payload shorter or longer
+        than the dimensions say. The header is checked against the size of the file before
+        the payload is inflated or allocated.
     """
     path = Path(path)
-    return _parse_idx(_decompress(_read_bytes(path), path), path)
+    data = _read_bytes(path)
+    if data.startswith(_GZIP_MAGIC):  # by content, not by name: IDX starts with 00 00
+        return _inflate_idx(data, path)
+    return _parse_idx(data, path)
 
 
 def write_idx(path, array) -> None:
@@ -336,10 +451,9 @@ def _verified_content(name: str, stem: str, path: Path, data: bytes, in_cache: b
     file_md5 = _md5(data)
     if file_md5 == gz_md5:
         return _decompress(data, path)
-    content = _decompress(data, path)
-    content_md5 = file_md5 if content is data else _md5(content)
+    content_md5 = _content_md5(data, path)  # hashed as it inflates: untrusted bytes are not held
     if raw_md5 is not None and content_md5 == raw_md5:
-        return content
+        return _decompress(data, path)
     hint = "; delete it to download it again" if in_cache else ""
     if raw_md5 is None:
         raise DataError(
@@ -347,7 +461,7 @@ def _verified_content(name: str, stem: str, path: Path, data: bytes, in_cache: b
             f"(the published {stem}.gz); no checksum of the uncompressed file is published, so "
             f"use the original {stem}.gz{hint}"
         )
-    found = f"md5 {file_md5}" if content is data else f"md5 {file_md5} (content {content_md5})"
+    found = f"md5 {file_md5}" if content_md5 == file_md5 else f"md5 {file_md5} (content {content_md5})"
     raise DataError(
         f"{path}: checksum mismatch for {name} {stem}: {found}, expected {gz_md5} (the "
         f"published {stem}.gz) or content md5 {raw_md5} (uncompressed){hint}"

@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scratch._faults import kill_point
+
 from scratch._validate import is_torch_tensor
 
 __all__ = ["save_curves", "save_filters", "save_histogram", "save_image_grid", "save_image_rows"]
@@ -178,6 +180,7 @@ def _write_png(figure, target: Path) -> Path:
                 handle, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05, facecolor="white"
             )
         os.chmod(temporary, mode)
+        kill_point(f"write:{target.name}")  # crash tests: the temporary is written, not yet renamed
         os.replace(temporary, target)
     except BaseException:
         try:

@@ -10,12 +10,14 @@ when ``backend="torch"``, so both backends start from identical weights too.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,6 +25,8 @@ from typing import Callable
 import numpy as np
 
 from scratch import optim
+from scratch._faults import kill_point
+from scratch._files import remove_temporaries
 from scratch.checkpoint import (
     CheckpointError,
     atomic_write_json,
@@ -31,7 +35,7 @@ from scratch.checkpoint import (
     read_json,
     write_checkpoint,
 )
-from scratch.data import BINARIZATION_MODES, Dataset, binarize, load_dataset
+from scratch.data import BINARIZATION_MODES, DATASET_NAMES, Dataset, binarize, load_dataset
 from scratch.models import MODELS, build, draw_noise
 
 BACKENDS = ("scratch", "torch")
@@ -42,8 +46,20 @@ HIDDEN_CODE_MODELS = ("sparse-ae", "contractive-ae", "tied-ae")
 # Test images whose hidden activations the histograms show: enough for the shape of a
 # distribution (the offline digits have 297 test images; then all of them).
 ACTIVATION_IMAGES = 1000
+# A batch whose loss is NaN or ±inf: stop the run (the last checkpoint stays the newest), or skip
+# the batch (no backward, no optimizer step) and go on.
+NONFINITE_POLICIES = ("stop", "skip")
 # Fault injection for the crash tests: SIGKILL this process just before training step N.
 KILL_AT_STEP_VARIABLE = "AUTOENCODERS_FAULT_KILL_AT_STEP"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training batch's loss was NaN or infinite and the run stopped; nothing of that step was
+    applied and the newest checkpoint on disk is the last good state."""
+
+
+class _SkipBatch(Exception):
+    """Raised between the loss and the backward pass to leave the weights untouched."""
 
 
 @dataclass
@@ -63,6 +79,7 @@ class TrainConfig:
     binarize: str = "threshold"
     image_every: int = 1
     model_config: dict = field(default_factory=dict)
+    on_nonfinite: str = "stop"
 
     def validate(self) -> "TrainConfig":
         if self.model not in MODELS:
@@ -71,15 +88,32 @@ class TrainConfig:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"on-nonfinite must be one of {NONFINITE_POLICIES}, got {self.on_nonfinite!r}")
         if self.binarize not in BINARIZATION_MODES:
             raise ValueError(f"binarize must be one of {BINARIZATION_MODES}, got {self.binarize!r}")
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(f"dataset must be one of {DATASET_NAMES}, got {self.dataset!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ValueError(f"data_dir must be a path or null, got {self.data_dir!r}")
         for name in ("epochs", "batch_size", "image_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError(f"weight-decay must be a non-negative number, got {self.weight_decay!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for name, low in (("lr", "positive"), ("weight_decay", "non-negative")):
+            value = getattr(self, name)
+            number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            if not number or value < 0 or (low == "positive" and value == 0):
+                raise ValueError(f"{name.replace('_', '-')} must be a {low} number, got {value!r}")
+        if not isinstance(self.model_config, dict) or not all(isinstance(key, str) for key in self.model_config):
+            raise ValueError(f"model_config must be an object of named options, got {self.model_config!r}")
+        accepted = _constructor_options(self.model)
+        unknown = sorted(set(self.model_config) - accepted)
+        if unknown:
+            raise ValueError(f"model_config has options {unknown} that {self.model} does not take "
+                             f"(it takes {sorted(accepted)})")
         return self
 
     @classmethod
@@ -88,6 +122,13 @@ class TrainConfig:
             return cls(**value).validate()
         except (TypeError, ValueError) as error:
             raise CheckpointError(f"{where}: not a valid training configuration ({error})") from None
+
+
+def _constructor_options(model: str) -> set[str]:
+    """The configuration keys model ``model`` accepts: its constructor's named arguments."""
+    parameters = inspect.signature(MODELS[model].__init__).parameters
+    return {name for name, parameter in parameters.items()
+            if name not in ("self", "rng", "dtype") and parameter.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
 # -- backends ------------------------------------------------------------------------------
@@ -102,9 +143,13 @@ class ScratchBackend:
         self.model = build(config.model, dtype=np.dtype(config.dtype), rng=config.seed, **model_config)
         self.optimizer = optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    def train_step(self, x: np.ndarray, noise) -> dict[str, float]:
+    def train_step(self, x: np.ndarray, noise, before_update=None) -> dict[str, float]:
+        """One step; ``before_update(parts)``, called between the loss and the backward pass, may
+        raise to leave the weights and the optimizer untouched."""
         self.optimizer.zero_grad()
         parts = self.model.loss(x, noise=noise)
+        if before_update is not None:
+            before_update(parts)
         self.model.backward(input_grad=False)
         self.optimizer.step()
         return parts
@@ -119,6 +164,10 @@ class ScratchBackend:
 
     def weights(self) -> dict[str, np.ndarray]:
         return dict(self.model.state_dict())
+
+    def weights_finite(self) -> bool:
+        """Whether every parameter is finite (no NaN, no ±inf)."""
+        return all(bool(np.isfinite(parameter.data).all()) for parameter in self.model.parameters())
 
     def load_weights(self, weights) -> None:
         self.model.load_state_dict(weights)
@@ -370,18 +419,27 @@ def load_run_config(run_dir) -> TrainConfig:
 
 
 def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, progress: bool = True,
-        log: Callable[[str], None] = print, epochs: int | None = None) -> list[dict]:
+        log: Callable[[str], None] = print, epochs: int | None = None,
+        on_nonfinite: str | None = None) -> list[dict]:
     """Train (or resume) the run in ``run_dir``; returns the metrics of every epoch so far.
 
     New run: ``config`` given, ``run_dir`` fresh. Resume: ``config=None, resume=True``; the run
     continues after its newest checkpoint with the configuration it was started with, for
-    ``epochs`` epochs in all when given (extending a finished run is how to train longer).
+    ``epochs`` epochs in all when given (extending a finished run is how to train longer), and
+    with ``on_nonfinite`` ("stop" or "skip") replacing the run's policy when given.
+
+    Raises ``NonFiniteLossError`` when a batch's loss is NaN or infinite under the "stop" policy:
+    that step is not applied, and the newest checkpoint is the last good state.
     """
     run_dir = Path(run_dir)
     if resume:
         config = load_run_config(run_dir)
+        changed = False
         if epochs is not None and epochs != config.epochs:
-            config.epochs = epochs
+            config.epochs, changed = epochs, True
+        if on_nonfinite is not None and on_nonfinite != config.on_nonfinite:
+            config.on_nonfinite, changed = on_nonfinite, True
+        if changed:
             config.validate()
             atomic_write_json(run_dir / "config.json", asdict(config))
     else:
@@ -397,14 +455,18 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
     history: list[dict] = []
     start_epoch = 1
     if resume:
-        try:
-            directory = latest_checkpoint(run_dir)
-        except CheckpointError:
-            if (run_dir / "checkpoints").exists():
-                raise
-            directory = None  # killed before the first checkpoint: start over, same seed
+        remove_temporaries(run_dir, (".*.tmp", ".*.png"))  # half-finished atomic writes of a killed run
+        remove_temporaries(run_dir / "checkpoints")
+        pointer = run_dir / "checkpoints" / "latest"
+        if pointer.exists() or pointer.is_symlink():
+            directory = latest_checkpoint(run_dir)  # a damaged pointer is an error, not a fresh start
+        else:
+            # Killed before the first checkpoint was complete (`latest` moves last): start over,
+            # same seed, which replays exactly what the killed process did.
+            directory = None
         if directory is not None:
-            weights, optimizer_state, state = read_checkpoint(directory)
+            # Checked against this model (keys, shapes, dtypes, optimizer buffers) before any loads.
+            weights, optimizer_state, state = read_checkpoint(directory, expected=backend.weights())
             backend.load_weights(weights)
             backend.load_optimizer_state(optimizer_state)
             history = state.get("metrics", [])
@@ -426,6 +488,7 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
         rng = epoch_rng(config.seed, epoch)
         order = rng.permutation(len(dataset.train_images))
         totals: dict[str, float] = {}
+        skipped_batches, trained_images = 0, 0
         batches = _batches(dataset.train_images, config.batch_size, order)
         for batch in _progress(batches, steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress):
             step += 1
@@ -433,28 +496,93 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
                 os.kill(os.getpid(), signal.SIGKILL)
             x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
             noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
-            parts = backend.train_step(x, noise)
+            check = _finite_loss_check(config, epoch, step, step - (epoch - 1) * steps_per_epoch, run_dir,
+                                       backend.weights_finite)
+            try:
+                with warnings.catch_warnings():  # NaN/inf are reported by the checks here, once, clearly
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    parts = backend.train_step(x, noise, before_update=check)
+            except _SkipBatch as skipped:
+                skipped_batches += 1
+                log(str(skipped))
+                continue
+            except (ValueError, RuntimeError, FloatingPointError) as error:
+                # NaN or inf in the batch, the noise or the weights makes the outputs NaN, which the
+                # losses refuse (torch's BCE too) before a loss exists: a non-finite loss all the same.
+                if isinstance(error, NonFiniteLossError):
+                    raise
+                cause = _nonfinite_cause(backend, x, noise)
+                if cause is None:
+                    raise
+                where = f"epoch {epoch}, step {step} (batch {step - (epoch - 1) * steps_per_epoch} of the epoch)"
+                failed = str(error).splitlines()[0] if str(error) else type(error).__name__
+                if cause != "weights" and config.on_nonfinite == "skip":
+                    skipped_batches += 1
+                    log(f"{run_dir}: the {cause} holds NaN or inf at {where}: batch skipped (--on-nonfinite skip)")
+                    continue
+                advice = ("an earlier update overflowed, and skipping batches cannot repair weights; a lower "
+                          "--lr may get past it" if cause == "weights" else "--on-nonfinite skip goes past such batches")
+                holds = "the weights hold" if cause == "weights" else f"the {cause} holds"
+                raise NonFiniteLossError(
+                    f"{run_dir}: {holds} NaN or inf at {where}, so the loss failed ({failed}); "
+                    f"stopped before that step changed anything; {_last_good_state(epoch)}; {advice}") from None
             weight = _batch_weight(backend, len(x))
+            trained_images += len(x)
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0.0) + float(value) * weight
         entry = {
             "epoch": epoch,
-            "train": _mean(totals, len(dataset.train_images)),
+            "train": _mean(totals, max(trained_images, 1)),
             "test": evaluate(backend, config, dataset.test_images),
             "seconds": time.perf_counter() - started,
         }
+        if skipped_batches:
+            entry["skipped_batches"] = skipped_batches
         history.append(entry)
         write_checkpoint(run_dir, epoch, backend.weights(), backend.optimizer_state(), {"metrics": history})
-        _append_metrics(run_dir, entry)
+        _rewrite_metrics(run_dir, history)  # the whole file, atomically: a crash never leaves half a line
         if epoch % config.image_every == 0 or epoch == config.epochs:
+            kill_point(f"artifacts-{epoch}")
             write_artifacts(run_dir, backend, config, dataset, epoch, history)
         log(_format_metrics(entry))
     return history
 
 
-def _append_metrics(run_dir: Path, entry: dict) -> None:
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as stream:
-        stream.write(json.dumps(entry) + "\n")
+def _nonfinite_cause(backend, x: np.ndarray, noise) -> str | None:
+    """"weights", "batch" or "noise": which of the step's inputs holds NaN or inf (None: none)."""
+    if not backend.weights_finite():
+        return "weights"
+    if not np.isfinite(x).all():
+        return "batch"
+    if noise is not None and not np.isfinite(noise).all():
+        return "noise"
+    return None
+
+
+def _last_good_state(epoch: int) -> str:
+    """Where a run stopped in ``epoch`` can continue from: its newest checkpoint, if any."""
+    if epoch > 1:
+        return f"its newest checkpoint, epoch {epoch - 1}, is the last good state (--resume continues from it)"
+    return "no checkpoint was written yet (it stopped in its first epoch): start it again"
+
+
+def _finite_loss_check(config: TrainConfig, epoch: int, step: int, batch: int, run_dir: Path, weights_finite):
+    """The ``before_update`` hook of step ``step``: a NaN or infinite loss stops the run
+    (``NonFiniteLossError``) or skips the batch, per ``config.on_nonfinite``; it always stops when
+    the weights themselves are no longer finite, since skipping batches cannot repair them."""
+
+    def check(parts) -> None:
+        loss = float(parts["loss"])
+        if math.isfinite(loss):
+            return
+        where = f"epoch {epoch}, step {step} (batch {batch} of the epoch)"
+        if config.on_nonfinite == "skip" and weights_finite():
+            raise _SkipBatch(f"{run_dir}: loss {loss} at {where}: batch skipped (--on-nonfinite skip)")
+        raise NonFiniteLossError(
+            f"{run_dir}: loss {loss} at {where}; stopped before that step changed anything; "
+            f"{_last_good_state(epoch)}; a lower --lr, or --on-nonfinite skip, may get past it")
+
+    return check
 
 
 def _rewrite_metrics(run_dir: Path, history: list[dict]) -> None:

@@ -22,9 +22,13 @@ class TorchBackend:
     def _tensor(array):
         return None if array is None else torch.from_numpy(np.ascontiguousarray(array))
 
-    def train_step(self, x: np.ndarray, noise) -> dict[str, float]:
+    def train_step(self, x: np.ndarray, noise, before_update=None) -> dict[str, float]:
+        """One step; ``before_update(parts)`` runs between the loss and the backward pass and may
+        raise to leave the weights and the optimizer untouched."""
         self.optimizer.zero_grad()
         parts = self.model.loss(self._tensor(x), noise=self._tensor(noise))
+        if before_update is not None:
+            before_update({key: float(value.detach()) for key, value in parts.items()})
         parts["loss"].backward()
         self.optimizer.step()
         return {key: float(value.detach()) for key, value in parts.items()}
@@ -41,6 +45,11 @@ class TorchBackend:
 
     def weights(self) -> dict[str, np.ndarray]:
         return {key: value.detach().cpu().numpy().copy() for key, value in self.model.state_dict().items()}
+
+    def weights_finite(self) -> bool:
+        """Whether every parameter is finite (no NaN, no ±inf)."""
+        with torch.no_grad():
+            return all(bool(torch.isfinite(parameter).all()) for parameter in self.model.parameters())
 
     def load_weights(self, weights) -> None:
         self.model.load_state_dict({key: torch.as_tensor(np.asarray(value)) for key, value in weights.items()}, strict=True)
