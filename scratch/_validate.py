@@ -1,10 +1,16 @@
-"""Input checks shared by every public boundary. Each error names who raised it."""
+"""Input checks shared by every public boundary. Each error names who raised it, what it
+expected and what it got, and is raised before the caller has changed any state."""
 
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: dtype kinds a parameter or optimizer buffer can be loaded from (cast on copy, as torch does):
+#: bool, signed and unsigned integers, floats. Complex, strings and objects have no real value.
+REAL_KINDS = "biuf"
 
 
 def check_float_dtype(dtype, owner: str) -> np.dtype:
@@ -24,12 +30,30 @@ def is_torch_tensor(value) -> bool:
 
 
 def as_numpy_array(value, owner: str) -> np.ndarray:
-    """A NumPy view or copy of an ndarray or torch tensor; anything else is refused."""
+    """A NumPy view or copy of an ndarray or torch tensor; anything else is refused.
+
+    A tensor of a dtype NumPy lacks (bfloat16) comes back as float32, which holds it exactly.
+    """
     if is_torch_tensor(value):
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        try:
+            return value.numpy()
+        except TypeError:  # "Got unsupported ScalarType BFloat16"
+            return value.float().numpy()
     if isinstance(value, np.ndarray):
         return value
     raise TypeError(f"{owner}: expected a NumPy array or torch tensor, got {type(value).__name__}")
+
+
+def check_real_array(array: np.ndarray, owner: str) -> np.ndarray:
+    """Refuse an array with no real value to copy into a float buffer (complex, str, object)."""
+    if array.dtype.kind not in REAL_KINDS:
+        raise TypeError(f"{owner}: expected real numbers (bool, int or float), got dtype {array.dtype}")
+    return array
+
+
+def _dimensions(count: int) -> str:
+    return f"{count} dimension" + ("" if count == 1 else "s")
 
 
 def check_array(
@@ -40,8 +64,20 @@ def check_array(
     ndim: int | tuple[int, ...] | None = None,
     min_ndim: int | None = None,
     name: str = "input",
+    dtype_source: str = "the layer's parameters are",
+    allow_empty: bool = True,
 ) -> np.ndarray:
     """Check that ``x`` is a float ndarray (of ``dtype``, with ``ndim`` axes); return it.
+
+    Parameters
+    ----------
+    x : the value to check
+    owner : who is checking, as the message's first words (``"Linear(3, 2)"``)
+    dtype : the dtype ``x`` must have, if any; ``dtype_source`` says where it comes from
+        (the message reads "input has dtype float32 but {dtype_source} float64")
+    ndim, min_ndim : the allowed number of dimensions, or the least
+    name : what ``x`` is, in the message
+    allow_empty : False refuses an array with no elements (an empty batch)
 
     Raises ``TypeError``/``ValueError`` that name ``owner``, what it expected and what it got.
     """
@@ -51,7 +87,7 @@ def check_array(
         raise TypeError(f"{owner}: {name} must be float32 or float64, got {x.dtype}")
     if dtype is not None and x.dtype != dtype:
         raise TypeError(
-            f"{owner}: {name} has dtype {x.dtype} but the layer's parameters are {dtype}; "
+            f"{owner}: {name} has dtype {x.dtype} but {dtype_source} {np.dtype(dtype)}; "
             f"convert with x.astype(np.{np.dtype(dtype).name})"
         )
     if ndim is not None:
@@ -63,8 +99,10 @@ def check_array(
             )
     if min_ndim is not None and x.ndim < min_ndim:
         raise ValueError(
-            f"{owner}: {name} must have at least {min_ndim} dimensions, got shape {x.shape}"
+            f"{owner}: {name} must have at least {_dimensions(min_ndim)}, got shape {x.shape}"
         )
+    if not allow_empty and x.size == 0:
+        raise ValueError(f"{owner}: {name} is empty (shape {x.shape}); expected at least one element")
     return x
 
 
@@ -80,3 +118,32 @@ def check_reduction(reduction: str, owner: str, allowed=("mean", "sum", "none"))
     if reduction not in allowed:
         raise ValueError(f"{owner}: reduction must be one of {allowed}, got {reduction!r}")
     return reduction
+
+
+def is_real_number(value) -> bool:
+    """A real scalar: a Python or NumPy int or float, or a 0-d real array; never a bool or str."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and value.dtype.kind in "iuf"
+    return isinstance(value, numbers.Real)
+
+
+def check_real_number(value, owner: str, name: str, *, minimum: float | None = None,
+                      below: float | None = None, allow_inf: bool = False) -> float:
+    """``value`` as a float, if it is a real number (not NaN; finite unless ``allow_inf``) that is
+    ``>= minimum`` and ``< below``; otherwise a ``TypeError``/``ValueError`` naming ``owner``,
+    ``name``, the allowed range and the value received."""
+    bounds = []
+    if minimum is not None:
+        bounds.append(f">= {minimum:g}")
+    if below is not None:
+        bounds.append(f"< {below:g}")
+    expected = "a " + ("" if allow_inf else "finite ") + "number" + (f" {' and '.join(bounds)}" if bounds else "")
+    if not is_real_number(value):
+        raise TypeError(f"{owner}: {name} must be {expected}, got {value!r} ({type(value).__name__})")
+    number = float(value)
+    if (number != number or (not allow_inf and abs(number) == float("inf"))
+            or (minimum is not None and number < minimum) or (below is not None and number >= below)):
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
+    return number

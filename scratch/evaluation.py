@@ -28,6 +28,7 @@ import numpy as np
 
 from scratch import functional as F
 from scratch.kernels.losses import BCE_LOG_CLAMP
+from scratch.models.vae import _Variational
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -116,7 +117,10 @@ def _positive_int(owner: str, **values) -> None:
 
 
 def _flatten(model, images: np.ndarray, owner: str) -> np.ndarray:
-    """(N, D) view of (N, D) or (N, C, H, W) images; dtype and size are the encoder's to check."""
+    """(N, D) view of (N, D) or (N, C, H, W) images, checked against the model's input shape."""
+    if not isinstance(model, _Variational):  # encode must give (mean, logvar), decode probabilities
+        raise TypeError(f"{owner}: model must be a scratch VAE (vae, seed-vae, beta-vae, conv-vae), "
+                        f"got {type(model).__name__}")
     if not isinstance(images, np.ndarray):
         raise TypeError(f"{owner}: images must be a NumPy array, got {type(images).__name__}")
     if images.ndim not in (2, 4) or images.shape[0] == 0:
@@ -124,7 +128,7 @@ def _flatten(model, images: np.ndarray, owner: str) -> np.ndarray:
     if images.dtype != model.dtype:
         raise TypeError(f"{owner}: images have dtype {images.dtype} but the model is {model.dtype}; "
                         f"convert with images.astype(np.{model.dtype.name})")
-    return images.reshape(images.shape[0], -1)
+    return model._flatten_input(images, name="images")  # D, and a conv model's (C, H, W)
 
 
 def _check_noise(eps, shape, dtype, owner: str) -> np.ndarray:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scratch._validate import is_real_number
+
 __all__ = ["GradcheckError", "GradcheckResult", "gradcheck", "gradcheck_model"]
 
 DEFAULT_EPS = 1e-6
@@ -78,6 +80,46 @@ def _require_float64(array, name: str) -> None:
             f"gradcheck: {name} is {array.dtype}; central differences need float64 "
             f"(build the layer or model with dtype=np.float64)"
         )
+
+
+def _check_settings(eps, rtol, atol, max_elements) -> None:
+    """Refuse a step or tolerance that would make the comparison meaningless (eps = 0 divides
+    by zero; a negative tolerance fails everything), before anything is run."""
+    if not (is_real_number(eps) and 0 < eps < np.inf):
+        raise ValueError(f"gradcheck: eps must be a finite number > 0, got {eps!r}")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not (is_real_number(value) and 0 <= value < np.inf):
+            raise ValueError(f"gradcheck: {name} must be a finite number >= 0, got {value!r}")
+    if max_elements is not None and (isinstance(max_elements, bool) or not isinstance(max_elements, (int, np.integer))
+                                     or max_elements < 1):
+        raise ValueError(f"gradcheck: max_elements must be a positive int or None, got {max_elements!r}")
+
+
+def _generator(rng) -> np.random.Generator:
+    try:
+        return np.random.default_rng(rng)
+    except (TypeError, ValueError):
+        raise TypeError(f"gradcheck: rng must be a numpy.random.Generator, a non-negative int seed or None, "
+                        f"got {rng!r}") from None
+
+
+def _check_cotangent(cotangent, out, where: str) -> None:
+    """The cotangent must match the output it weights: an array of out's shape (a tuple of them
+    for a tuple output), or a real number for a scalar output."""
+    if isinstance(out, tuple):
+        if not (isinstance(cotangent, tuple) and len(cotangent) == len(out)):
+            raise ValueError(f"gradcheck: {where} is a tuple of {len(out)} arrays, so cotangent must be too, "
+                             f"got {type(cotangent).__name__}")
+        for index, (c, o) in enumerate(zip(cotangent, out)):
+            _check_cotangent(c, o, f"{where}[{index}]")
+        return
+    if np.ndim(out) == 0:
+        if not is_real_number(cotangent):
+            raise ValueError(f"gradcheck: {where} is a scalar, so cotangent must be a real number, got {cotangent!r}")
+        return
+    if not isinstance(cotangent, np.ndarray) or cotangent.shape != np.shape(out):
+        got = f"shape {cotangent.shape}" if isinstance(cotangent, np.ndarray) else type(cotangent).__name__
+        raise ValueError(f"gradcheck: cotangent must be an array of {where}'s shape {np.shape(out)}, got {got}")
 
 
 ROUNDING_FACTOR = 16
@@ -163,11 +205,13 @@ def _numeric_gradient(loss_of, array: np.ndarray, indices, eps: float) -> np.nda
     gradient = np.empty(len(indices))
     for k, j in enumerate(indices):
         original = flat[j]
-        flat[j] = original + eps
-        plus = loss_of()
-        flat[j] = original - eps
-        minus = loss_of()
-        flat[j] = original  # restored exactly
+        try:
+            flat[j] = original + eps
+            plus = loss_of()
+            flat[j] = original - eps
+            minus = loss_of()
+        finally:
+            flat[j] = original  # restored exactly, even when loss_of raises
         gradient[k] = (plus - minus) / (2 * eps)
     return gradient
 
@@ -207,9 +251,13 @@ def gradcheck(
     Returns
     -------
     GradcheckResult. Raises GradcheckError on failure when ``raise_on_failure``.
-    Inputs and parameters are restored exactly; parameter ``.grad`` is left as it was.
+    Inputs and parameters are restored exactly; parameter ``.grad`` is left as it was, also when
+    the target raises.
     """
-    rng = np.random.default_rng(rng)
+    _check_settings(eps, rtol, atol, max_elements)
+    rng = _generator(rng)
+    if not inputs:
+        raise ValueError("gradcheck: no inputs given; pass the arrays the target is called with")
     is_pair = isinstance(target, tuple)
     if is_pair:
         if len(target) != 2 or not all(callable(f) for f in target):
@@ -230,6 +278,11 @@ def gradcheck(
             raise ValueError(f"gradcheck: input {i} must be C-contiguous")
     for name, parameter in parameters:
         _require_float64(parameter.data, f"parameter {name!r}")
+    if wrt is not None:
+        wrt = [wrt] if isinstance(wrt, (int, np.integer)) else list(wrt)
+        for i in wrt:
+            if i not in array_positions:
+                raise ValueError(f"gradcheck: wrt must name array inputs (positions {array_positions}), got {i!r}")
 
     def run_forward():
         if is_pair:
@@ -238,16 +291,19 @@ def gradcheck(
 
     # Analytic pass, with parameter gradients accumulated from zero then put back as they were.
     saved_grads = [parameter.grad.copy() for _, parameter in parameters]
-    for _, parameter in parameters:
-        parameter.grad.fill(0)
-    out, cache = run_forward()
-    if cotangent is None:
-        cotangent = _draw_cotangent(out, rng)
-    grads = backward(cotangent, cache) if is_pair else target.backward(cotangent)
-    grads = grads if isinstance(grads, tuple) else (grads,)
-    parameter_grads = [parameter.grad.copy() for _, parameter in parameters]
-    for (_, parameter), saved in zip(parameters, saved_grads):
-        parameter.grad[...] = saved
+    try:
+        for _, parameter in parameters:
+            parameter.grad.fill(0)
+        out, cache = run_forward()
+        if cotangent is None:
+            cotangent = _draw_cotangent(out, rng)
+        _check_cotangent(cotangent, out, "the output")
+        grads = backward(cotangent, cache) if is_pair else target.backward(cotangent)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        parameter_grads = [parameter.grad.copy() for _, parameter in parameters]
+    finally:  # the caller's gradients come back even when the target refuses its input
+        for (_, parameter), saved in zip(parameters, saved_grads):
+            parameter.grad[...] = saved
 
     if wrt is None:
         if is_pair:
@@ -292,20 +348,33 @@ def gradcheck_model(
     """Check ``model.backward()`` against central differences of ``model.loss(x, noise)["loss"]``.
 
     ``noise`` must be given (or the model deterministic) so that every evaluation sees the
-    same corruption or ε; pass the arrays the model would otherwise draw.
+    same corruption or ε; pass the arrays the model would otherwise draw (a model that draws
+    noise is refused without it). Parameter ``.grad`` is left as it was, also when the model
+    refuses ``x`` or ``noise``.
     """
-    rng = np.random.default_rng(rng)
+    _check_settings(eps, rtol, atol, max_elements)
+    rng = _generator(rng)
+    if not all(callable(getattr(model, name, None)) for name in ("loss", "backward", "named_parameters")):
+        raise TypeError(f"gradcheck_model: model must be a scratch model (with loss, backward and "
+                        f"named_parameters), got {type(model).__name__}; for a layer use gradcheck")
     _require_float64(x, "x")
     parameters = list(model.named_parameters())
     for name, parameter in parameters:
         _require_float64(parameter.data, f"parameter {name!r}")
+    noise_for, config = getattr(model, "noise_for", None), getattr(model, "config", None)
+    if noise is None and callable(noise_for) and isinstance(config, dict):
+        if noise_for(config, x.shape, np.random.default_rng(0), x.dtype) is not None:
+            raise ValueError(f"gradcheck_model: {type(model).__name__} draws noise on every loss, so central "
+                             f"differences would see a different loss each time; pass noise=model.draw_noise(x.shape)")
     saved_grads = [parameter.grad.copy() for _, parameter in parameters]
-    model.zero_grad()
-    base_loss = float(model.loss(x, noise=noise)["loss"])
-    model.backward()
-    analytic = [parameter.grad.copy() for _, parameter in parameters]
-    for (_, parameter), saved in zip(parameters, saved_grads):
-        parameter.grad[...] = saved
+    try:
+        model.zero_grad()
+        base_loss = float(model.loss(x, noise=noise)["loss"])
+        model.backward()
+        analytic = [parameter.grad.copy() for _, parameter in parameters]
+    finally:  # the caller's gradients come back even when the model refuses its input
+        for (_, parameter), saved in zip(parameters, saved_grads):
+            parameter.grad[...] = saved
 
     def loss_of():
         return float(model.loss(x, noise=noise)["loss"])

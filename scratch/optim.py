@@ -13,9 +13,24 @@ import math
 
 import numpy as np
 
-from scratch._validate import as_numpy_array
+from scratch._validate import as_numpy_array, check_real_array, check_real_number, is_real_number, is_torch_tensor
 from scratch.kernels import optim as kernels
-from scratch.nn.module import Parameter, flat_layout
+from scratch.nn.module import Module, Parameter, flat_layout
+
+
+def _is_flag(value) -> bool:
+    """True/False, or 0/1 as torch also takes them."""
+    return isinstance(value, (bool, np.bool_)) or (is_real_number(value) and value in (0, 1))
+
+
+def _parameter_list(params, owner: str, where: str) -> list:
+    """``params`` as a list, refusing what cannot be one (a Module, a number, None)."""
+    if isinstance(params, Module):
+        raise TypeError(f"{owner}: {where} must be an iterable of Parameters, got a {type(params).__name__} "
+                        f"(a Module): pass its .parameters()")
+    if isinstance(params, (str, bytes, np.ndarray)) or not hasattr(params, "__iter__"):
+        raise TypeError(f"{owner}: {where} must be an iterable of Parameters, got {type(params).__name__}")
+    return list(params)
 
 
 class Optimizer:
@@ -27,19 +42,22 @@ class Optimizer:
         owner = type(self).__name__
         if isinstance(params, Parameter):
             raise TypeError(f"{owner}: params must be an iterable of Parameters, got a single Parameter")
-        params = list(params)
+        params = _parameter_list(params, owner, "params")
         if not params:
             raise ValueError(f"{owner}: got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups: list[dict] = []
         seen: set[int] = set()
-        for group in groups:
+        for number, group in enumerate(groups):
             if not isinstance(group, dict) or "params" not in group:
-                raise TypeError(f"{owner}: parameter groups must be dicts with a 'params' entry")
+                raise TypeError(f"{owner}: parameter groups must be dicts with a 'params' entry, "
+                                f"got {type(group).__name__} at position {number}")
             unknown = set(group) - set(defaults) - {"params"}
             if unknown:
                 raise ValueError(f"{owner}: unknown hyper-parameters {sorted(unknown)}")
-            group = {**defaults, **group, "params": list(group["params"])}
+            members = group["params"]
+            members = [members] if isinstance(members, Parameter) else members  # as torch takes one tensor
+            group = {**defaults, **group, "params": _parameter_list(members, owner, f"group {number}'s 'params'")}
             for parameter in group["params"]:
                 if not isinstance(parameter, Parameter):
                     raise TypeError(f"{owner}: expected scratch Parameters, got {type(parameter).__name__}")
@@ -54,11 +72,16 @@ class Optimizer:
         self._flat_cache: dict[int, tuple] = {}  # group index -> (arrays it was built from, layout)
 
     def _check_hyperparameters(self, group: dict) -> None:
+        """Refuse a value torch.optim refuses, and anything that is not a number (or flag) at all.
+
+        lr may be inf, as torch allows; NaN is refused everywhere."""
         owner = type(self).__name__
-        if not group["lr"] >= 0:
-            raise ValueError(f"{owner}: invalid learning rate {group['lr']!r}")
-        if not group.get("weight_decay", 0.0) >= 0:
-            raise ValueError(f"{owner}: invalid weight_decay {group['weight_decay']!r}")
+        check_real_number(group["lr"], f"{owner}: invalid learning rate", "lr", minimum=0.0, allow_inf=True)
+        check_real_number(group.get("weight_decay", 0.0), f"{owner}: invalid weight_decay", "weight_decay",
+                          minimum=0.0)
+        for flag in ("maximize", "nesterov", "amsgrad"):
+            if flag in group and not _is_flag(group[flag]):
+                raise TypeError(f"{owner}: {flag} must be True or False, got {group[flag]!r}")
 
     def zero_grad(self) -> None:
         """Fill every gradient with zeros in place."""
@@ -66,7 +89,24 @@ class Optimizer:
             for parameter in group["params"]:
                 parameter.zero_grad()
 
+    def _check_step(self) -> None:
+        """Before any parameter moves: each ``.grad`` is an array of its parameter's shape and
+        dtype, and each ``.data`` still C-contiguous (an update through a copy would be lost).
+        One bad parameter would otherwise leave the step applied to the parameters before it."""
+        owner = f"{type(self).__name__}.step"
+        for index, parameter in self._indexed_params():
+            data, grad = parameter.data, parameter.grad
+            if not (isinstance(grad, np.ndarray) and grad.shape == data.shape and grad.dtype == data.dtype):
+                got = (f"shape {grad.shape}, {grad.dtype}" if isinstance(grad, np.ndarray)
+                       else type(grad).__name__)
+                raise ValueError(f"{owner}: parameter {index}'s .grad must be an array of its shape "
+                                 f"{data.shape} and dtype {data.dtype}, got {got}")
+            if not data.flags.c_contiguous:
+                raise ValueError(f"{owner}: parameter {index}'s .data (shape {data.shape}) must be "
+                                 f"C-contiguous, got a strided view")
+
     def step(self) -> None:
+        self._check_step()
         for group in self.param_groups:
             for parameter in group["params"]:
                 self._update(parameter, group, self.state.setdefault(id(parameter), {}))
@@ -105,8 +145,19 @@ class Optimizer:
         """
         owner = f"{type(self).__name__}.load_state_dict"
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
-            raise ValueError(f"{owner}: expected a dict with exactly 'state' and 'param_groups'")
-        groups = state_dict["param_groups"]
+            got = sorted(map(str, state_dict)) if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise ValueError(f"{owner}: expected a dict with exactly 'state' and 'param_groups', got {got}")
+        groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, (list, tuple)):
+            raise ValueError(f"{owner}: 'param_groups' must be a list of dicts, got {type(groups).__name__}")
+        for number, group in enumerate(groups):
+            if not (isinstance(group, dict) and isinstance(group.get("params"), (list, tuple))):
+                got = f"keys {sorted(map(str, group))}" if isinstance(group, dict) else type(group).__name__
+                raise ValueError(f"{owner}: saved parameter group {number} must be a dict with a 'params' "
+                                 f"list, got {got}")
+        if not isinstance(saved_state, dict):
+            raise ValueError(f"{owner}: 'state' must be a dict of parameter index to dict, "
+                             f"got {type(saved_state).__name__}")
         if len(groups) != len(self.param_groups):
             raise ValueError(f"{owner}: {len(groups)} parameter groups saved, optimizer has {len(self.param_groups)}")
         for saved, own in zip(groups, self.param_groups):
@@ -116,38 +167,64 @@ class Optimizer:
         index_to_param = {}
         for saved, own in zip(groups, self.param_groups):
             for saved_index, parameter in zip(saved["params"], own["params"]):
-                index_to_param[saved_index] = parameter
+                if isinstance(saved_index, bool) or not isinstance(saved_index, (int, np.integer)):
+                    raise ValueError(f"{owner}: parameter indices in 'param_groups' must be ints, got {saved_index!r}")
+                if int(saved_index) in index_to_param:
+                    raise ValueError(f"{owner}: parameter index {saved_index} appears twice in 'param_groups'")
+                index_to_param[int(saved_index)] = parameter
         new_state = {}
-        for key, entries in state_dict["state"].items():
-            key = int(key)
+        for key, entries in saved_state.items():
+            try:  # an int, or its text (a state that went through JSON)
+                index = None if isinstance(key, (bool, float)) else int(key)
+            except (TypeError, ValueError):
+                index = None
+            if index is None:
+                raise ValueError(f"{owner}: 'state' keys must be parameter indices, got {key!r}")
+            key = index
             if key not in index_to_param:
                 raise ValueError(f"{owner}: state for unknown parameter index {key}")
+            if not isinstance(entries, dict):
+                raise ValueError(f"{owner}: state {key} must be a dict of buffers, got {type(entries).__name__}")
+            unknown = sorted(set(entries) - set(self._state_names))
+            if unknown:
+                raise ValueError(f"{owner}: state {key} has unknown entries {unknown}; "
+                                 f"{type(self).__name__} keeps {sorted(self._state_names)}")
             parameter = index_to_param[key]
             converted = {}
             for name, value in entries.items():
+                where = f"{owner}: state {key}/{name!r}"
                 if name == "step":
-                    converted[name] = float(as_numpy_array(value, owner) if not isinstance(value, (int, float)) else value)
+                    if is_torch_tensor(value) or isinstance(value, np.ndarray):  # torch keeps a 0-d tensor
+                        value = as_numpy_array(value, where)
+                        value = value.reshape(()) if value.size == 1 else value
+                    converted[name] = check_real_number(value, where, "the step count", minimum=0.0)
                     continue
                 if value is None:
                     continue
-                array = as_numpy_array(value, f"{owner}[{key}][{name!r}]")
+                array = check_real_array(as_numpy_array(value, where), where)
                 if array.shape != parameter.shape:
                     raise ValueError(f"{owner}: state {key}/{name!r} has shape {array.shape}, "
                                      f"its parameter has {parameter.shape}")
                 converted[name] = np.array(array, dtype=parameter.dtype, order="C")
-            self._check_state_entry(converted, f"{owner}[{key}]")
+            self._check_state_entry(converted, f"{owner}: state {key}")
             new_state[id(parameter)] = converted
         new_groups = []
-        for saved, own in zip(groups, self.param_groups):
+        for number, (saved, own) in enumerate(zip(groups, self.param_groups)):
             # Only the hyper-parameters this optimizer knows; torch adds flags such as "foreach".
             group = {**own, **{k: saved[k] for k in own if k != "params" and k in saved}}
-            if "betas" in group:
+            if isinstance(group.get("betas"), list):  # torch's and JSON's lists, as a tuple
                 group["betas"] = tuple(group["betas"])
-            self._check_hyperparameters(group)
+            try:
+                self._check_hyperparameters(group)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{owner}: saved parameter group {number}: {error}") from None
             new_groups.append(group)
         self.param_groups = new_groups
         self.state = new_state
         self._flat_cache = {}
+
+    #: the names a parameter's state may hold (torch.optim's)
+    _state_names: tuple[str, ...] = ()
 
     def _check_state_entry(self, entry: dict, where: str) -> None:
         pass
@@ -160,6 +237,8 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with torch's momentum, dampening, Nesterov and weight decay."""
 
+    _state_names = ("momentum_buffer",)
+
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
@@ -167,10 +246,11 @@ class SGD(Optimizer):
 
     def _check_hyperparameters(self, group):
         super()._check_hyperparameters(group)
-        if not group["momentum"] >= 0:
-            raise ValueError(f"SGD: invalid momentum {group['momentum']!r}")
+        check_real_number(group["momentum"], "SGD: invalid momentum", "momentum", minimum=0.0)
+        check_real_number(group["dampening"], "SGD: invalid dampening", "dampening")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("SGD: Nesterov momentum requires a momentum and zero dampening")
+            raise ValueError(f"SGD: Nesterov momentum requires a momentum > 0 and zero dampening, got momentum "
+                             f"{group['momentum']!r} and dampening {group['dampening']!r}")
 
     def _update(self, parameter, group, state):
         momentum = float(group["momentum"])
@@ -216,26 +296,33 @@ class Adam(Optimizer):
 
     _decoupled = False
 
+    _state_names = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, *, maximize=False):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        # betas stay as given here (a tuple when they can be one); _check_hyperparameters says
+        # what is wrong with anything that is not a pair
+        betas = tuple(betas) if isinstance(betas, (list, tuple)) else betas
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
 
     def _check_hyperparameters(self, group):
         super()._check_hyperparameters(group)
         owner = type(self).__name__
-        beta1, beta2 = group["betas"]
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
-            raise ValueError(f"{owner}: betas must lie in [0, 1), got {group['betas']!r}")
-        if not group["eps"] >= 0:
-            raise ValueError(f"{owner}: invalid eps {group['eps']!r}")
+        betas = group["betas"]
+        if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(map(is_real_number, betas))):
+            raise TypeError(f"{owner}: betas must be a pair of numbers in [0, 1), got {betas!r}")
+        if not all(0 <= beta < 1 for beta in betas):
+            raise ValueError(f"{owner}: betas must lie in [0, 1), got {betas!r}")
+        check_real_number(group["eps"], f"{owner}: invalid eps", "eps", minimum=0.0)
 
     def _check_state_entry(self, entry, where):
         required = {"step", "exp_avg", "exp_avg_sq"}
         if entry and not required <= set(entry):
-            raise ValueError(f"{where}: Adam state needs {sorted(required)}, got {sorted(entry)}")
+            raise ValueError(f"{where}: {type(self).__name__} state needs {sorted(required)}, got {sorted(entry)}")
 
     def step(self) -> None:
+        self._check_step()
         for index, group in enumerate(self.param_groups):
             flat = self._flat_state(index, group)
             if flat is None:  # parameters not in one flat buffer, or their step counts differ

@@ -31,7 +31,7 @@ def build(name: str, dtype=np.float32, rng=None, **config):
     flattened into one buffer (``Module.flatten_parameters``), so that an optimizer steps the
     whole model in one kernel call.
     """
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     try:
         model = MODELS[name](**config, rng=rng, dtype=dtype)
@@ -45,7 +45,7 @@ def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype
 
     Lets a training loop draw noise once and feed the same array to both backends.
     """
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name].noise_for(config, tuple(x_shape), rng, np.dtype(dtype))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratch._validate import check_array, check_float_dtype
+from scratch.models._inputs import MODEL_DTYPE, check_backward_ready, check_model_array, mark_pass
 from scratch.nn import BCELoss, Conv2d, ConvTranspose2d, MaxPool2d, Module, ReLU, Sequential, Sigmoid
 from scratch.nn.layers import _resolve_rng
 
@@ -41,7 +42,7 @@ class ConvAutoencoder(Module):
         channels = tuple(channels)
         check_conv_config(owner, in_channels, channels, image_size)
         dtype = check_float_dtype(dtype, owner)
-        rng = _resolve_rng(rng)
+        rng = _resolve_rng(rng, owner)
         object.__setattr__(self, "rng", rng)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "_config", dict(in_channels=int(in_channels), channels=list(channels),
@@ -70,7 +71,7 @@ class ConvAutoencoder(Module):
 
     def _check_input(self, x, name="x"):
         owner = f"{type(self).__name__}({self.name})"
-        check_array(x, owner, dtype=self.dtype, ndim=4, name=name)
+        check_array(x, owner, dtype=self.dtype, ndim=4, name=name, dtype_source=MODEL_DTYPE)
         expected = (self._config["in_channels"], IMAGE_SIZE, IMAGE_SIZE)
         if x.shape[1:] != expected or x.shape[0] == 0:
             raise ValueError(f"{owner}: {name} must be (N, {', '.join(map(str, expected))}) with N >= 1, got shape {x.shape}")
@@ -83,13 +84,20 @@ class ConvAutoencoder(Module):
     def forward(self, x):
         """Reconstruction x̂, (N, C, 28, 28)."""
         self._check_input(x)
-        return self.decoder(self.encoder(x))
+        reconstruction = self.decoder(self.encoder(x))
+        mark_pass(self, from_loss=False)
+        return reconstruction
 
     def backward(self, grad_output=None, *, input_grad: bool = True):
         """Back-propagate dL/dx̂ (default: the last ``loss``'s) into every ``.grad``; returns dL/dx,
         or None when ``input_grad`` is False (then the first convolution skips computing it).
-        From the loss, the BCE and the final Sigmoid back-propagate in one pass."""
+        From the loss, the BCE and the final Sigmoid back-propagate in one pass.
+        ``grad_output`` must have x̂'s shape and the model's dtype; without it, the last call must
+        have been ``loss``. Either is checked before any ``.grad`` changes."""
+        check_backward_ready(self, needs_loss=grad_output is None, hint=" (or pass grad_output, dL/dx̂)")
         decoder = self.decoder
+        if grad_output is not None:
+            check_model_array(self, grad_output, "grad_output (dL/dx̂)", decoder[-1]._output_shape)
         if grad_output is None and isinstance(decoder[-1], Sigmoid):
             grad_logits = self.loss_fn.backward_through_sigmoid(decoder[-1])
             grad_z = decoder.backward(grad_logits, start=len(decoder) - 2)
@@ -109,6 +117,8 @@ class ConvAutoencoder(Module):
     def loss(self, x, noise=None) -> dict:
         """BCE (mean over every element) between x̂ and x: ``{"loss", "recon"}``, floats."""
         if noise is not None:
-            raise ValueError("ConvAutoencoder: conv-ae is deterministic and takes no noise")
-        recon = self.loss_fn(self.forward(x), x)
+            raise ValueError(f"ConvAutoencoder: conv-ae is deterministic and takes no noise, got {type(noise).__name__}")
+        self._check_input(x)
+        recon = self.loss_fn(self.decoder(self.encoder(x)), x)
+        mark_pass(self, from_loss=True)
         return {"loss": recon, "recon": recon}

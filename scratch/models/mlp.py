@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from scratch._validate import check_array, check_float_dtype
-from scratch.models._inputs import flatten_input
+from scratch._validate import check_float_dtype
+from scratch.models._inputs import check_backward_ready, check_model_array, flatten_input, mark_pass
 from scratch.nn import BCELoss, LeakyReLU, Linear, MSELoss, Module, ReLU, Sequential, Sigmoid, Tanh
 from scratch.nn.layers import _resolve_rng
 
@@ -59,7 +59,7 @@ class MLPAutoencoder(Module):
         hidden_dims = tuple(hidden_dims)
         _check_config(owner, input_dim, hidden_dims, latent_dim, activation, loss)
         dtype = check_float_dtype(dtype, owner)
-        rng = _resolve_rng(rng)
+        rng = _resolve_rng(rng, owner)
         object.__setattr__(self, "rng", rng)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "_config", dict(input_dim=int(input_dim), hidden_dims=list(hidden_dims),
@@ -89,9 +89,15 @@ class MLPAutoencoder(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Reconstruction x̂ in x's shape."""
+        reconstruction = self._reconstruct(x)
+        mark_pass(self, from_loss=False)
+        return reconstruction
+
+    def _reconstruct(self, x: np.ndarray) -> np.ndarray:
         flat = self._flatten_input(x)
+        reconstruction = self.decoder(self.encoder(flat)).reshape(x.shape)
         object.__setattr__(self, "_input_shape", x.shape)
-        return self.decoder(self.encoder(flat)).reshape(x.shape)
+        return reconstruction
 
     def backward(self, grad_output: np.ndarray | None = None, *, input_grad: bool = True):
         """Back-propagate dL/dx̂ (default: the last ``loss``'s) into every ``.grad``; returns dL/dx
@@ -99,9 +105,12 @@ class MLPAutoencoder(Module):
         skips that product, as torch does for data that does not require grad).
 
         From the loss, a BCE on the Sigmoid output back-propagates through both in one pass
-        (``BCELoss.backward_through_sigmoid``), the same numbers as the two passes."""
-        if self._input_shape is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward or loss")
+        (``BCELoss.backward_through_sigmoid``), the same numbers as the two passes.
+        ``grad_output`` must have x̂'s shape and the model's dtype; without it, the last call must
+        have been ``loss``. Either is checked before any ``.grad`` changes."""
+        check_backward_ready(self, needs_loss=grad_output is None, hint=" (or pass grad_output, dL/dx̂)")
+        if grad_output is not None:
+            check_model_array(self, grad_output, "grad_output (dL/dx̂)", self._input_shape)
         decoder = self.decoder
         if grad_output is None and isinstance(self.loss_fn, BCELoss) and isinstance(decoder[-1], Sigmoid):
             grad_logits = self.loss_fn.backward_through_sigmoid(decoder[-1])
@@ -114,8 +123,9 @@ class MLPAutoencoder(Module):
         return None if grad_input is None else grad_input.reshape(self._input_shape)
 
     def _reconstruction_loss(self, model_input, target) -> dict:
-        reconstruction = self.forward(model_input)
+        reconstruction = self._reconstruct(model_input)
         recon = self.loss_fn(reconstruction.reshape(target.shape[0], -1), target.reshape(target.shape[0], -1))
+        mark_pass(self, from_loss=True)
         return {"loss": recon, "recon": recon}
 
     @staticmethod
@@ -135,7 +145,8 @@ class MLPAutoencoder(Module):
     def loss(self, x: np.ndarray, noise=None) -> dict:
         """BCE (mean over every element) between x̂ and x: ``{"loss", "recon"}``, floats."""
         if noise is not None:
-            raise ValueError(f"{type(self).__name__}: mlp-ae is deterministic and takes no noise")
+            raise ValueError(f"{type(self).__name__}: mlp-ae is deterministic and takes no noise, "
+                             f"got {type(noise).__name__}")
         return self._reconstruction_loss(x, x)
 
 
@@ -180,12 +191,10 @@ class DenoisingAutoencoder(MLPAutoencoder):
 
     def corrupt(self, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         """x̃ = corruption of x, same shape; ``noise`` drawn from the model's generator if None."""
-        owner = f"{type(self).__name__}.corrupt"
+        self._flatten_input(x)
         if noise is None:
             noise = self.draw_noise(x.shape)
-        check_array(noise, owner, dtype=self.dtype, name="noise")
-        if noise.shape != x.shape:
-            raise ValueError(f"{owner}: noise must have x's shape {x.shape}, got {noise.shape}")
+        check_model_array(self, noise, "noise (x's shape)", x.shape)
         kind, level = self._config["noise"], self.dtype.type(self._config["noise_level"])
         if kind == "gaussian":
             corrupted = x + level * noise

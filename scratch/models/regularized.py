@@ -20,7 +20,7 @@ import numpy as np
 
 from scratch import functional as F
 from scratch._validate import check_float_dtype
-from scratch.models._inputs import flatten_input
+from scratch.models._inputs import check_backward_ready, check_loss_scale, flatten_input, mark_pass
 from scratch.nn import BCELoss, LeakyReLU, Linear, Module, ReLU, Sigmoid, Tanh, TiedLinear
 from scratch.nn.layers import _resolve_rng
 
@@ -56,7 +56,7 @@ class _ShallowAutoencoder(Module):
         input_dim = _positive_int(owner, "input_dim", input_dim)
         hidden_dim = _positive_int(owner, "hidden_dim", hidden_dim)
         dtype = check_float_dtype(dtype, owner)
-        rng = _resolve_rng(rng)
+        rng = _resolve_rng(rng, owner)
         object.__setattr__(self, "rng", rng)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "_config", dict(input_dim=input_dim, hidden_dim=hidden_dim, **config))
@@ -93,7 +93,9 @@ class _ShallowAutoencoder(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The reconstruction x̂, in x's shape."""
-        return self.decode(self.encode(x)).reshape(x.shape)
+        reconstruction = self.decode(self.encode(x)).reshape(x.shape)
+        mark_pass(self, from_loss=False)
+        return reconstruction
 
     def reconstruct(self, x: np.ndarray, noise=None) -> np.ndarray:
         """x̂ for x, in x's shape."""
@@ -110,7 +112,8 @@ class _ShallowAutoencoder(Module):
     def loss(self, x: np.ndarray, noise=None) -> dict:
         """recon = (1/N) Σ BCE(x̂, x) and the penalty: ``{"loss", "recon"[, "penalty"]}``, floats."""
         if noise is not None:
-            raise ValueError(f"{type(self).__name__}: {self.name} is deterministic and takes no noise")
+            raise ValueError(f"{type(self).__name__}: {self.name} is deterministic and takes no noise, "
+                             f"got {type(noise).__name__}")
         flat = self._flatten_input(x)
         hidden = self.encode(flat)  # (N, H)
         probabilities = self.decode(hidden)  # (N, D)
@@ -118,6 +121,7 @@ class _ShallowAutoencoder(Module):
         recon = self.bce(probabilities, flat) / count
         penalty, cache = self._penalty_forward(hidden)
         object.__setattr__(self, "_state", (x.shape, count, cache))
+        mark_pass(self, from_loss=True)
         if penalty is None:
             return {"loss": recon, "recon": recon}
         return {"loss": recon + penalty, "recon": recon, "penalty": penalty}
@@ -130,10 +134,9 @@ class _ShallowAutoencoder(Module):
         dL/dh = the decoder's backward of the reconstruction's gradient + dpenalty/dh; then the
         hidden activation's backward and the encoder's.
         """
-        if self._state is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before loss")
+        upstream = 1.0 if grad_output is None else check_loss_scale(self, grad_output)
+        check_backward_ready(self, needs_loss=True)
         shape, count, cache = self._state
-        upstream = 1.0 if grad_output is None else float(grad_output)
         grad_logits = self.bce.backward_through_sigmoid(self.output_activation, upstream / count)  # (N, D)
         grad_hidden = self.decoder.backward(grad_logits)  # (N, H)
         grad_penalty = self._penalty_backward(cache, upstream)

@@ -14,8 +14,9 @@ import math
 import numpy as np
 
 from scratch import functional as F
-from scratch._validate import check_array, check_float_dtype
-from scratch.models._inputs import flatten_input
+from scratch._validate import check_float_dtype
+from scratch.models._inputs import (check_backward_ready, check_model_array, flatten_image_input, flatten_input,
+                                    mark_pass)
 from scratch.nn import BCELoss, GaussianKL, Linear, Module, ReLU, Sequential, Sigmoid
 from scratch.nn.layers import _resolve_rng
 
@@ -34,7 +35,7 @@ class _Variational(Module):
 
     def _setup(self, owner, input_dim, latent_dim, rng, dtype, config):
         dtype = check_float_dtype(dtype, owner)
-        rng = _resolve_rng(rng)
+        rng = _resolve_rng(rng, owner)
         object.__setattr__(self, "rng", rng)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "_config", dict(input_dim=int(input_dim), latent_dim=int(latent_dim), **config))
@@ -66,10 +67,7 @@ class _Variational(Module):
         latent = self._config["latent_dim"]
         if noise is None:
             return self.noise_for(self._config, (n,), self.rng, self.dtype)
-        check_array(noise, f"{type(self).__name__}: noise (ε)", dtype=self.dtype, ndim=2, name="noise")
-        if noise.shape != (n, latent):
-            raise ValueError(f"{type(self).__name__}: noise (ε) must be ({n}, {latent}), got {noise.shape}")
-        return noise
+        return check_model_array(self, noise, "noise (ε)", (n, latent))
 
     # -- subclasses supply the encoder and decoder ------------------------------------------
     def encode(self, x):
@@ -93,8 +91,10 @@ class _Variational(Module):
     # -- the shared passes ----------------------------------------------------------------
     def _forward(self, x, noise):
         flat = self._flatten_input(x)
-        mean, logvar = self.encode(flat)
+        # ε is checked (or drawn) before the encoder runs, so that refused noise changes no
+        # layer's cache; the encoder draws nothing, so the generator's sequence is unchanged.
         eps = self._noise(len(flat), noise)
+        mean, logvar = self.encode(flat)
         z, reparameterization = F.reparameterize_forward(mean, logvar, eps)
         probabilities = self.decode(z)
         object.__setattr__(self, "_state", (x.shape, mean, logvar, reparameterization))
@@ -103,6 +103,7 @@ class _Variational(Module):
     def forward(self, x, noise=None):
         """A sampled reconstruction x̂ (the Bernoulli means), in x's shape."""
         _, probabilities = self._forward(x, noise)
+        mark_pass(self, from_loss=False)
         return probabilities.reshape(x.shape)
 
     def reconstruct(self, x, noise=None):
@@ -122,6 +123,7 @@ class _Variational(Module):
         _, mean, logvar, _ = self._state
         kl = self.kl(mean, logvar)
         object.__setattr__(self, "_kl_weight", self.kl_weight(kl, len(flat)))
+        mark_pass(self, from_loss=True)
         return {"loss": self._objective(recon, kl, len(flat)), "recon": recon, "kl": kl}
 
     def kl_per_dimension(self, x, noise=None) -> np.ndarray:
@@ -138,9 +140,9 @@ class _Variational(Module):
         dlogvar, to which the weighted KL's own gradients are added before the encoder's pass.
         """
         if grad_output is not None:
-            raise ValueError(f"{type(self).__name__}.backward takes no gradient: it differentiates the last loss")
-        if self._state is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before loss")
+            raise ValueError(f"{type(self).__name__}.backward takes no gradient: it differentiates the last loss; "
+                             f"got grad_output {type(grad_output).__name__}")
+        check_backward_ready(self, needs_loss=True)
         shape, mean, logvar, reparameterization = self._state
         grad_z = self._decoder_backward_from_loss()
         grad_mean, grad_logvar = F.reparameterize_backward(grad_z, reparameterization)
@@ -319,6 +321,9 @@ class ConvVAE(_Variational):
     def _image_shape(self, n):
         size = self._config["image_size"]
         return (n, self._config["in_channels"], size, size)
+
+    def _flatten_input(self, x, name="x"):
+        return flatten_image_input(self, x, self._image_shape(0)[1:], name)
 
     def encode(self, x):
         flat = self._flatten_input(x)

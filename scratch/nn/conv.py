@@ -22,12 +22,14 @@ def _pair(value, name: str, owner: str, minimum: int) -> tuple[int, int]:
 
 
 def _check_input(layer, x, channels: int) -> None:
+    """x must be a non-empty (N, channels, H, W) array of the layer's dtype."""
     owner = repr(layer)
-    check_array(x, owner, ndim=4)
+    check_array(x, owner, ndim=4, dtype=layer.weight.dtype)
     if x.shape[1] != channels:
         raise ValueError(f"{owner}: expected input (N, {channels}, H, W), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{owner}: input batch is empty (shape {x.shape})")
+    # An empty batch or image is refused, as by every layer: a transposed convolution would
+    # otherwise make a non-empty output (the bias alone) from an image of height 0.
+    check_array(x, owner, allow_empty=False)
 
 
 class _ConvBase(_CachingModule):
@@ -43,7 +45,7 @@ class _ConvBase(_CachingModule):
         self.padding = _pair(padding, "padding", owner, 0)
         self.dilation = _pair(dilation, "dilation", owner, 1)
         dtype = check_float_dtype(dtype, owner)
-        rng = _resolve_rng(rng)
+        rng = _resolve_rng(rng, owner)
         shape = ((out_channels, in_channels) if fan_in_axis == 1 else (in_channels, out_channels)) + self.kernel_size
         # torch's default init: U(±1/√fan_in), fan_in = weight.shape[1]·kH·kW, for weight and bias
         bound = 1.0 / math.sqrt(shape[1] * self.kernel_size[0] * self.kernel_size[1])
@@ -83,7 +85,6 @@ class Conv2d(_ConvBase):
 
     def forward(self, x):
         _check_input(self, x, self.in_channels)
-        check_array(x, repr(self), dtype=self.weight.dtype)
         sizes = [conv2d_output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a], self.dilation[a])
                  for a in (0, 1)]
         if min(sizes) < 1:
@@ -91,7 +92,7 @@ class Conv2d(_ConvBase):
                              f"(output would be {tuple(sizes)})")
         y, cache = F.conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
                                     self.stride, self.padding, self.dilation)
-        self._save(cache, y)
+        self._save(cache, y, x)
         return y
 
 
@@ -114,14 +115,13 @@ class ConvTranspose2d(_ConvBase):
 
     def forward(self, x):
         _check_input(self, x, self.in_channels)
-        check_array(x, repr(self), dtype=self.weight.dtype)
         sizes = [conv_transpose2d_output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a],
                                               self.output_padding[a], self.dilation[a]) for a in (0, 1)]
         if min(sizes) < 1:
             raise ValueError(f"{self!r}: input of spatial size {x.shape[2:]} gives an empty output {tuple(sizes)}")
         y, cache = F.conv_transpose2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
                                               self.stride, self.padding, self.output_padding, self.dilation)
-        self._save(cache, y)
+        self._save(cache, y, x)
         return y
 
     def extra_repr(self) -> str:
@@ -147,17 +147,18 @@ class MaxPool2d(_CachingModule):
 
     def forward(self, x):
         owner = repr(self)
-        check_array(x, owner, ndim=4)
+        check_array(x, owner, ndim=4, allow_empty=False)
         sizes = [conv2d_output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a], self.dilation[a])
                  for a in (0, 1)]
-        if min(sizes) < 1 or x.shape[0] == 0:
+        if min(sizes) < 1:
             raise ValueError(f"{owner}: input of shape {x.shape} is too small for this window (output {tuple(sizes)})")
         y, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation)
-        self._save(cache, y)
+        self._save(cache, y, x)
         return y
 
     def backward(self, grad_output):
-        return F.max_pool2d_backward(grad_output, self._take(grad_output))
+        cache = self._take(grad_output)
+        return F.max_pool2d_backward(grad_output, cache)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}"

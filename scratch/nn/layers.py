@@ -16,31 +16,43 @@ from scratch._workspace import Workspace
 from scratch.nn.module import Module, Parameter
 
 
-def _resolve_rng(rng) -> np.random.Generator:
+def _resolve_rng(rng, owner: str = "rng") -> np.random.Generator:
+    """A Generator from None (fresh entropy), a Generator (used as is) or a non-negative int seed."""
     if rng is None:
         return np.random.default_rng()
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, (int, np.integer)):
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
         return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
+    raise TypeError(f"{owner}: rng must be a numpy.random.Generator, a non-negative int seed or None, "
+                    f"got {rng!r} ({type(rng).__name__})")
 
 
 class _CachingModule(Module):
-    """A module with one forward cache; backward refuses to run without a forward first."""
+    """A module with one forward cache; backward refuses to run without a forward first.
+
+    Besides the cache it remembers the shape and dtype of the last input and output, so that
+    ``backward`` can check the gradient it is given and ``Sequential.backward`` can check that
+    its children's caches come from one forward pass before any of them accumulates a gradient.
+    """
+
+    _CACHE_ATTRIBUTES = ("_cache", "_output_shape", "_output_dtype", "_input_shape", "_input_dtype")
 
     def __init__(self) -> None:
         super().__init__()
-        object.__setattr__(self, "_cache", None)
-        object.__setattr__(self, "_output_shape", None)
-        object.__setattr__(self, "_output_dtype", None)
+        for attribute in self._CACHE_ATTRIBUTES:
+            object.__setattr__(self, attribute, None)
 
-    def _save(self, cache, output: np.ndarray) -> None:
+    def _save(self, cache, output: np.ndarray, x: np.ndarray) -> None:
+        """Keep ``cache`` for backward, with the shapes and dtypes of ``output`` and input ``x``."""
         object.__setattr__(self, "_cache", cache)
         object.__setattr__(self, "_output_shape", output.shape)
         object.__setattr__(self, "_output_dtype", output.dtype)
+        object.__setattr__(self, "_input_shape", x.shape)
+        object.__setattr__(self, "_input_dtype", x.dtype)
 
     def _take(self, grad_output) -> object:
+        """The forward cache, once ``grad_output`` is known to fit it; nothing is changed here."""
         name = type(self).__name__
         if self._cache is None:
             raise RuntimeError(f"{name}.backward called before forward")
@@ -73,21 +85,22 @@ class Linear(_CachingModule):
             if not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"Linear: {label} must be a positive int, got {value!r}")
         dtype = check_float_dtype(dtype, "Linear")
-        rng = _resolve_rng(rng)
+        rng = _resolve_rng(rng, "Linear")
         self.in_features, self.out_features = int(in_features), int(out_features)
         bound = 1.0 / math.sqrt(in_features)
         self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
         self.bias = Parameter(rng.uniform(-bound, bound, (out_features,)).astype(dtype)) if bias else None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        check_array(x, "Linear", dtype=self.weight.dtype, min_ndim=1)
+    def _check_input(self, x) -> None:
+        owner = f"Linear({self.in_features}, {self.out_features})"
+        check_array(x, owner, dtype=self.weight.dtype, min_ndim=1, allow_empty=False)
         if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"Linear({self.in_features}, {self.out_features}): input's last dimension must be "
-                f"{self.in_features}, got shape {x.shape}"
-            )
+            raise ValueError(f"{owner}: input's last dimension must be {self.in_features}, got shape {x.shape}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._check_input(x)
         y, cache = F.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
-        self._save(cache, y)
+        self._save(cache, y, x)
         return y
 
     def backward(self, grad_output: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
@@ -109,18 +122,13 @@ class Linear(_CachingModule):
     def forward_fused(self, x: np.ndarray, following: Module) -> np.ndarray:
         """``following(self(x))`` with the bias and the activation in one pass; both layers keep
         the caches their own forward would have left."""
-        check_array(x, "Linear", dtype=self.weight.dtype, min_ndim=1)
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"Linear({self.in_features}, {self.out_features}): input's last dimension must be "
-                f"{self.in_features}, got shape {x.shape}"
-            )
+        self._check_input(x)
         kind = "relu" if type(following) is ReLU else "leaky_relu"
         slope = getattr(following, "negative_slope", 0.0)
         out, linear_cache, activation_cache = F.linear_activation_forward(
             x, self.weight.data, self.bias.data, kind, slope)
-        self._save(linear_cache, out)
-        following._save(activation_cache, out)
+        self._save(linear_cache, out, x)
+        following._save(activation_cache, out, out)  # its input, the pre-activation, has out's shape
         return out
 
     def backward_fused(self, grad_output: np.ndarray, following: Module, *, input_grad: bool = True):
@@ -143,9 +151,9 @@ class _Activation(_CachingModule):
     _backward = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        check_array(x, type(self).__name__)
+        check_array(x, type(self).__name__, allow_empty=False)
         out, cache = type(self)._forward(x, *self._arguments())
-        self._save(cache, out)
+        self._save(cache, out, x)
         return out
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
@@ -229,15 +237,13 @@ class TiedLinear(_CachingModule):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         weight = self.source.weight
-        check_array(x, "TiedLinear", dtype=weight.dtype, min_ndim=1)
+        owner = f"TiedLinear({self.in_features}, {self.out_features})"
+        check_array(x, owner, dtype=weight.dtype, min_ndim=1, allow_empty=False)
         if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"TiedLinear({self.in_features}, {self.out_features}): input's last dimension must be "
-                f"{self.in_features}, got shape {x.shape}"
-            )
+            raise ValueError(f"{owner}: input's last dimension must be {self.in_features}, got shape {x.shape}")
         # Wᵀ (in_features of the source, out_features of the source) as this layer's weight: a view
         y, cache = F.linear_forward(x, weight.data.T, None if self.bias is None else self.bias.data)
-        self._save(cache, y)
+        self._save(cache, y, x)
         return y
 
     def backward(self, grad_output: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
@@ -258,19 +264,19 @@ class Flatten(_CachingModule):
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        check_array(x, "Flatten")
-        if x.ndim == 0:
-            raise ValueError("Flatten: input must have at least 1 dimension, got a 0-d array")
+        # An empty input is refused: reshape(..., -1, ...) cannot infer the merged size of nothing.
+        check_array(x, "Flatten", min_ndim=1, allow_empty=False)
         start = _normalize_dim(self.start_dim, x.ndim, "Flatten")
         end = _normalize_dim(self.end_dim, x.ndim, "Flatten")
         if start > end:
             raise ValueError(f"Flatten: start_dim {self.start_dim} comes after end_dim {self.end_dim} for shape {x.shape}")
         y = x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
-        self._save(x.shape, y)
+        self._save(x.shape, y, x)
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        return grad_output.reshape(self._take(grad_output))
+        input_shape = self._take(grad_output)  # checked before it is used
+        return grad_output.reshape(input_shape)
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -285,7 +291,7 @@ class Unflatten(_CachingModule):
         self.unflattened_size = tuple(int(s) for s in unflattened_size)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        check_array(x, "Unflatten")
+        check_array(x, "Unflatten", allow_empty=False)
         dim = _normalize_dim(self.dim, max(x.ndim, 1), "Unflatten")
         if x.ndim == 0 or math.prod(self.unflattened_size) != x.shape[dim]:
             raise ValueError(
@@ -293,11 +299,12 @@ class Unflatten(_CachingModule):
                 f"{self.unflattened_size}"
             )
         y = x.reshape(*x.shape[:dim], *self.unflattened_size, *x.shape[dim + 1:])
-        self._save(x.shape, y)
+        self._save(x.shape, y, x)
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        return grad_output.reshape(self._take(grad_output))
+        input_shape = self._take(grad_output)  # checked before it is used
+        return grad_output.reshape(input_shape)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

@@ -6,10 +6,12 @@ per-element array, and its ``backward`` then needs an upstream gradient of the s
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from scratch import functional as F
-from scratch._validate import check_array, check_reduction, check_same_shape
+from scratch._validate import check_array, check_reduction, check_same_shape, is_real_number
 from scratch._workspace import Workspace
 from scratch.nn.module import _address
 
@@ -25,14 +27,13 @@ class _Loss:
         self.reduction = check_reduction(reduction, type(self).__name__, self._reductions)
         self._cache = None
         self._shape = None
+        self._dtype = None
 
     def _check_inputs(self, input, target):
         owner = type(self).__name__
-        check_array(input, owner, name="input")
-        check_array(target, owner, dtype=input.dtype, name="target")
+        check_array(input, owner, name="input", allow_empty=False)
+        check_array(target, owner, dtype=input.dtype, name="target", dtype_source="input is")
         check_same_shape(input, target, owner)
-        if input.size == 0:
-            raise ValueError(f"{owner}: input is empty (shape {input.shape})")
 
     def _arguments(self) -> tuple:
         return ()
@@ -43,7 +44,7 @@ class _Loss:
     def forward(self, input: np.ndarray, target: np.ndarray):
         self._check_inputs(input, target)
         loss, self._cache = type(self)._forward(input, target, self.reduction, *self._arguments())
-        self._shape = input.shape
+        self._shape, self._dtype = input.shape, input.dtype
         return loss if self.reduction == "none" else float(loss)
 
     def backward(self, grad_output=1.0) -> np.ndarray:
@@ -52,6 +53,8 @@ class _Loss:
         return type(self)._backward(grad_output, self._cache)
 
     def _check_upstream(self, grad_output) -> None:
+        """Refuse an upstream gradient the last forward cannot take: an array of the input's shape
+        and dtype for ``"none"``, a real number otherwise."""
         owner = type(self).__name__
         if self._cache is None:
             raise RuntimeError(f"{owner}.backward called before the loss was computed")
@@ -62,8 +65,16 @@ class _Loss:
                     f"{owner}(reduction='none').backward: grad_output must be an array of shape "
                     f"{self._shape}, got {got}"
                 )
-        elif np.ndim(grad_output) != 0:
-            raise ValueError(f"{owner}.backward: grad_output of a reduced loss must be a scalar")
+            if grad_output.dtype != self._dtype:
+                raise TypeError(
+                    f"{owner}(reduction='none').backward: grad_output must have the input's dtype "
+                    f"{self._dtype}, got {grad_output.dtype}"
+                )
+        elif not is_real_number(grad_output):
+            got = f"shape {grad_output.shape}" if isinstance(grad_output, np.ndarray) else repr(grad_output)
+            raise ValueError(
+                f"{owner}.backward: grad_output of a reduced loss must be a real number, got {got}"
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reduction={self.reduction!r})"
@@ -104,6 +115,11 @@ class BCELoss(_Loss):
         if not (isinstance(output, np.ndarray) and output.size == probabilities.size
                 and output.dtype == probabilities.dtype and output.flags.c_contiguous
                 and _address(output) == _address(probabilities)):
+            if sigmoid._cache is not None and math.prod(sigmoid._output_shape) != probabilities.size:
+                raise ValueError(
+                    f"BCELoss.backward_through_sigmoid: the loss's input {probabilities.shape} is not "
+                    f"the Sigmoid's last output {sigmoid._output_shape}: the Sigmoid ran again after "
+                    f"the loss; compute the loss again before its backward")
             return sigmoid.backward(self.backward(grad_output).reshape(sigmoid._output_shape))
         return F.sigmoid_bce_backward(grad_output, self._cache).reshape(output.shape)
 
@@ -137,8 +153,6 @@ class GaussianKL(_Loss):
 
     def _check_inputs(self, mean, logvar):
         owner = "GaussianKL"
-        check_array(mean, owner, name="mean", min_ndim=1)
-        check_array(logvar, owner, dtype=mean.dtype, name="logvar")
+        check_array(mean, owner, name="mean", min_ndim=1, allow_empty=False)
+        check_array(logvar, owner, dtype=mean.dtype, name="logvar", dtype_source="mean is")
         check_same_shape(mean, logvar, owner, names=("mean", "logvar"))
-        if mean.size == 0:
-            raise ValueError(f"{owner}: mean is empty (shape {mean.shape})")

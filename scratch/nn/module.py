@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from scratch._validate import as_numpy_array, check_float_dtype
+from scratch._validate import as_numpy_array, check_float_dtype, check_real_array
 
 
 class Parameter:
@@ -86,6 +86,9 @@ class Module:
     """
 
     takes_input_grad = False
+    #: the attributes a forward pass leaves for the backward pass (a layer's cache); a container
+    #: that fails part-way through its forward puts them back, so a refused call changes nothing
+    _CACHE_ATTRIBUTES: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -119,6 +122,20 @@ class Module:
 
     def __call__(self, *inputs, **kwargs):
         return self.forward(*inputs, **kwargs)
+
+    def _caching_modules(self) -> list["Module"]:
+        """This module and its descendants that keep a forward cache, in registration order."""
+        found = [self] if self._CACHE_ATTRIBUTES else []
+        for child in self._modules.values():
+            found.extend(child._caching_modules())
+        return found
+
+    def _forward_state(self) -> tuple:
+        return tuple(getattr(self, name) for name in self._CACHE_ATTRIBUTES)
+
+    def _restore_forward_state(self, state: tuple) -> None:
+        for name, value in zip(self._CACHE_ATTRIBUTES, state):
+            object.__setattr__(self, name, value)
 
     def fuses_with(self, following: "Module") -> bool:
         """Whether a ``Sequential`` may run this module and the next one as one fused pair
@@ -200,8 +217,11 @@ class Module:
         """Copy arrays (NumPy arrays or torch tensors) into the parameters, in place.
 
         Every key is checked before anything is written: missing keys, unexpected keys and
-        shape mismatches raise one ``KeyError``/``ValueError`` that lists them all, and the
-        module is left unchanged. Values are cast to each parameter's dtype.
+        shape mismatches raise one ``ValueError`` that lists them all; a value that is not an
+        array, or holds no real numbers (complex, strings, objects), raises a ``TypeError``
+        naming its key; either way the module is left unchanged. Values are cast to each
+        parameter's dtype. NaN and inf are loaded as they are, as torch loads them, so that a
+        diverged run's weights can still be inspected; a caller that must refuse them checks.
         """
         owner = type(self).__name__
         if not hasattr(state_dict, "items"):
@@ -217,7 +237,8 @@ class Module:
         for key, value in state_dict.items():
             if key not in own:
                 continue
-            array = as_numpy_array(value, f"{owner}.load_state_dict[{key!r}]")
+            where = f"{owner}.load_state_dict[{key!r}]"
+            array = check_real_array(as_numpy_array(value, where), where)
             if array.shape != own[key].shape:
                 mismatched.append(
                     f"{key!r}: expected shape {own[key].shape}, got {array.shape}"
@@ -273,18 +294,51 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Run the children in order; a pair that fuses (Linear then ReLU) runs as one."""
+        """Run the children in order; a pair that fuses (Linear then ReLU) runs as one.
+
+        A child that refuses its input (a later layer finding the image too small, say) leaves
+        every child's forward cache as it was before this call, not half overwritten.
+        """
         modules = list(self._modules.values())
+        saved = [(module, module._forward_state()) for module in self._caching_modules()]
         index = 0
-        while index < len(modules):
-            module = modules[index]
-            if index + 1 < len(modules) and module.fuses_with(modules[index + 1]):
-                x = module.forward_fused(x, modules[index + 1])
-                index += 2
-            else:
-                x = module(x)
-                index += 1
+        try:
+            while index < len(modules):
+                module = modules[index]
+                if index + 1 < len(modules) and module.fuses_with(modules[index + 1]):
+                    x = module.forward_fused(x, modules[index + 1])
+                    index += 2
+                else:
+                    x = module(x)
+                    index += 1
+        except Exception:
+            for module, state in saved:
+                module._restore_forward_state(state)
+            raise
         return x
+
+    def _check_caches(self, modules, first: int, last: int) -> None:
+        """Refuse a backward through ``modules[first..last]`` whose caches could not all be used:
+        a child that has not run forward, or neighbours whose caches come from different forward
+        passes (one's last output is not the shape the next one last took). Checked before any
+        child runs, so that no ``.grad`` is left half accumulated."""
+        previous = None
+        for position in range(first, last + 1):
+            module = modules[position]
+            if not module._CACHE_ATTRIBUTES:  # a container or custom module: checks itself
+                previous = None
+                continue
+            if module._cache is None:
+                raise RuntimeError(f"Sequential.backward called before forward: child {position} "
+                                   f"({type(module).__name__}) has no forward cache")
+            if previous is not None and (previous._output_shape, previous._output_dtype) != (
+                    module._input_shape, module._input_dtype):
+                raise RuntimeError(
+                    f"Sequential.backward: child {position - 1} ({type(previous).__name__}) last gave "
+                    f"{previous._output_shape} {previous._output_dtype} but child {position} "
+                    f"({type(module).__name__}) last took {module._input_shape} {module._input_dtype}: "
+                    f"their caches come from different forward passes; run the Sequential forward again")
+            previous = module
 
     def backward(self, grad_output: np.ndarray, *, input_grad: bool = True, start: int | None = None):
         """Back-propagate through the children in reverse order; returns dL/d(input).
@@ -296,13 +350,16 @@ class Sequential(Module):
         fused with its loss). Fused pairs back-propagate as one, as in ``forward``.
         """
         modules = list(self._modules.values())
+        if start is not None and (isinstance(start, bool) or not isinstance(start, (int, np.integer))):
+            raise TypeError(f"Sequential.backward: start must be an int index, got {start!r}")
         index = len(modules) - 1 if start is None else int(start)
         if not -1 <= index < len(modules):
-            raise ValueError(f"Sequential.backward: start {start} out of range for {len(modules)} modules")
+            raise ValueError(f"Sequential.backward: start must lie in [-1, {len(modules) - 1}], got {start}")
         first = 0
         if not input_grad:  # the first child holding a parameter (stop at its first one: no full walk)
             first = next((i for i, module in enumerate(modules)
                           if next(module.named_parameters(), None) is not None), len(modules))
+        self._check_caches(modules, first, index)
         while index >= first:
             module = modules[index]
             fused = index >= 1 and index - 1 >= first and modules[index - 1].fuses_with(module)
