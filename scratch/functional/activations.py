@@ -6,6 +6,9 @@ shapes are preserved, ``(*) -> (*)``. Derivations: docs/activations.md.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 from scratch.kernels import elementwise as kernels
@@ -50,8 +53,26 @@ def leaky_relu_backward(grad_output, cache):
     return grad_input
 
 
+@functools.lru_cache(maxsize=None)
+def sigmoid_zero_below(dtype) -> np.generic:
+    """-L, L the largest value of ``dtype`` whose exponential is finite (88.72283 in float32,
+    709.78271289338 in float64): σ(x) is exactly 0 below it, as in torch.
+
+    torch evaluates σ(x) = 1 / (1 + e^{-x}); for x < -L, e^{-x} overflows to inf and σ(x) to 0,
+    where the overflow-free e / (1 + e) would give a subnormal (3.8e-44 at x = -100 in float32).
+    The convention matters downstream: BCE clamps log σ(x) at -100, so torch's loss there is 100
+    where log(subnormal) would give |x| (89 to 100 nats per element in float32).
+    """
+    dtype = np.dtype(dtype)
+    log_max = math.log(float(np.finfo(dtype).max))  # ln(max) in float64, accurate to 1e-16
+    bound = dtype.type(log_max)
+    if float(bound) > log_max:  # rounded up (float32: 88.72284 overflows exp): step down one value
+        bound = np.nextafter(bound, dtype.type(0))
+    return -bound
+
+
 def sigmoid_forward(x, workspace=None):
-    """out = σ(x) = 1 / (1 + e^{-x}), overflow-free for any x.
+    """out = σ(x) = 1 / (1 + e^{-x}), overflow-free for any x; 0 below ``sigmoid_zero_below``.
 
     ``workspace`` (a ``scratch._workspace.Workspace``): where e^{-|x|} is computed, reused from
     call to call; it never leaves this function.
@@ -60,7 +81,8 @@ def sigmoid_forward(x, workspace=None):
     np.abs(x, out=exp_neg_abs)  # (*); then in place: every exponent <= 0
     np.negative(exp_neg_abs, out=exp_neg_abs)
     np.exp(exp_neg_abs, out=exp_neg_abs)
-    out = _apply(kernels.sigmoid_forward, x, exp_neg_abs)
+    out = np.empty(x.shape, dtype=x.dtype)
+    kernels.sigmoid_forward(_flat(x), _flat(exp_neg_abs), out.reshape(-1), sigmoid_zero_below(x.dtype))
     return out, out
 
 

@@ -87,16 +87,23 @@ def leaky_relu_backward_reference(grad_output, x, negative_slope):
 
 
 @njit(cache=True, error_model="numpy")
-def sigmoid_forward(x, exp_neg_abs, out):
-    """out[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e), with e = exp(-|x[i]|) precomputed.
+def sigmoid_forward(x, exp_neg_abs, out, zero_below=-np.inf):
+    """out[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e), with e = exp(-|x[i]|) precomputed;
+    out[i] = 0 where x[i] < ``zero_below``.
 
     exp only ever sees a non-positive argument, so nothing overflows for any x; ``e`` comes in
-    from NumPy's SIMD exp (a scalar loop is ten times slower). NaN stays NaN. Loop: one pass.
+    from NumPy's SIMD exp (a scalar loop is ten times slower). ``zero_below`` is torch's
+    underflow convention, chosen one level up (``scratch.functional.sigmoid_forward`` passes
+    -L, L the largest x with e^x finite in the dtype): torch evaluates 1 / (1 + e^{-x}), which is
+    exactly 0 once e^{-x} overflows, where e / (1 + e) would still give a subnormal. The default
+    -inf flushes nothing. NaN stays NaN (every comparison with it is false). Loop: one pass,
+    branch-free (an if/elif chain here measured 20% slower in float64).
     """
     zero, one = x.dtype.type(0), x.dtype.type(1)
     for i in range(x.shape[0]):
         e = exp_neg_abs[i]
-        out[i] = one / (one + e) if x[i] >= zero else e / (one + e)
+        value = one / (one + e) if x[i] >= zero else e / (one + e)
+        out[i] = zero if x[i] < zero_below else value  # two selects: as fast as the one before
 
 
 @njit(cache=True, error_model="numpy")
@@ -107,10 +114,11 @@ def sigmoid_backward(grad_output, out, grad_input):
         grad_input[i] = grad_output[i] * (one - out[i]) * out[i]
 
 
-def sigmoid_forward_reference(x):
-    # The same two branches, evaluated on the whole array; exp's argument is always <= 0.
+def sigmoid_forward_reference(x, zero_below=-np.inf):
+    # The same branches, evaluated on the whole array; exp's argument is always <= 0.
     e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+    out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+    return np.where(x < zero_below, x.dtype.type(0), out)
 
 
 def sigmoid_backward_reference(grad_output, out):
