@@ -289,3 +289,21 @@ def test_a_damaged_config_json_is_one_line_naming_it(tmp_path, capsys, field, va
         error = capsys.readouterr().err.strip().splitlines()
         assert status == 2 and len(error) == 1, error
         assert str(run_dir / "config.json") in error[0] and re.search(message, error[0]), error[0]
+
+
+def test_skip_still_stops_when_the_weights_themselves_are_not_finite(tmp_path, monkeypatch):
+    """Skipping batches cannot repair NaN weights: even under --on-nonfinite skip, the run stops."""
+    original = MLPAutoencoder.loss
+    calls = {"n": 0}
+
+    def loss(self, x, noise=None):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 4:
+                self.encoder[0].weight.data[0, 0] = np.nan  # as an overflowing update would leave it
+        return original(self, x, noise)
+
+    monkeypatch.setattr(MLPAutoencoder, "loss", loss)
+    with pytest.raises(NonFiniteLossError, match=r"the weights hold NaN or inf at epoch 1, step 4 .*"
+                                                 r"skipping batches cannot repair weights"):
+        run(tmp_path / "run", _config(on_nonfinite="skip"), progress=False, log=lambda line: None)

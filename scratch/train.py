@@ -496,8 +496,25 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
                 os.kill(os.getpid(), signal.SIGKILL)
             x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
             noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
-            check = _finite_loss_check(config, epoch, step, step - (epoch - 1) * steps_per_epoch, run_dir,
-                                       backend.weights_finite)
+            where = f"epoch {epoch}, step {step} (batch {step - (epoch - 1) * steps_per_epoch} of the epoch)"
+
+            def nonfinite(cause: str, what: str, detail: str = ""):
+                """Stop the run (raise), or return the line to log when the batch may be skipped."""
+                if cause != "weights" and config.on_nonfinite == "skip":
+                    return f"{run_dir}: {what} at {where}{detail}: batch skipped (--on-nonfinite skip)"
+                advice = ("an earlier update overflowed, and skipping batches cannot repair weights; a lower "
+                          "--lr may get past it" if cause == "weights"
+                          else "a lower --lr, or --on-nonfinite skip, may get past it")
+                raise NonFiniteLossError(f"{run_dir}: {what} at {where}{detail}; stopped before that step "
+                                         f"changed anything; {_last_good_state(epoch)}; {advice}")
+
+            def check(parts) -> None:  # between the loss and the backward pass
+                loss = float(parts["loss"])
+                if not math.isfinite(loss):
+                    cause = _nonfinite_cause(backend, x, noise) or "loss"
+                    detail = "" if cause == "loss" else f" ({_HOLDS[cause]})"
+                    raise _SkipBatch(nonfinite(cause, f"loss {loss}", detail))
+
             try:
                 with warnings.catch_warnings():  # NaN/inf are reported by the checks here, once, clearly
                     warnings.simplefilter("ignore", RuntimeWarning)
@@ -509,23 +526,13 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
             except (ValueError, RuntimeError, FloatingPointError) as error:
                 # NaN or inf in the batch, the noise or the weights makes the outputs NaN, which the
                 # losses refuse (torch's BCE too) before a loss exists: a non-finite loss all the same.
-                if isinstance(error, NonFiniteLossError):
-                    raise
-                cause = _nonfinite_cause(backend, x, noise)
+                cause = None if isinstance(error, NonFiniteLossError) else _nonfinite_cause(backend, x, noise)
                 if cause is None:
                     raise
-                where = f"epoch {epoch}, step {step} (batch {step - (epoch - 1) * steps_per_epoch} of the epoch)"
                 failed = str(error).splitlines()[0] if str(error) else type(error).__name__
-                if cause != "weights" and config.on_nonfinite == "skip":
-                    skipped_batches += 1
-                    log(f"{run_dir}: the {cause} holds NaN or inf at {where}: batch skipped (--on-nonfinite skip)")
-                    continue
-                advice = ("an earlier update overflowed, and skipping batches cannot repair weights; a lower "
-                          "--lr may get past it" if cause == "weights" else "--on-nonfinite skip goes past such batches")
-                holds = "the weights hold" if cause == "weights" else f"the {cause} holds"
-                raise NonFiniteLossError(
-                    f"{run_dir}: {holds} NaN or inf at {where}, so the loss failed ({failed}); "
-                    f"stopped before that step changed anything; {_last_good_state(epoch)}; {advice}") from None
+                skipped_batches += 1
+                log(nonfinite(cause, _HOLDS[cause], f", so the loss failed ({failed})"))
+                continue
             weight = _batch_weight(backend, len(x))
             trained_images += len(x)
             for key, value in parts.items():
@@ -548,6 +555,10 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
     return history
 
 
+_HOLDS = {"weights": "the weights hold NaN or inf", "batch": "the batch holds NaN or inf",
+          "noise": "the noise holds NaN or inf"}
+
+
 def _nonfinite_cause(backend, x: np.ndarray, noise) -> str | None:
     """"weights", "batch" or "noise": which of the step's inputs holds NaN or inf (None: none)."""
     if not backend.weights_finite():
@@ -564,25 +575,6 @@ def _last_good_state(epoch: int) -> str:
     if epoch > 1:
         return f"its newest checkpoint, epoch {epoch - 1}, is the last good state (--resume continues from it)"
     return "no checkpoint was written yet (it stopped in its first epoch): start it again"
-
-
-def _finite_loss_check(config: TrainConfig, epoch: int, step: int, batch: int, run_dir: Path, weights_finite):
-    """The ``before_update`` hook of step ``step``: a NaN or infinite loss stops the run
-    (``NonFiniteLossError``) or skips the batch, per ``config.on_nonfinite``; it always stops when
-    the weights themselves are no longer finite, since skipping batches cannot repair them."""
-
-    def check(parts) -> None:
-        loss = float(parts["loss"])
-        if math.isfinite(loss):
-            return
-        where = f"epoch {epoch}, step {step} (batch {batch} of the epoch)"
-        if config.on_nonfinite == "skip" and weights_finite():
-            raise _SkipBatch(f"{run_dir}: loss {loss} at {where}: batch skipped (--on-nonfinite skip)")
-        raise NonFiniteLossError(
-            f"{run_dir}: loss {loss} at {where}; stopped before that step changed anything; "
-            f"{_last_good_state(epoch)}; a lower --lr, or --on-nonfinite skip, may get past it")
-
-    return check
 
 
 def _rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
