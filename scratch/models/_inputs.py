@@ -9,6 +9,7 @@ import numpy as np
 
 from scratch._validate import check_array, is_real_number
 from scratch.nn.losses import _Loss
+from scratch.nn.module import Module
 
 MODEL_DTYPE = "the model's parameters are"  # check_array's dtype_source for a model's inputs
 
@@ -30,6 +31,24 @@ def flatten_input(model, x, name: str = "x") -> np.ndarray:
         raise ValueError(f"{owner}: {name} must be (N, {input_dim}) or (N, C, H, W) with "
                          f"C·H·W = {input_dim} and N >= 1, got shape {x.shape}")
     return x.reshape(x.shape[0], features)
+
+
+class FlatInputModel(Module):
+    """Base of the models that take (N, D) or (N, C, H, W) images flattened to D = ``input_dim``:
+    their ``config``, ``config_for_images`` and input check, written once."""
+
+    @property
+    def config(self) -> dict:
+        """The constructor's keyword arguments, JSON-serialisable."""
+        return dict(self._config)
+
+    @staticmethod
+    def config_for_images(image_shape) -> dict:
+        """Configuration that fits images of shape (C, H, W): the flattened input size."""
+        return {"input_dim": int(np.prod(image_shape))}
+
+    def _flatten_input(self, x, name="x"):
+        return flatten_input(self, x, name)
 
 
 def flatten_image_input(model, x, image_shape, name: str = "x") -> np.ndarray:

@@ -12,8 +12,8 @@ import math
 import numpy as np
 
 from scratch._validate import check_float_dtype
-from scratch.models._inputs import check_backward_ready, check_model_array, flatten_input, mark_pass
-from scratch.nn import BCELoss, LeakyReLU, Linear, MSELoss, Module, ReLU, Sequential, Sigmoid, Tanh
+from scratch.models._inputs import FlatInputModel, check_backward_ready, check_model_array, mark_pass
+from scratch.nn import BCELoss, LeakyReLU, Linear, MSELoss, ReLU, Sequential, Sigmoid, Tanh
 from scratch.nn.layers import _resolve_rng
 
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
@@ -44,7 +44,7 @@ def mlp_layers(sizes, activation, final, *, rng, dtype):
     return layers
 
 
-class MLPAutoencoder(Module):
+class MLPAutoencoder(FlatInputModel):
     """x (N, D) -> encoder -> z (N, latent_dim) -> decoder -> x̂ (N, D), a Sigmoid output.
 
     ``state_dict`` keys: ``encoder.{0,2,...}.{weight,bias}``, ``decoder.{0,2,...}.{weight,bias}``.
@@ -70,14 +70,6 @@ class MLPAutoencoder(Module):
         self.decoder = Sequential(*mlp_layers(sizes[::-1], activation, Sigmoid, rng=rng, dtype=dtype))
         object.__setattr__(self, "loss_fn", LOSSES[loss](reduction="mean"))
         object.__setattr__(self, "_input_shape", None)
-
-    @property
-    def config(self) -> dict:
-        """The constructor's keyword arguments, JSON-serialisable."""
-        return dict(self._config)
-
-    def _flatten_input(self, x, name="x"):
-        return flatten_input(self, x, name)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """(N, D) or (N, C, H, W) -> (N, latent_dim)."""
@@ -127,11 +119,6 @@ class MLPAutoencoder(Module):
         recon = self.loss_fn(reconstruction.reshape(target.shape[0], -1), target.reshape(target.shape[0], -1))
         mark_pass(self, from_loss=True)
         return {"loss": recon, "recon": recon}
-
-    @staticmethod
-    def config_for_images(image_shape) -> dict:
-        """Configuration that fits images of shape (C, H, W): the flattened input size."""
-        return {"input_dim": int(np.prod(image_shape))}
 
     @staticmethod
     def noise_for(config: dict, x_shape, rng: np.random.Generator, dtype) -> np.ndarray | None:

@@ -20,8 +20,8 @@ import numpy as np
 
 from scratch import functional as F
 from scratch._validate import check_float_dtype
-from scratch.models._inputs import check_backward_ready, check_loss_scale, flatten_input, mark_pass
-from scratch.nn import BCELoss, LeakyReLU, Linear, Module, ReLU, Sigmoid, Tanh, TiedLinear
+from scratch.models._inputs import FlatInputModel, check_backward_ready, check_loss_scale, mark_pass
+from scratch.nn import BCELoss, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, TiedLinear
 from scratch.nn.layers import _resolve_rng
 
 SPARSITY_PENALTIES = ("kl", "l1")
@@ -44,7 +44,7 @@ def _non_negative(owner, label, value):
     return float(value)
 
 
-class _ShallowAutoencoder(Module):
+class _ShallowAutoencoder(FlatInputModel):
     """Shared plumbing: input checks, the summed-per-image BCE, and the backward pass around a
     penalty on h. Subclasses build ``encoder``, ``hidden_activation``, ``decoder`` and say what
     the penalty adds to dL/dh (``_penalty_forward``/``_penalty_backward``)."""
@@ -64,23 +64,10 @@ class _ShallowAutoencoder(Module):
         object.__setattr__(self, "_state", None)
         return input_dim, hidden_dim, rng, dtype
 
-    @property
-    def config(self) -> dict:
-        """The constructor's keyword arguments, JSON-serialisable."""
-        return dict(self._config)
-
-    @staticmethod
-    def config_for_images(image_shape) -> dict:
-        """Configuration that fits images of shape (C, H, W): the flattened input size."""
-        return {"input_dim": int(np.prod(image_shape))}
-
     @staticmethod
     def noise_for(config: dict, x_shape, rng: np.random.Generator, dtype) -> None:
         """These models are deterministic: no noise."""
         return None
-
-    def _flatten_input(self, x, name="x"):
-        return flatten_input(self, x, name)
 
     # -- the passes ------------------------------------------------------------------------
     def encode(self, x: np.ndarray) -> np.ndarray:
@@ -141,7 +128,7 @@ class _ShallowAutoencoder(Module):
         grad_hidden = self.decoder.backward(grad_logits)  # (N, H)
         grad_penalty = self._penalty_backward(cache, upstream)
         if grad_penalty is not None:
-            grad_hidden = grad_hidden + grad_penalty
+            grad_hidden += grad_penalty  # the decoder's dx is a fresh array: add in place
         grad_pre_activation = self.hidden_activation.backward(grad_hidden)  # (N, H)
         grad_input = self.encoder.backward(grad_pre_activation, input_grad=input_grad)
         return None if grad_input is None else grad_input.reshape(shape)

@@ -15,9 +15,9 @@ import numpy as np
 
 from scratch import functional as F
 from scratch._validate import check_float_dtype
-from scratch.models._inputs import (check_backward_ready, check_model_array, flatten_image_input, flatten_input,
+from scratch.models._inputs import (FlatInputModel, check_backward_ready, check_model_array, flatten_image_input,
                                     mark_pass)
-from scratch.nn import BCELoss, GaussianKL, Linear, Module, ReLU, Sequential, Sigmoid
+from scratch.nn import BCELoss, GaussianKL, Linear, ReLU, Sequential, Sigmoid
 from scratch.nn.layers import _resolve_rng
 
 
@@ -27,7 +27,7 @@ def _positive(owner, **values):
             raise ValueError(f"{owner}: {label} must be a positive int, got {value!r}")
 
 
-class _Variational(Module):
+class _Variational(FlatInputModel):
     """Shared plumbing: input checks, sampling, the summed BCE + weighted KL, and its backward."""
 
     name = "vae"
@@ -44,14 +44,6 @@ class _Variational(Module):
         object.__setattr__(self, "_state", None)
         return rng, dtype
 
-    @property
-    def config(self) -> dict:
-        return dict(self._config)
-
-    @staticmethod
-    def config_for_images(image_shape) -> dict:
-        return {"input_dim": int(np.prod(image_shape))}
-
     @staticmethod
     def noise_for(config: dict, x_shape, rng: np.random.Generator, dtype) -> np.ndarray:
         """ε ~ N(0, I), (N, latent_dim)."""
@@ -59,9 +51,6 @@ class _Variational(Module):
 
     def draw_noise(self, shape) -> np.ndarray:
         return self.noise_for(self._config, shape, self.rng, self.dtype)
-
-    def _flatten_input(self, x, name="x"):
-        return flatten_input(self, x, name)
 
     def _noise(self, n, noise):
         latent = self._config["latent_dim"]
