@@ -4,14 +4,18 @@
 Imports neither torch nor the suites themselves, so that building the ``autoencoders`` parser
 stays cheap; a suite module is imported only when it runs. Options whose default differs
 under ``--quick`` (a smoke run: tiny batches, two blocks, short pauses; its numbers mean
-nothing) default to None here and are filled in by ``resolve``.
+nothing) default to None here and are filled in by ``resolve``, which also refuses, as a usage
+error naming the option, a size whose arrays would not fit in memory (``check_memory``: the
+bytes each suite's largest case holds, estimated from the default models' layer widths).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+from functools import cache
 from pathlib import Path
 
 from scratch._arguments import non_negative_float, non_negative_int, positive_int, positive_int_list
@@ -138,9 +142,10 @@ def add_suite_arguments(parser: argparse.ArgumentParser, suite: str, default_out
 
 
 def resolve(args: argparse.Namespace, suite: str, invoked_as: str = "cli") -> argparse.Namespace:
-    """Fill in the defaults left None (normal or --quick ones), check thread counts against the
-    machine, and record ``suite`` and the command line that repeats the run (``invoked_as``:
-    "cli" for ``autoencoders bench SUITE``, "module" for ``python -m benchmarks.SUITE``)."""
+    """Fill in the defaults left None (normal or --quick ones), check thread counts and the memory
+    the sizes need (``check_memory``) against the machine, and record ``suite`` and the command
+    line that repeats the run (``invoked_as``: "cli" for ``autoencoders bench SUITE``, "module"
+    for ``python -m benchmarks.SUITE``)."""
     mode = "quick" if getattr(args, "quick", False) else "normal"
     for key, value in {**COMMON_DEFAULTS[mode], **SUITE_DEFAULTS[suite][mode]}.items():
         if getattr(args, key, None) is None:
@@ -153,10 +158,119 @@ def resolve(args: argparse.Namespace, suite: str, invoked_as: str = "cli") -> ar
     for count in [args.threads, *(getattr(args, "thread_counts", None) or [])]:
         if count > cores:
             raise ValueError(f"{count} threads asked for, but this process may run on {cores} cores")
+    check_memory(args, suite)
     args.suite = suite
     args.invoked_as = invoked_as
     args.command_line = command_line(args)
     return args
+
+
+# -- memory: refuse a size whose arrays cannot fit before the suite allocates any of them ---------
+
+IMAGE_SHAPE = (1, 28, 28)  # every suite's batch: (B, 1, 28, 28) float32 images
+FLOAT32 = 4  # bytes
+
+
+def _layer_output_shape(layer, shape: tuple) -> tuple:
+    """The per-example shape ``layer`` (a scratch module without children) gives for ``shape``."""
+    from scratch import nn
+    from scratch.functional.conv import conv2d_output_size, conv_transpose2d_output_size
+
+    if isinstance(layer, (nn.Linear, nn.TiedLinear)):
+        return (layer.out_features,)
+    if isinstance(layer, nn.Flatten):
+        return (math.prod(shape),)
+    if isinstance(layer, nn.Unflatten):
+        return layer.unflattened_size
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d)) and len(shape) == 3:
+        geometry = [(layer.kernel_size[a], layer.stride[a], layer.padding[a], layer.dilation[a]) for a in (0, 1)]
+        if isinstance(layer, nn.ConvTranspose2d):
+            sizes = [conv_transpose2d_output_size(shape[1 + a], k, s, p, layer.output_padding[a], d)
+                     for a, (k, s, p, d) in enumerate(geometry)]
+        else:
+            sizes = [conv2d_output_size(shape[1 + a], k, s, p, d) for a, (k, s, p, d) in enumerate(geometry)]
+        return (getattr(layer, "out_channels", shape[0]), *sizes)
+    return shape  # element-wise
+
+
+@cache
+def activation_floats(name: str) -> int:
+    """Floats per example that the default model ``name`` keeps from a forward pass: the outputs
+    of its layers (Flatten and Unflatten are views), walked in registration order from a
+    (1, 28, 28) image. The models register their layers in the order data meets them, but for
+    the MLP VAEs' activations, registered after the layers: those count the last layer's width."""
+    from scratch import models
+
+    shape, total = IMAGE_SHAPE, 0
+    for _, layer in models.build(name, rng=0).named_modules():
+        if layer._modules:
+            continue
+        shape = _layer_output_shape(layer, shape)
+        if layer._CACHE_ATTRIBUTES and type(layer).__name__ not in ("Flatten", "Unflatten"):
+            total += math.prod(shape)
+    return total
+
+
+def training_step_bytes(models, batch_size: int) -> int:
+    """Bytes ``benchmarks.models.measure_models`` holds at once at ``batch_size``: every model's
+    case is alive (its batch and torch's copy of it; the activations scratch keeps after its
+    step), and the one that runs holds torch's saved activations besides."""
+    images = math.prod(IMAGE_SHAPE)
+    kept = sum(2 * images + activation_floats(name) for name in models)
+    return FLOAT32 * batch_size * (kept + max(activation_floats(name) for name in models))
+
+
+def ops_bytes(batch_sizes) -> int:
+    """Bytes of ``benchmarks.ops.all_cases``, which builds every batch size's cases at once: each op
+    of the mlp-ae and conv-ae layers, activations and losses holds its input and output about
+    four times (the forward case's and the backward case's, scratch's and torch's)."""
+    per_example = 2 * (activation_floats("mlp-ae") + activation_floats("conv-ae")) + 6 * math.prod(IMAGE_SHAPE)
+    return FLOAT32 * 4 * per_example * sum(batch_sizes)
+
+
+def conv_bytes(batch_size: int) -> int:
+    """Bytes of ``benchmarks.conv.cases_for(batch_size)``: each conv-ae layer's case (input, output,
+    upstream gradient and torch's copies, about six arrays of a layer's size), then its training step."""
+    return FLOAT32 * batch_size * 6 * activation_floats("conv-ae") + training_step_bytes(["conv-ae"], batch_size)
+
+
+def peak_bytes(size: int) -> int:
+    """Bytes of ``benchmarks.peak.sgemm_case(size)``: A, B and C in NumPy and in torch, six
+    (size, size) float32 matrices."""
+    return 6 * FLOAT32 * size * size
+
+
+def memory_needs(args: argparse.Namespace, suite: str) -> list[tuple[str, int, str]]:
+    """``(option, bytes, what)`` for each allocation of ``suite`` that an option sizes; every suite
+    measures the peak first, and the suites run their batch sizes one after the other (ops: at once)."""
+    needs = [(f"--peak-size {args.peak_size}", peak_bytes(args.peak_size),
+              f"the {args.peak_size}x{args.peak_size} float32 matrix multiply that measures the peak: six matrices")]
+    batches = [("--batch-sizes", size) for size in getattr(args, "batch_sizes", None) or []]
+    if suite == "sweep":
+        batches.append(("--thread-batch-size", args.thread_batch_size))
+    if suite in ("models", "sweep"):
+        needs += [(f"{option} {size}", training_step_bytes(args.models, size),
+                   f"the training steps of {', '.join(args.models)} at batch {size}") for option, size in batches]
+    elif suite == "conv":
+        needs += [(f"--batch-sizes {size}", conv_bytes(size), f"the conv-ae cases at batch {size}")
+                  for _, size in batches]
+    elif suite == "ops" and batches:
+        sizes = [size for _, size in batches]
+        needs.append((f"--batch-sizes {_listing(sizes)}", ops_bytes(sizes),
+                      f"every op's cases at batch {_listing(sizes)}, built at once"))
+    return needs
+
+
+def check_memory(args: argparse.Namespace, suite: str) -> None:
+    """Raise ValueError naming the option when the largest of ``memory_needs`` exceeds the memory
+    available (``scratch._memory.available_bytes``), before the suite allocates anything."""
+    from scratch._memory import available_bytes, format_bytes
+
+    option, need, what = max(memory_needs(args, suite), key=lambda entry: entry[1])
+    available = available_bytes()
+    if available is not None and need > available:
+        raise ValueError(f"{option} needs about {format_bytes(need)} of memory ({what}); {format_bytes(available)} "
+                         f"is available")
 
 
 _RECORDED = ("batch_sizes", "models", "only", "thread_counts", "thread_batch_size", "threads", "repeats", "warmup",

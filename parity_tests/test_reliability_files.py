@@ -330,7 +330,8 @@ class Pristine:
             optimizer.step()
             weights = {key: np.array(value) for key, value in model.state_dict().items()}
             state = optimizer.state_dict()
-            directory = write_checkpoint(run_dir, epoch, weights, state, {"metrics": [{"epoch": e} for e in range(1, epoch + 1)]})
+            directory = write_checkpoint(run_dir, epoch, weights, state, {"metrics": [
+                {"epoch": e, "train": {"loss": 1.0}, "test": {"loss": 1.0}, "seconds": 0.5} for e in range(1, epoch + 1)]})
             self.written[directory.name] = (weights, state)
             self.loaded[directory.name] = read_checkpoint(directory)
         self.expected = {key: np.array(value) for key, value in model.state_dict().items()}
@@ -818,16 +819,25 @@ def test_the_command_line_refuses_damage_in_one_line(tmp_path, trained_runs):
     assert not marker.exists()
 
 
-def test_a_corrupt_dataset_file_is_one_line_from_the_command_line(tmp_path, capsys, monkeypatch):
+TINY_MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def tiny_mnist_dir(tmp_path: Path) -> Path:
+    """``tmp_path/mnist``: the four MNIST IDX files (.gz) of a 3-image training set and 2 test images."""
     directory = tmp_path / "mnist"
     directory.mkdir()
     arrays = {"train-images-idx3-ubyte": np.zeros((3, 4, 4), np.uint8), "train-labels-idx1-ubyte": np.zeros(3, np.uint8),
               "t10k-images-idx3-ubyte": np.zeros((2, 4, 4), np.uint8), "t10k-labels-idx1-ubyte": np.zeros(2, np.uint8)}
     for stem, array in arrays.items():
         write_idx(directory / f"{stem}.gz", array)
+    return directory
+
+
+def test_a_corrupt_dataset_file_is_one_line_from_the_command_line(tmp_path, capsys, monkeypatch):
+    directory = tiny_mnist_dir(tmp_path)
     # Trusted checksums (as for real MNIST), then the images truncated: the md5 check names it.
     monkeypatch.setitem(data._GZ_MD5, "mnist", {stem: hashlib.md5((directory / f"{stem}.gz").read_bytes()).hexdigest()
-                                                 for stem in arrays})
+                                                 for stem in TINY_MNIST_STEMS})
     damaged = directory / "train-images-idx3-ubyte.gz"
     damaged.write_bytes(damaged.read_bytes()[:-9])
     status = main(["train", "mlp-ae", "--dataset", "mnist", "--data-dir", str(directory),

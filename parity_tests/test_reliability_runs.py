@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import signal
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from parity_tests.mnist import MNIST_DIR
 from parity_tests.test_train import SMALL, cli
 from scratch import checkpoint as checkpoint_module
-from scratch._faults import CHECKPOINT_PHASES, KILL_AT_VARIABLE
+from scratch._faults import CHECKPOINT_PHASES, FAIL_AT_VARIABLE, KILL_AT_VARIABLE
+from scratch._rundir import LOCK_NAME
 from scratch.checkpoint import CheckpointError, latest_checkpoint, load_tensors, read_checkpoint
 from scratch.cli import main
 from scratch.data import binarize, load_dataset
@@ -44,6 +48,40 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _without_seconds(value):
+    """A metrics entry, state.json or any JSON value with the epochs' wall-clock times removed."""
+    if isinstance(value, dict):
+        return {key: _without_seconds(item) for key, item in value.items() if key != "seconds"}
+    if isinstance(value, list):
+        return [_without_seconds(item) for item in value]
+    return value
+
+
+def run_directory_contents(run_dir: Path) -> dict[str, object]:
+    """Every file under ``run_dir`` by relative path: its bytes, or for the JSON files its value
+    less the epochs' timings (``seconds``); the lock file's content (a pid) is left out."""
+    contents = {}
+    for path in sorted(p for p in run_dir.rglob("*") if not p.is_dir()):
+        name = path.relative_to(run_dir).as_posix()
+        if path.name == LOCK_NAME:
+            contents[name] = "lock"
+        elif path.name == "metrics.jsonl":
+            contents[name] = [_without_seconds(json.loads(line)) for line in path.read_text().splitlines()]
+        elif path.name == "state.json":
+            contents[name] = _without_seconds(json.loads(path.read_text()))
+        else:
+            contents[name] = path.read_bytes()
+    return contents
+
+
+def assert_same_run_directory(actual: Path, expected: Path, what: str) -> None:
+    """The two run directories hold the same files with the same contents (timings aside)."""
+    found, wanted = run_directory_contents(actual), run_directory_contents(expected)
+    assert sorted(found) == sorted(wanted), f"{what}: files differ: {sorted(set(found) ^ set(wanted))}"
+    for name in wanted:
+        assert found[name] == wanted[name], f"{what}: {name} differs from the uninterrupted run's"
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     """The reference: the same run, never killed."""
@@ -54,6 +92,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 KILL_POINTS = [
     *(f"checkpoint-2:{phase}" for phase in CHECKPOINT_PHASES),  # every phase of a checkpoint write
+    "metrics-2", "published-2",  # the completion step after it (epoch 2 draws no pictures)
     "write:state.json",       # mid-way through an atomic write (epoch 1's state.json: temp written, not renamed)
     "write:latest",           # the same for the pointer
     "write:metrics.jsonl",
@@ -78,8 +117,44 @@ def test_sigkill_at_any_point_then_resume_ends_with_the_uninterrupted_weights(tm
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=f"{point}: {key}")
     assert [m["test"] for m in _metrics(run_dir)] == [m["test"] for m in _metrics(uninterrupted)]
     assert (checkpoints / "latest").read_text().strip() == "epoch-0003"
-    assert not [p.name for p in checkpoints.iterdir() if p.name.startswith(".")], "staging left behind"
-    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    # the whole directory: weights, optimizer state, pictures, metrics; no temporary or staging left
+    assert_same_run_directory(run_dir, uninterrupted, point)
+
+
+# Every point of the last epoch (3): mid-epoch, each phase of its checkpoint, each atomic write of
+# its completion step (``#N``: the N-th write of that name; RUN_DIR/model.safetensors is the 6th
+# model.safetensors written, after two per earlier epoch and the checkpoint's own), each picture.
+LAST_EPOCH_POINTS = [
+    *(f"checkpoint-3:{phase}" for phase in CHECKPOINT_PHASES),
+    "write:state.json#3", "write:latest#3", "write:metrics.jsonl#3", "metrics-3",
+    "write:model.safetensors#6", "published-3", "artifacts-3",
+    "write:reconstructions-epoch003.png", "write:filters-epoch003.png", "write:loss.png",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["kill", "full disk"])
+@pytest.mark.parametrize("point", ["step", *LAST_EPOCH_POINTS])
+def test_a_kill_or_a_full_disk_anywhere_in_the_last_epoch_then_resume_gives_the_uninterrupted_run(
+        tmp_path, uninterrupted, point, fault):
+    """Killed (SIGKILL) or out of disk (ENOSPC) anywhere in the last epoch, then ``--resume``: the
+    run directory equals the uninterrupted run's, file for file (weights, the copy at
+    RUN_DIR/model.safetensors, pictures, metrics, optimizer state, older checkpoints pruned)."""
+    if point == "step":  # mid-epoch 3, between two training steps
+        if fault == "full disk":
+            pytest.skip("a training step writes nothing")
+        env = {KILL_AT_STEP_VARIABLE: str(2 * STEPS_PER_EPOCH + 5)}
+    else:
+        env = {KILL_AT_VARIABLE if fault == "kill" else FAIL_AT_VARIABLE: point}
+    interrupted = cli(*COMMON, "--out", "run", cwd=tmp_path, env=env)
+    if fault == "kill":
+        assert interrupted.returncode == -signal.SIGKILL, f"{point} was never reached: {interrupted.stderr}"
+    else:
+        lines = interrupted.stderr.strip().splitlines()
+        assert interrupted.returncode == 2 and len(lines) == 1 and "No space left on device" in lines[0], lines
+    resumed = cli("train", "--resume", "run", "--quiet", cwd=tmp_path, check_status=0)
+    assert "done: " in resumed.stdout
+    assert_same_run_directory(tmp_path / "run", uninterrupted, f"{fault} at {point}")
 
 
 def test_the_step_kill_point_and_the_named_points_agree(tmp_path, uninterrupted):
@@ -272,7 +347,8 @@ def test_checkpoints_are_never_written_through_a_link_out_of_the_run_directory(t
 @pytest.mark.parametrize("field, value, message", [
     ("model_config", [1, 2], "model_config must be an object"),
     ("model_config", {"hidden_dims": [32], "latent_dim": 8, "depth": 3}, r"options \['depth'\] that mlp-ae does not take"),
-    ("seed", "0", "seed must be an integer"),
+    ("seed", "0", "seed must be a non-negative integer"),
+    ("seed", -1, "seed must be a non-negative integer"),
     ("dataset", "cifar", "dataset must be one of"),
     ("lr", "fast", "lr must be a positive number"),
     ("epochs", True, "epochs must be a positive integer"),
@@ -307,3 +383,117 @@ def test_skip_still_stops_when_the_weights_themselves_are_not_finite(tmp_path, m
     with pytest.raises(NonFiniteLossError, match=r"the weights hold NaN or inf at epoch 1, step 4 .*"
                                                  r"skipping batches cannot repair weights"):
         run(tmp_path / "run", _config(on_nonfinite="skip"), progress=False, log=lambda line: None)
+
+
+# -- weights that overflow on an epoch's last step ---------------------------------------------
+
+
+def test_weights_that_overflow_on_an_epochs_last_step_stop_the_run_naming_epoch_and_step(tmp_path, capsys):
+    """One step an epoch (the digits' 1,500 images, batch 1,500) and a learning rate that
+    overflows the weights: exit status 1, one line naming the epoch and step, no warning, and no
+    checkpoint of the overflowed weights; not a complaint about the user's input."""
+    status = main(["train", "mlp-ae", "--lr", "1e38", "--batch-size", "1500", "--epochs", "2", *SMALL,
+                   "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(error) == 1, error
+    assert "the weights hold NaN or inf after epoch 1, step 1" in error[0] and "BCELoss" not in error[0], error[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# -- smaller items: long names, modes, seeds, --epochs on resume -------------------------------
+
+
+def test_an_output_name_of_255_bytes_is_written(tmp_path):
+    """Temporaries are named apart from their target, so any legal name has a legal temporary."""
+    from scratch._files import atomic_write_bytes
+    from scratch.plots import save_curves
+
+    target = tmp_path / ("w" * 243 + ".safetensors")  # 255 bytes
+    atomic_write_bytes(target, b"data")
+    assert target.read_bytes() == b"data"
+    picture = save_curves(tmp_path / ("p" * 251 + ".png"), {"a": ([1, 2], [3, 4])})
+    assert picture.is_file() and sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, picture.name])
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_every_output_has_the_mode_the_umask_gives(tmp_path, mask):
+    previous = os.umask(mask)
+    try:
+        run(tmp_path / "run", _config(epochs=1, image_every=1), progress=False, log=lambda line: None)
+        run(tmp_path / "run", resume=True, epochs=2, progress=False, log=lambda line: None)
+    finally:
+        os.umask(previous)
+    paths = list((tmp_path / "run").rglob("*"))
+    assert any(p.suffix == ".png" for p in paths) and any(p.name == "state.json" for p in paths)
+    for path in paths:
+        expected = (0o777 if path.is_dir() else 0o666) & ~mask
+        assert stat.S_IMODE(path.stat().st_mode) == expected, f"{path}: {oct(path.stat().st_mode)}"
+
+
+def test_a_negative_seed_is_refused_naming_the_option(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["train", "mlp-ae", "--seed", "-1", "--out", str(tmp_path / "run")])
+    assert exit_status.value.code == 2 and "--seed" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused_and_config_json_is_unchanged(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run(run_dir, _config(epochs=2), progress=False, log=lambda line: None)
+    before = (run_dir / "config.json").read_bytes()
+    status = main(["train", "--resume", str(run_dir), "--epochs", "1", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(error) == 1 and "has trained 2 epochs already" in error[0], error
+    assert (run_dir / "config.json").read_bytes() == before
+
+
+# -- thread counts -----------------------------------------------------------------------------
+
+
+def test_each_checkpoint_records_its_thread_counts_and_resume_sets_them_again(tmp_path):
+    from threadpoolctl import threadpool_limits
+
+    from scratch.train import current_thread_counts
+
+    run_dir = tmp_path / "run"
+    with threadpool_limits(limits=2, user_api="blas"):
+        run(run_dir, _config(epochs=1), progress=False, log=lambda line: None)
+    _, _, state = read_checkpoint(latest_checkpoint(run_dir))
+    assert state["threads"]["blas"] == 2 and state["threads"]["numba"] >= 1
+    lines = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        run(run_dir, resume=True, epochs=2, progress=False, log=lines.append)
+        assert current_thread_counts("scratch")["blas"] == 2  # set as the run recorded them
+        _, _, state = read_checkpoint(latest_checkpoint(run_dir))
+        assert state["threads"]["blas"] == 2
+    assert any("thread counts set as the run recorded them: blas 1 -> 2" in line for line in lines), lines
+
+
+def test_a_damaged_threads_record_is_refused_naming_state_json(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run(run_dir, _config(epochs=1), progress=False, log=lambda line: None)
+    path = latest_checkpoint(run_dir) / "state.json"
+    state = json.loads(path.read_text())
+    state["threads"] = {"blas": "two"}
+    path.write_text(json.dumps(state))
+    assert main(["train", "--resume", str(run_dir), "--epochs", "2", "--quiet"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and str(path) in error[0] and "'threads'" in error[0], error
+
+
+@pytest.mark.slow
+def test_a_float32_mnist_run_resumed_under_another_blas_thread_count_is_bit_exact(tmp_path):
+    """Float32 products over 784 inputs depend on OpenBLAS's thread count (the sums' order). A run
+    started with 2 threads, killed mid-epoch 2 and resumed in a process started with 1, ends
+    with the uninterrupted run's weights, because the resume sets the recorded count again."""
+    args = ["train", "mlp-ae", "--dataset", "mnist", "--data-dir", MNIST_DIR, "--epochs", "2", "--quiet"]
+    two, one = {"OPENBLAS_NUM_THREADS": "2"}, {"OPENBLAS_NUM_THREADS": "1"}
+    cli(*args, "--out", "uninterrupted", cwd=tmp_path, env=two, check_status=0)
+    killed = cli(*args, "--out", "run", cwd=tmp_path, env={**two, KILL_AT_STEP_VARIABLE: str(469 + 100)})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = cli("train", "--resume", "run", "--quiet", cwd=tmp_path, env=one, check_status=0)
+    expected = load_tensors(tmp_path / "uninterrupted" / "model.safetensors")
+    actual = load_tensors(tmp_path / "run" / "model.safetensors")
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+    assert "thread counts set as the run recorded them: blas 1 -> 2" in resumed.stdout

@@ -10,10 +10,14 @@ A run directory holds::
         state.json                 epoch, optimizer scalars and groups, metrics so far, sha256 of both files
     checkpoints/latest             the name of the newest complete checkpoint directory
     model.safetensors              a copy of the newest weights, for convenience
+    .autoencoders-run              the marker: this directory is a run of this library
+    .autoencoders.lock             flocked by the one process writing the run (``scratch._rundir``)
 
 Writes are crash-safe: a checkpoint is assembled in a temporary directory, flushed, then renamed
 into place (an atomic rename), and only then does ``latest`` move (another atomic rename). A
 process killed at any point leaves the previous checkpoint intact and ``latest`` pointing at it.
+What follows (``publish_weights``, ``prune_checkpoints``, the pictures) is the training loop's
+completion step, which ``--resume`` runs again for the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from scratch._faults import kill_point
-from scratch._files import atomic_write_bytes, fsync_directory
+from scratch._files import atomic_write_bytes, fsync_directory, make_staging_directory
+from scratch._reader import JSON_LIMIT, POINTER_LIMIT, format_bytes, memory_limit, open_regular, read_bounded, sha256_bounded
 
 FORMAT_VERSION = 1
 KEEP_CHECKPOINTS = 2
@@ -50,16 +55,14 @@ def read_json(path) -> dict:
     Raises
     ------
     CheckpointError
-        Naming ``path``: missing, unreadable, not UTF-8, not JSON (nesting deeper than the parser
-        can follow and integers of more than 4300 digits included), or not a JSON object.
+        Naming ``path``: missing, unreadable, not a regular file (a FIFO, a device...), larger
+        than ``JSON_LIMIT``, not UTF-8, not JSON (nesting deeper than the parser can follow and
+        integers of more than 4300 digits included), or not a JSON object.
     """
     path = Path(path)
+    data = read_bounded(path, JSON_LIMIT, CheckpointError, reason="the most a JSON file of this library may hold")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: not found") from None
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise CheckpointError(f"{path}: not valid JSON (not UTF-8 text: {error})") from None
     try:
@@ -126,12 +129,10 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _sha256(path: Path, limit: int | None = None, reason: str = "") -> str:
+    """The sha256 of regular file ``path``, hashed a chunk at a time; refused as a CheckpointError
+    naming it before any of it is hashed when it is larger than ``limit`` (None: no limit)."""
+    return sha256_bounded(path, limit, CheckpointError, reason=reason, follow_links=False)
 
 
 # -- tensors -------------------------------------------------------------------------------
@@ -153,13 +154,19 @@ _TENSOR_DTYPES = frozenset(np.dtype(name) for name in (
 ))
 
 
-def load_tensors(path) -> dict[str, np.ndarray]:
+def load_tensors(path, *, expected_count: int | None = None) -> dict[str, np.ndarray]:
     """Read a safetensors file into NumPy arrays.
+
+    The file is read through ``scratch._reader`` (a regular file no larger than the memory
+    available) and its header is checked (``_check_safetensors_header``) before safetensors
+    parses it.
 
     Parameters
     ----------
     path : str or os.PathLike
         Any safetensors file (ours or another library's).
+    expected_count : int, optional
+        How many tensors the file must hold (a model's number of parameters).
 
     Returns
     -------
@@ -169,18 +176,35 @@ def load_tensors(path) -> dict[str, np.ndarray]:
     Raises
     ------
     CheckpointError
-        Naming ``path``: missing, unreadable, not a valid safetensors file (a header longer than
-        the file, offsets out of range, bad JSON, a dtype NumPy lacks...).
+        Naming ``path``: missing, unreadable, not a regular file, larger than the memory
+        available, a header larger than ``SAFETENSORS_HEADER_LIMIT`` or listing more than
+        ``MAX_TENSORS`` tensors (or not ``expected_count``), not a valid safetensors file (a header
+        longer than the file, offsets out of range, bad JSON, a dtype NumPy lacks...).
     """
+    path = Path(path)
+    limit, reason = memory_limit()
+    data = read_bounded(path, limit, CheckpointError, reason=reason,
+                        head=(8, lambda prefix, size: _check_header_length(prefix, size, path)))
+    return _parse_tensors(data, path, expected_count=expected_count)
+
+
+# A safetensors file starts with an 8-byte little-endian header length, then a JSON header of
+# 45 to 100 bytes a tensor. This library's models have fewer than 100 tensors (a header of a few
+# KiB) and large foreign files a few thousand; safetensors itself parses headers of up to 100 MB,
+# which takes a minute and gigabytes when they list a million empty tensors. Refused before it
+# parses: more than 1 MiB of header, or more than 10,000 tensors (parsing 1 MiB of header takes
+# some 40 ms here; 8 MiB took 0.6 to 2 s, the garbage collector chasing 140,000 little dicts).
+SAFETENSORS_HEADER_LIMIT = 1 << 20
+MAX_TENSORS = 10_000
+_MAX_ITEMSIZE = max(dtype.itemsize for dtype in _TENSOR_DTYPES)
+
+
+def _parse_tensors(data: bytes, path: Path, *, expected_count: int | None = None, max_count: int = MAX_TENSORS,
+                   count_reason: str = "the most this library reads from one file") -> dict[str, np.ndarray]:
+    """The arrays of safetensors ``data`` (the bytes of ``path``), header checked first."""
     from safetensors.numpy import load
 
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: not found") from None
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
+    _check_safetensors_header(data, path, expected_count, max_count, count_reason)
     try:
         tensors = dict(load(data))
     # safetensors raises its own SafetensorError for a malformed header, and its NumPy layer a
@@ -191,6 +215,45 @@ def load_tensors(path) -> dict[str, np.ndarray]:
         if value.dtype not in _TENSOR_DTYPES:
             raise CheckpointError(f"{path}: tensor {_short(key)} has dtype {value.dtype}, which this library does not read")
     return tensors
+
+
+def _check_header_length(prefix: bytes, size: int, path: Path) -> int:
+    """The header length a safetensors file of ``size`` bytes starting with ``prefix`` declares,
+    refused when it runs past the file or is larger than ``SAFETENSORS_HEADER_LIMIT``."""
+    if size < 8 or len(prefix) < 8:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({size} bytes, too short for the "
+                              f"8-byte header length)")
+    length = int.from_bytes(prefix[:8], "little")
+    if length > size - 8:
+        raise CheckpointError(f"{path}: not a valid safetensors file (the header length {length} runs past "
+                              f"the end of the file, {size} bytes)")
+    if length > SAFETENSORS_HEADER_LIMIT:
+        raise CheckpointError(f"{path}: a safetensors header of {format_bytes(length)} ({length} bytes), larger than "
+                              f"the limit of {format_bytes(SAFETENSORS_HEADER_LIMIT)} (a model's header takes a few KiB); "
+                              f"refusing to parse it")
+    return length
+
+
+def _check_safetensors_header(data: bytes, path: Path, expected_count: int | None, max_count: int,
+                              count_reason: str) -> None:
+    """Refuse a header that runs past the file, is larger than ``SAFETENSORS_HEADER_LIMIT``, is
+    not a JSON object, or lists more than ``max_count`` tensors (or not ``expected_count``)."""
+    def invalid(problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: not a valid safetensors file ({problem})")
+
+    length = _check_header_length(data[:8], len(data), path)
+    try:
+        header = json.loads(data[8:8 + length].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise invalid(f"the header is not JSON: {_one_line(error)}") from None
+    if not isinstance(header, dict):
+        raise invalid(f"the header is {_json_kind(header)}, not an object")
+    count = len(header) - ("__metadata__" in header)
+    if count > max_count:
+        raise CheckpointError(f"{path}: the safetensors header lists {count} tensors, more than {max_count} "
+                              f"({count_reason}); refusing to parse it")
+    if expected_count is not None and count != expected_count:
+        raise CheckpointError(f"{path}: holds {count} tensors, the model has {expected_count}; not this model's weights")
 
 
 # -- optimizer state -----------------------------------------------------------------------
@@ -338,16 +401,20 @@ def checkpoint_name(epoch: int) -> str:
 
 
 def write_checkpoint(run_dir, epoch: int, weights: dict[str, np.ndarray], optimizer_state: dict, state: dict) -> Path:
-    """Write checkpoint ``epoch`` (weights, optimizer state, JSON ``state``) and move ``latest``."""
+    """Write checkpoint ``epoch`` (weights, optimizer state, JSON ``state``) and move ``latest``.
+
+    What follows a checkpoint (``RUN_DIR/model.safetensors``, pruning the older checkpoints, the
+    pictures) is the training loop's completion step, which ``--resume`` always runs again."""
     run_dir = Path(run_dir)
     root = run_dir / "checkpoints"
     _refuse_links_out(run_dir, root)
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(".epoch-*"):  # staging directories of a process killed mid-write
-        shutil.rmtree(leftover, ignore_errors=True)
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
     final = root / checkpoint_name(epoch)
     point = f"checkpoint-{epoch}:"  # crash tests kill the process at each of these (scratch._faults)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    staging = make_staging_directory(root, f".{final.name}.")
     try:
         kill_point(point + "staging")
         save_tensors(staging / "model.safetensors", weights, metadata={"format": "pt"})
@@ -372,11 +439,25 @@ def write_checkpoint(run_dir, epoch: int, weights: dict[str, np.ndarray], optimi
     kill_point(point + "renamed")
     atomic_write_bytes(root / "latest", (final.name + "\n").encode())
     kill_point(point + "latest")
-    atomic_write_bytes(run_dir / "model.safetensors", (final / "model.safetensors").read_bytes())
-    for old in sorted(p for p in root.glob("epoch-*") if p.is_dir() and p.name < final.name)[:-(KEEP_CHECKPOINTS - 1) or None]:
-        shutil.rmtree(old, ignore_errors=True)  # a link among them is not followed: rmtree refuses links
-    kill_point(point + "done")
     return final
+
+
+def publish_weights(run_dir, directory: Path) -> Path:
+    """Copy checkpoint ``directory``'s weights to ``RUN_DIR/model.safetensors`` (atomically),
+    read as every file is (``scratch._reader``: a plain file, no larger than memory)."""
+    limit, reason = memory_limit()
+    data = read_bounded(Path(directory) / "model.safetensors", limit, CheckpointError, reason=reason, follow_links=False,
+                        link_problem="a checkpoint holds no links")
+    return atomic_write_bytes(Path(run_dir) / "model.safetensors", data)
+
+
+def prune_checkpoints(run_dir, keep: int = KEEP_CHECKPOINTS) -> None:
+    """Delete all but the newest ``keep`` checkpoint directories up to the one ``latest`` names."""
+    root = Path(run_dir) / "checkpoints"
+    newest = latest_checkpoint(run_dir).name
+    older = sorted(p for p in root.glob("epoch-*") if p.is_dir() and not p.is_symlink() and p.name < newest)
+    for old in older[:-(keep - 1) or None]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _refuse_links_out(run_dir: Path, root: Path) -> None:
@@ -391,7 +472,7 @@ def _refuse_links_out(run_dir: Path, root: Path) -> None:
 _CHECKPOINT_DIRECTORY = re.compile(r"epoch-([0-9]{4,})")
 _TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_MAX_POINTER_BYTES = 256  # ``latest`` holds one short name; read no more of a damaged one
+_MAX_POINTER_BYTES = POINTER_LIMIT  # ``latest`` holds one short name; read no more of a damaged one
 
 
 def latest_checkpoint(run_dir) -> Path:
@@ -401,22 +482,22 @@ def latest_checkpoint(run_dir) -> Path:
     ------
     CheckpointError
         No such run directory; no ``latest`` yet (the run never finished an epoch); or a
-        ``latest`` that is unreadable, not one ``epoch-NNNN`` name, or names something that is
+        ``latest`` that is a link (refused unread), not a regular file (a FIFO is refused without
+        waiting on it), unreadable, not one ``epoch-NNNN`` name, or names something that is
         not a directory inside ``checkpoints/`` (missing, a file, or a link leading elsewhere).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     pointer = run_dir / "checkpoints" / "latest"
-    try:
-        with open(pointer, "rb") as stream:
-            raw = stream.read(_MAX_POINTER_BYTES + 1)
-    except FileNotFoundError:
-        raise CheckpointError(f"{run_dir}: no checkpoint yet (no checkpoints/latest); was the run stopped before its first epoch ended?") from None
-    except OSError as error:
-        raise CheckpointError(f"{pointer}: cannot be read ({error.strerror or error})") from None
+    if not os.path.lexists(pointer):
+        raise CheckpointError(f"{run_dir}: no checkpoint yet (no checkpoints/latest); was the run stopped before its first epoch ended?")
+    raw, size = _read_pointer(pointer)
     name = raw.decode("utf-8", errors="replace").strip()
-    if len(raw) > _MAX_POINTER_BYTES or not _CHECKPOINT_DIRECTORY.fullmatch(name):
+    if len(raw) > _MAX_POINTER_BYTES:
+        raise CheckpointError(f"{pointer}: holds {format_bytes(size)}, which is not a checkpoint directory name "
+                              f"(a pointer holds one name like {checkpoint_name(1)}, at most {_MAX_POINTER_BYTES} bytes)")
+    if not _CHECKPOINT_DIRECTORY.fullmatch(name):
         raise CheckpointError(f"{pointer}: names {_short(name)}, which is not a checkpoint directory "
                               f"(expected a name like {checkpoint_name(1)})")
     directory = pointer.parent / name
@@ -425,6 +506,19 @@ def latest_checkpoint(run_dir) -> Path:
         problem = "a link" if directory.is_symlink() else "missing" if not directory.exists() else "not a directory"
         raise CheckpointError(f"{pointer}: names {name!r}, which is not a checkpoint directory ({problem})")
     return directory
+
+
+def _read_pointer(pointer: Path) -> tuple[bytes, int]:
+    """(at most ``_MAX_POINTER_BYTES + 1`` bytes of ``latest``, its size): a plain file, a link
+    refused unread (it would echo whatever file it leads to)."""
+    fd, size = open_regular(pointer, CheckpointError, follow_links=False,
+                            link_problem="a checkpoint pointer must be a plain file")
+    try:
+        return os.read(fd, _MAX_POINTER_BYTES + 1), size
+    except OSError as error:
+        raise CheckpointError(f"{pointer}: cannot be read ({error.strerror or error})") from None
+    finally:
+        os.close(fd)
 
 
 def check_weights(weights: dict[str, np.ndarray], expected: dict[str, np.ndarray], source) -> None:
@@ -460,6 +554,22 @@ def check_weights(weights: dict[str, np.ndarray], expected: dict[str, np.ndarray
             raise CheckpointError(f"{source}: {key!r} has shape {tuple(found.shape)}, the model expects {tuple(own.shape)}")
         if found.dtype != own.dtype:
             raise CheckpointError(f"{source}: {key!r} is {found.dtype}, the model expects {own.dtype}")
+
+
+def check_finite_weights(weights: dict[str, np.ndarray], source) -> None:
+    """Refuse weights holding NaN or inf, naming ``source`` and the first such tensor: evaluated,
+    they would only surface later as a loss refusing its NaN input.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming ``source``, the tensor and how many of its values are not finite.
+    """
+    for key, value in weights.items():
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            count = int(value.size - np.count_nonzero(np.isfinite(value)))
+            raise CheckpointError(f"{source}: tensor {_short(key)} holds NaN or inf ({count} of its {value.size} values); "
+                                  "these weights cannot be evaluated")
 
 
 def _and_more(keys: list) -> str:
@@ -528,6 +638,111 @@ def _check_state(state: dict, path: Path, directory: Path) -> None:
     metrics = state.get("metrics", [])
     if not (isinstance(metrics, list) and all(isinstance(entry, dict) for entry in metrics)):
         raise CheckpointError(f"{path}: 'metrics' must be an array of objects, found {_short(metrics)}")
+    _check_metrics(metrics, epoch, path)
+
+
+def _check_metrics(metrics: list, epoch: int, path: Path) -> None:
+    """Each entry as the training loop writes it, one per epoch 1..``epoch`` in order: a resume
+    extends this history and plots it, so a damaged entry must be refused here, not crash there."""
+    for index, entry in enumerate(metrics):
+        problem = _metrics_entry_problem(entry, index + 1)
+        if problem:
+            raise CheckpointError(f"{path}: metrics[{index}]{problem}")
+    if len(metrics) != epoch:
+        raise CheckpointError(f"{path}: 'metrics' holds {len(metrics)} entries, expected one per epoch "
+                              f"(epochs 1 to {epoch})")
+
+
+# The fields of a metrics entry (scratch.train writes them): field -> (required, its check), the
+# check returning what follows the field's name in a refusal, or None.
+_METRICS_FIELDS = {
+    "epoch": (True, lambda value: _unless(_is_int(value), "must be an integer", value)),
+    "train": (True, lambda value: _number_table_problem(value)),
+    "test": (True, lambda value: _number_table_problem(value)),
+    "seconds": (True, lambda value: _unless(_is_number(value) and math.isfinite(value) and value >= 0,
+                                            "must be a finite number of seconds, at least 0", value)),
+    "skipped_batches": (False, lambda value: _unless(_is_int(value) and value > 0, "must be a positive integer", value)),
+}
+
+
+def _unless(valid: bool, requirement: str, value) -> str | None:
+    return None if valid else f" {requirement}, found {_json_kind(value)}"
+
+
+def _metrics_entry_problem(entry: dict, epoch: int) -> str | None:
+    """Why ``entry`` cannot be the metrics of epoch ``epoch`` (what follows ``metrics[i]`` in
+    the refusal), or None."""
+    for field, (required, problem_of) in _METRICS_FIELDS.items():
+        if field not in entry:
+            if required:
+                return f" lacks {field!r} (an entry holds epoch, train, test and seconds)"
+            continue
+        problem = problem_of(entry[field])
+        if problem:
+            return f".{field}{problem}"
+    if entry["epoch"] != epoch:
+        return f".epoch is {entry['epoch']}, expected {epoch} (one entry per epoch, in order from 1)"
+    return None
+
+
+def _number_table_problem(value) -> str | None:
+    """Why ``value`` is not an object of numbers (NaN and infinities included), or None."""
+    if not isinstance(value, dict):
+        return f" must be an object of numbers, found {_json_kind(value)}"
+    bad = next((key for key, number in value.items() if not _is_number(number)), None)
+    return None if bad is None else f"[{_short(bad)}] must be a number, found {_json_kind(value[bad])}"
+
+
+class _Bound(NamedTuple):
+    """How much of one checkpoint file is read: at most ``limit`` bytes (``reason`` says why),
+    and the tensor counts its safetensors header may list (``_parse_tensors``'s keywords)."""
+
+    limit: int | None
+    reason: str
+    counts: dict
+
+
+def _file_bounds(expected: dict[str, np.ndarray] | None) -> dict:
+    """Each checkpoint file's ``_Bound`` (key None: any other file the sha256 lists). Never more
+    than the memory available; with the model known, no more than its tensors can take."""
+    memory, memory_reason = memory_limit()
+    generic = _Bound(memory, memory_reason, {})
+    if expected is None:
+        return {None: generic, _TENSOR_FILES[0]: generic, _TENSOR_FILES[1]: generic}
+    values = sum(math.prod(tuple(value.shape)) for value in expected.values())
+    buffers = len(_OPTIMIZER_STATE_NAMES)  # at most this many per parameter
+
+    def bound(copies: int, what: str, counts: dict) -> _Bound:
+        most = copies * values * _MAX_ITEMSIZE + 8 + SAFETENSORS_HEADER_LIMIT
+        if memory is not None and memory < most:
+            return _Bound(memory, memory_reason, counts)
+        return _Bound(most, f"the most {what} of this model ({len(expected)} tensors, {values} values) can take, "
+                            f"header included", counts)
+
+    return {None: generic,
+            _TENSOR_FILES[0]: bound(1, "the weights", {"expected_count": len(expected)}),
+            _TENSOR_FILES[1]: bound(buffers, "the optimizer state",
+                                    {"max_count": buffers * len(expected),
+                                     "count_reason": f"the most an optimizer keeps for {len(expected)} parameters"})}
+
+
+def _verified_file(path: Path, digest: str, bound: _Bound, keep: bool) -> bytes | None:
+    """Check checkpoint file ``path`` against its sha256 ``digest``, refusing it unhashed when it
+    is larger than ``bound.limit``; its bytes when ``keep`` (else None, hashed a chunk at a time)."""
+    if not path.exists() and not path.is_symlink():
+        raise CheckpointError(f"{path}: missing")
+    if path.is_symlink() or not path.is_file():
+        raise CheckpointError(f"{path}: not a plain file (a checkpoint holds no links or directories)")
+    if keep:
+        data = read_bounded(path, bound.limit, CheckpointError, reason=bound.reason, follow_links=False,
+                            link_problem="a checkpoint holds no links")
+        found = hashlib.sha256(data).hexdigest()
+    else:
+        data, found = None, _sha256(path, bound.limit, bound.reason)
+    if found != digest:
+        raise CheckpointError(f"{path}: checksum mismatch (sha256 {found[:12]}..., state.json expects "
+                              f"{digest[:12]}...); the file was changed or truncated after it was written")
+    return data
 
 
 def read_checkpoint(directory, expected: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict, dict]:
@@ -536,7 +751,9 @@ def read_checkpoint(directory, expected: dict[str, np.ndarray] | None = None) ->
     Everything is checked before anything is returned: ``state.json``'s fields and their types,
     the sha256 of each file it lists (so a truncated or altered tensor file is refused), both
     safetensors files, the optimizer state's layout and, when ``expected`` is given, that the
-    weights and the optimizer buffers are exactly those of that model.
+    weights and the optimizer buffers are exactly those of that model. Each file is refused
+    unread when it is larger than the memory available or, with ``expected``, than that model's
+    tensors can take (``_file_bounds``); a safetensors header is checked before it is parsed.
 
     Parameters
     ----------
@@ -561,23 +778,14 @@ def read_checkpoint(directory, expected: dict[str, np.ndarray] | None = None) ->
     state_path = directory / "state.json"
     state = read_json(state_path)
     _check_state(state, state_path, directory)
-    for name, digest in state["sha256"].items():
-        path = directory / name
-        if not path.exists() and not path.is_symlink():
-            raise CheckpointError(f"{path}: missing")
-        if path.is_symlink() or not path.is_file():
-            raise CheckpointError(f"{path}: not a plain file (a checkpoint holds no links or directories)")
-        try:
-            found = _sha256(path)
-        except OSError as error:
-            raise CheckpointError(f"{path}: cannot be read ({error.strerror or error})") from None
-        if found != digest:
-            raise CheckpointError(f"{path}: checksum mismatch (sha256 {found[:12]}..., state.json expects "
-                                  f"{digest[:12]}...); the file was changed or truncated after it was written")
+    bounds = _file_bounds(expected)
+    # The tensor files are read once, bounded, hashed and parsed from the same bytes.
+    blobs = {name: _verified_file(directory / name, digest, bounds.get(name, bounds[None]), keep=name in _TENSOR_FILES)
+             for name, digest in state["sha256"].items()}
     model_path, optimizer_path = (directory / name for name in _TENSOR_FILES)
-    weights = load_tensors(model_path)
-    optimizer = unflatten_optimizer_state(load_tensors(optimizer_path), state["optimizer"],
-                                          arrays_source=optimizer_path, meta_source=state_path)
+    weights = _parse_tensors(blobs.pop(_TENSOR_FILES[0]), model_path, **bounds[_TENSOR_FILES[0]].counts)
+    arrays = _parse_tensors(blobs.pop(_TENSOR_FILES[1]), optimizer_path, **bounds[_TENSOR_FILES[1]].counts)
+    optimizer = unflatten_optimizer_state(arrays, state["optimizer"], arrays_source=optimizer_path, meta_source=state_path)
     if expected is not None:
         check_weights(weights, expected, model_path)
         _check_optimizer_fits(optimizer, expected, optimizer_path, state_path)

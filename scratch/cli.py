@@ -1,7 +1,8 @@
 """The ``autoencoders`` command: train, eval, reconstruct, convert, compare, gradcheck.
 
-Every user error (a bad option, missing or corrupt data, a bad checkpoint) exits with status 2
-and one line on stderr, never a traceback.
+Every user error (a bad option, missing or corrupt data, a bad checkpoint, a run directory that
+is taken, a size that does not fit in memory) exits with status 2 and one line on stderr, never a
+traceback; a run stopped by a NaN or infinite loss or weights exits with status 1.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ def _add_training_options(parser) -> None:
     group.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"], help="Adam learning rate (default 1e-3)")
     group.add_argument("--weight-decay", type=_non_negative_float, default=DEFAULTS["weight_decay"],
                        help="Adam weight decay (default 1e-5)")
-    group.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of weights, batch order and noise (default 0)")
+    group.add_argument("--seed", type=_non_negative_int, default=DEFAULTS["seed"],
+                       help="seed of weights, batch order and noise, a non-negative integer (default 0)")
     group.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="float32 (default) or float64")
 
 
@@ -181,15 +183,15 @@ def _train(args) -> int:
     if args.resume:
         if args.model is not None or args.out is not None:
             raise UsageError("--resume RUN_DIR continues a run with its own settings; give no MODEL or --out with it")
-        history = run(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs,
-                      on_nonfinite=args.on_nonfinite)
-        _print_artifacts(Path(args.resume), history)
+        run(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs, on_nonfinite=args.on_nonfinite)
         return 0
     if args.model is None:
         raise UsageError("train needs a MODEL (or --resume RUN_DIR)")
     from scratch.data import OFFLINE_DEFAULT
 
     dataset = args.dataset or ("mnist" if args.data_dir else OFFLINE_DEFAULT)
+    # A default name is claimed exclusively, with -2, -3, ... after it when a run started in the
+    # same second took it (scratch._rundir); an explicit --out must be new or empty.
     out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     epochs = _epochs_for(args, dataset)
     config = TrainConfig(
@@ -199,30 +201,27 @@ def _train(args) -> int:
         image_every=args.image_every or max(1, epochs // 10), model_config=_model_config(args),
         on_nonfinite=args.on_nonfinite or "stop",
     )
-    print(f"training {args.model} on {dataset} with the {args.backend} backend; run directory {out}")
-    history = run(out, config, progress=not args.quiet)
-    _print_artifacts(out, history)
+    run(out, config, progress=not args.quiet, unique=not args.out)  # prints the run directory it took
     return 0
 
 
-def _print_artifacts(run_dir: Path, history) -> None:
-    if history:
-        print(f"done: {run_dir}/metrics.jsonl, {run_dir}/model.safetensors, "
-              f"{run_dir}/reconstructions-epoch{history[-1]['epoch']:03d}.png, {run_dir}/loss.png")
-
-
 def _load_run(run_dir):
-    """(config, dataset, backend) of a run, with its newest checkpoint's weights loaded."""
-    from scratch.checkpoint import check_weights, latest_checkpoint, read_checkpoint
+    """(config, dataset, backend, state) of a run, with its newest checkpoint's weights loaded.
+
+    The model is built first and the checkpoint read against it (``read_checkpoint(expected=)``:
+    files no larger than its tensors take, headers listing its number of tensors, its keys,
+    shapes and dtypes); weights holding NaN or inf are refused naming the first such tensor.
+    """
+    from scratch.checkpoint import check_finite_weights, latest_checkpoint, read_checkpoint
     from scratch.data import load_dataset
     from scratch.train import load_run_config, make_backend, model_config_for
 
     config = load_run_config(run_dir)
     directory = latest_checkpoint(run_dir)
-    weights, _, state = read_checkpoint(directory)
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     backend = make_backend(config, model_config_for(config, dataset))
-    check_weights(weights, backend.weights(), directory / "model.safetensors")  # before anything loads
+    weights, _, state = read_checkpoint(directory, expected=backend.weights())  # before anything loads
+    check_finite_weights(weights, directory / "model.safetensors")
     backend.load_weights(weights)
     state["weights"] = weights
     return config, dataset, backend, state
@@ -321,13 +320,13 @@ def _compare(args) -> int:
     from scratch.train import TrainConfig
 
     dataset = args.dataset or ("mnist" if args.data_dir else OFFLINE_DEFAULT)
-    out = Path(args.out) if args.out else Path("runs") / f"compare-{args.model}-{dataset}"
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{args.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     config = TrainConfig(
         model=args.model, dataset=dataset, data_dir=args.data_dir, epochs=_epochs_for(args, dataset),
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         dtype=args.dtype, binarize=args.binarize, model_config=_model_config(args),
     ).validate()
-    compare(config, out, progress=not args.quiet)
+    compare(config, out, progress=not args.quiet, unique=not args.out)
     return 0
 
 
@@ -353,6 +352,7 @@ def _bench(args) -> int:
 
 def _gradcheck(args) -> int:
     """Verify a small float64 model's hand-written backward pass against central differences."""
+    from scratch._memory import check_allocation
     from scratch.gradcheck import gradcheck_model
     from scratch.models import build
 
@@ -363,6 +363,9 @@ def _gradcheck(args) -> int:
         config = {"hidden_dim": args.hidden_dim, "latent_dim": args.latent_dim}
     else:
         config = {"hidden_dims": [args.hidden_dim], "latent_dim": args.latent_dim}
+    # the layers refuse weights that cannot fit before allocating them (scratch._memory); so does the batch
+    check_allocation("gradcheck: the input batch (--batch-size, --input-dim) =", (args.batch_size, args.input_dim),
+                     np.float64)
     model = build(args.model, dtype=np.float64, rng=rng, input_dim=args.input_dim, **config)
     model.eval()  # fixes the β-VAE's capacity step while the loss is evaluated again and again
     x = rng.random((args.batch_size, args.input_dim))
@@ -404,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_group = train.add_argument_group("run")
     run_group.add_argument("--backend", choices=["scratch", "torch"], default="scratch",
                            help="scratch (NumPy/Numba, default) or torch")
-    run_group.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/MODEL-DATASET-TIME)")
+    run_group.add_argument("--out", metavar="RUN_DIR",
+                           help="run directory, new or empty (default runs/MODEL-DATASET-TIME, with -2, -3, ... "
+                                "after it when that name is taken)")
     run_group.add_argument("--resume", metavar="RUN_DIR",
                            help="continue a run from its newest checkpoint with the settings it was started "
                                 "with; only --epochs (to extend it), --on-nonfinite and --quiet apply")
@@ -451,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(compare)
     _add_training_options(compare)
     _add_model_options(compare)
-    compare.add_argument("--out", metavar="DIR", help="where to write compare.png and compare.json (default runs/compare-MODEL-DATASET)")
+    compare.add_argument("--out", metavar="DIR", help="a new or empty directory for compare.png and compare.json "
+                                                  "(default runs/compare-MODEL-DATASET-TIME)")
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
     compare.set_defaults(handler=_compare)
 
@@ -483,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--latent-dim", type=_positive_int, default=4,
                        help="latent width (default 4; the sparse, contractive and tied models have none)")
     check.add_argument("--batch-size", type=_positive_int, default=5, help="batch size (default 5)")
-    check.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    check.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     check.set_defaults(handler=_gradcheck)
     return parser
 
@@ -506,6 +512,10 @@ def main(argv=None) -> int:
     except OSError as error:
         where = f" {error.filename}" if error.filename else ""
         print(f"autoencoders {args.command}: error:{where} {error.strerror or error}", file=sys.stderr)
+        return 2
+    except MemoryError as error:  # sizes are checked before allocating (scratch._memory); this is the rest
+        detail = " ".join(str(error).split()) or "the machine ran out of memory"
+        print(f"autoencoders {args.command}: error: out of memory: {detail}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"autoencoders {args.command}: interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scratch._rundir import RunDirectoryError, claim_new_run_directory, claim_unique_run_directory
 from scratch.checkpoint import atomic_write_json
 from scratch.data import binarize, load_dataset
 from scratch.models import draw_noise
@@ -45,20 +46,34 @@ def max_parameter_difference(a: dict, b: dict) -> float:
     return max(float(np.max(np.abs(a[key].astype(np.float64) - b[key].astype(np.float64)))) for key in a)
 
 
-def compare(config: TrainConfig, out_dir, *, progress: bool = True, log=print) -> dict:
-    """Train ``config.model`` with both backends in lockstep; print and save the comparison."""
-    from scratch import plots
+def compare(config: TrainConfig, out_dir, *, progress: bool = True, log=print, unique: bool = False) -> dict:
+    """Train ``config.model`` with both backends in lockstep; print and save the comparison.
+
+    ``out_dir`` must be new or empty; it is locked and marked like a run directory
+    (``scratch._rundir``), so a second compare never overwrites it. With ``unique=True`` it is a
+    base name whose first free variant (``-2``, ``-3``, ...) is taken."""
     from torch_impl.backend import TorchBackend
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     threads = thread_counts()
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     model_config = model_config_for(config, dataset)
     scratch = ScratchBackend(config, model_config)
     torch_backend = TorchBackend(config, model_config)
     torch_backend.load_weights(scratch.weights())
-    backends = {"scratch": scratch, "torch": torch_backend}
+    try:
+        out_dir, lock = claim_unique_run_directory(out_dir, "compare") if unique else \
+            (out_dir, claim_new_run_directory(out_dir, "compare"))
+    except OSError as error:
+        raise RunDirectoryError(f"cannot write to {out_dir}: {error.strerror or error}") from None
+    with lock:
+        return _compare(config, out_dir, dataset, {"scratch": scratch, "torch": torch_backend}, threads, progress, log)
+
+
+def _compare(config: TrainConfig, out_dir: Path, dataset, backends: dict, threads: dict, progress: bool, log) -> dict:
+    from scratch import plots
+
+    scratch, torch_backend = backends["scratch"], backends["torch"]
     dtype = np.dtype(config.dtype)
     log(f"compare {config.model} on {config.dataset}: {config.epochs} epochs, batch {config.batch_size}, "
         f"{config.dtype}, threads {threads}")

@@ -1,12 +1,17 @@
 """Weights between .safetensors (this library's format) and torch's .pt state_dict files.
 
 A .pt file is read with ``torch.load(weights_only=True)``, which refuses anything but tensors and
-plain containers: no code is ever unpickled.
+plain containers: no code is ever unpickled. Public advisories report code execution through
+``weights_only=True`` itself in older torch (CVE-2025-32434 up to 2.5.1, CVE-2026-24747 below
+2.10), so a .pt file is refused unread under a torch older than ``TORCH_FLOOR``. Every file is read
+through ``scratch._reader`` (a regular file, no larger than the memory available) and torch is
+handed the bytes, never the path: it never opens a FIFO or a device.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +24,55 @@ from scratch.checkpoint import (
     read_checkpoint,
     save_tensors,
 )
+from scratch._reader import memory_limit, read_bounded
 
 SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+# The first torch whose torch.load(weights_only=True) has no public code-execution advisory.
+TORCH_FLOOR = (2, 10)
+_ADVISORIES = "CVE-2025-32434, CVE-2026-24747"
+# Sentences of torch's refusal that advise loading the file anyway (weights_only=False runs the
+# file's code): never repeated to a user who handed us a file that was refused.
+_TORCH_ADVICE = re.compile(r"weights_only\W+(set to\W+)?False|trust|In PyTorch 2\.6|Check the documentation|"
+                           r"can still be loaded|Alternatively|file an issue", re.IGNORECASE)
+
+
+def _torch_version(version) -> tuple[int, int] | None:
+    """(major, minor) of a torch version string such as ``"2.13.0+cpu"``; None when unreadable."""
+    match = re.match(r"\s*(\d+)\.(\d+)", str(version))
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _check_torch_version(path: Path, version) -> None:
+    """Refuse to unpickle anything under a torch whose ``weights_only=True`` is known unsafe."""
+    found = _torch_version(version)
+    if found is None or found < TORCH_FLOOR:
+        floor = ".".join(map(str, TORCH_FLOOR))
+        raise CheckpointError(f"{path}: refusing to read a .pt file with torch {version}: torch.load(weights_only=True) "
+                              f"can run a hostile file's code in torch below {floor} ({_ADVISORIES}); install "
+                              f"torch>={floor}, or convert the file where it is installed")
+
+
+def _torch_reason(error: BaseException, limit: int = 300) -> str:
+    """torch's reason for refusing a file, in one line, without its advice to load it anyway."""
+    sentences = re.split(r"(?<=[.!?:])\s+", " ".join(str(error).split()))
+    reason = " ".join(sentence for sentence in sentences if sentence and not _TORCH_ADVICE.search(sentence))
+    reason = reason or type(error).__name__
+    return reason if len(reason) <= limit else reason[:limit - 3] + "..."
 
 
 def _read_pt(path: Path) -> dict[str, np.ndarray]:
     import torch
 
+    _check_torch_version(path, torch.__version__)
+    limit, reason = memory_limit()
+    data = read_bounded(path, limit, CheckpointError, reason=reason)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: not found") from None
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a torch state_dict that loads with weights_only=True ({first_line})") from None
+        raise CheckpointError(f"{path}: not a torch state_dict that loads with weights_only=True "
+                              f"({_torch_reason(error)})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from scratch._files import atomic_write_bytes
+from scratch._reader import format_bytes, memory_limit, read_bounded
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "kmnist")
 OFFLINE_DEFAULT = "digits"
@@ -130,12 +131,10 @@ _INFLATE_CHUNK = 1 << 20  # inflate this much at a time: memory follows the data
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror or error})") from None
+    """The bytes of data file ``path``: a regular file (a FIFO or a device is refused without
+    reading it) no larger than the memory available, else a one-line DataError naming it."""
+    limit, reason = memory_limit()
+    return read_bounded(path, limit, DataError, reason=reason)
 
 
 def _corrupt_gzip(path: Path, error: BaseException) -> DataError:
@@ -257,6 +256,17 @@ def _parse_idx(content: bytes, path: Path) -> np.ndarray:
     return _idx_array(content, header_size, dtype, shape, path)
 
 
+def _check_fits_in_memory(expected: int, dtype: np.dtype, shape: tuple, path: Path) -> None:
+    """Refuse, before inflating it, a payload of ``expected`` bytes larger than the memory available."""
+    limit, reason = memory_limit()
+    if limit is not None and expected > limit:
+        raise DataError(
+            f"{path}: the IDX header declares {format_bytes(expected)} ({expected} bytes: shape "
+            f"{_shape_text(shape)} of {dtype.name}), larger than the limit of {format_bytes(limit)} "
+            f"({reason}); refusing to inflate it"
+        )
+
+
 def _inflate_idx(data: bytes, path: Path) -> np.ndarray:
     """Decode a gzipped IDX file, inflating no more than its header declares.
 
@@ -277,6 +287,7 @@ def _inflate_idx(data: bytes, path: Path) -> np.ndarray:
                     f"{expected} bytes; a gzip file of {len(data)} bytes inflates to at most "
                     f"{_MAX_DEFLATE_RATIO * len(data)})"
                 )
+            _check_fits_in_memory(expected, dtype, shape, path)
             parts, found = [head], 0
             while found <= expected:  # reads one byte past the payload, or to the end (CRC checked)
                 chunk = stream.read(min(_INFLATE_CHUNK, expected + 1 - found))
@@ -313,10 +324,11 @@ def read_idx(path) -> np.ndarray:
     Raises
     ------
     DataError
-        Naming ``path``: unreadable file, corrupt gzip stream, bad magic, unknown type code,
-        more dimensions than NumPy holds, truncated header, or a payload shorter or longer
-        than the dimensions say. The header is checked against the size of the file before
-        the payload is inflated or allocated.
+        Naming ``path``: unreadable file, not a regular file (a FIFO, a device...), larger than
+        the memory available (the file, or the payload its gzip header declares), corrupt gzip
+        stream, bad magic, unknown type code, more dimensions than NumPy holds, truncated
+        header, or a payload shorter or longer than the dimensions say. The header is checked
+        against the size of the file before the payload is inflated or allocated.
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -433,9 +445,12 @@ def default_cache_dir() -> Path:
 
 
 def _find(directory: Path, stem: str) -> Path | None:
-    """``directory/stem.gz`` or ``directory/stem``, the .gz first (its md5 is always published)."""
+    """``directory/stem.gz`` or ``directory/stem``, the .gz first (its md5 is always published).
+
+    Whatever is there is returned, not only a regular file: a FIFO, a device or a dangling link
+    under that name is then refused by ``_read_bytes`` naming what it is, not reported missing."""
     for candidate in (directory / f"{stem}.gz", directory / stem):
-        if candidate.is_file():
+        if candidate.exists() or candidate.is_symlink():
             return candidate
     return None
 

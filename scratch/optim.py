@@ -104,6 +104,24 @@ class Optimizer:
             if not data.flags.c_contiguous:
                 raise ValueError(f"{owner}: parameter {index}'s .data (shape {data.shape}) must be "
                                  f"C-contiguous, got a strided view")
+            self._check_writeable(owner, index, parameter)
+
+    def _check_writeable(self, owner: str, index: int, parameter: Parameter) -> None:
+        """Refuse a parameter whose ``.data`` or ``.grad``, or a state buffer of it, is read-only:
+        the step writes ``.data`` and the state in place (and the SGD kernel may take ``.grad`` as
+        its momentum buffer); backward and zero_grad write ``.grad``. Checked for each parameter
+        on its own, so a flat buffer whose view was marked read-only is refused too."""
+        state = self.state.get(id(parameter), {})
+        arrays = [(".data", parameter.data, "a step updates it", "give it a writeable array, e.g. np.array(data)"),
+                  (".grad", parameter.grad, "backward and zero_grad write it",
+                   "give it a writeable array, e.g. np.array(grad)")]
+        arrays += [(f"state {name!r}", value, "a step updates it",
+                    "load a writeable copy, e.g. optimizer.load_state_dict(optimizer.state_dict())")
+                   for name, value in state.items() if isinstance(value, np.ndarray)]
+        for label, array, writer, remedy in arrays:
+            if not array.flags.writeable:
+                raise ValueError(f"{owner}: parameter {index} (shape {parameter.data.shape}) is read-only (its "
+                                 f"{label} array is not writeable, and {writer} in place); {remedy}")
 
     def step(self) -> None:
         self._check_step()

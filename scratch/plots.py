@@ -32,7 +32,7 @@ Design notes:
   neighbour interpolation, so each cell is about ``CELL_PIXELS`` wide and every image pixel is
   an equal, sharp square; a large image is shrunk to that size with antialiasing.
 - Every write is atomic: the PNG is rendered into a temporary file beside the target and moved
-  onto it with ``os.replace``. A reader (a browser tab auto-refreshing the run directory, the
+  onto it with ``os.replace`` (``scratch._files.atomic_write``). A reader (a browser tab auto-refreshing the run directory, the
   next epoch's write) sees the old file or the new one, never half of one; on any error the
   temporary file is removed and the old target is left as it was.
 """
@@ -41,14 +41,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from scratch._faults import kill_point
-
+from scratch._files import atomic_write
 from scratch._validate import is_torch_tensor
 
 __all__ = ["save_curves", "save_filters", "save_histogram", "save_image_grid", "save_image_rows"]
@@ -159,36 +157,10 @@ def _new_figure(figsize):
 
 
 def _write_png(figure, target: Path) -> Path:
-    """Render ``figure`` to a temporary PNG beside ``target``, then move it onto ``target``.
-
-    The temporary file is in the destination's directory so that ``os.replace`` is a rename
-    within one filesystem, which is atomic; on any error (including KeyboardInterrupt) it is
-    removed and ``target`` is untouched.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file 0600; an artifact should be as readable as any other output.
-    # Keep the old target's mode when replacing one, else 0644 (os.umask cannot be read
-    # without setting it, which would race with other threads).
-    try:
-        mode = target.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".png", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(
-                handle, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05, facecolor="white"
-            )
-        os.chmod(temporary, mode)
-        kill_point(f"write:{target.name}")  # crash tests: the temporary is written, not yet renamed
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    return target
+    """Render ``figure`` to ``target`` atomically (``scratch._files.atomic_write``): on any error,
+    KeyboardInterrupt included, ``target`` is untouched and no temporary is left."""
+    return atomic_write(target, lambda stream: figure.savefig(
+        stream, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05, facecolor="white"))
 
 
 def _mosaic(rows: list[np.ndarray], columns: int, gap_value: float) -> tuple[np.ndarray, int]:

@@ -26,11 +26,22 @@ import numpy as np
 
 from scratch import optim
 from scratch._faults import kill_point
-from scratch._files import remove_temporaries
+from scratch._files import atomic_write_bytes, remove_temporaries
+from scratch._rundir import (
+    MARKER_NAME,
+    RunDirectoryError,
+    RunLock,
+    claim_new_run_directory,
+    claim_unique_run_directory,
+    lock_run_directory,
+)
 from scratch.checkpoint import (
     CheckpointError,
     atomic_write_json,
+    checkpoint_name,
     latest_checkpoint,
+    prune_checkpoints,
+    publish_weights,
     read_checkpoint,
     read_json,
     write_checkpoint,
@@ -100,8 +111,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         for name, low in (("lr", "positive"), ("weight_decay", "non-negative")):
             value = getattr(self, name)
             number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
@@ -401,82 +412,149 @@ def _progress(iterable, total: int, description: str, enabled: bool):
     return tqdm(iterable, total=total, desc=description, leave=False, disable=None, file=sys.stderr)
 
 
-def prepare_run(run_dir, config: TrainConfig) -> Path:
-    """Create the run directory for a new run; refuses a directory that already holds a run."""
-    run_dir = Path(run_dir)
-    if (run_dir / "config.json").exists():
-        raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --out")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", asdict(config))
-    except OSError as error:
-        raise ValueError(f"cannot write to run directory {run_dir}: {error.strerror}") from None
-    return run_dir
-
-
 def load_run_config(run_dir) -> TrainConfig:
     return TrainConfig.from_json(read_json(Path(run_dir) / "config.json"), str(Path(run_dir) / "config.json"))
 
 
+def _claim(run_dir: Path, unique: bool) -> tuple[Path, RunLock]:
+    """Lock and mark a new run directory (``scratch._rundir``); (the directory, its lock)."""
+    try:
+        if unique:
+            return claim_unique_run_directory(run_dir, "train")
+        return run_dir, claim_new_run_directory(run_dir, "train")
+    except OSError as error:
+        raise RunDirectoryError(f"cannot write to run directory {run_dir}: {error.strerror or error}") from None
+
+
+def _start_new_run(run_dir: Path, config: TrainConfig, unique: bool, log):
+    """Validate, load the data and build the model, then claim the directory and write
+    config.json: a run that cannot start leaves no directory and no file behind.
+    Returns (run_dir, lock, dataset, backend)."""
+    config.validate()
+    if not unique and (run_dir / "config.json").exists():  # the common case, refused before loading anything
+        raise RunDirectoryError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --out")
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+    backend = make_backend(config, model_config_for(config, dataset))
+    run_dir, lock = _claim(run_dir, unique)
+    try:
+        atomic_write_json(run_dir / "config.json", asdict(config))
+    except OSError as error:
+        (run_dir / MARKER_NAME).unlink(missing_ok=True)  # not a run after all: the directory is free again
+        lock.release()
+        raise RunDirectoryError(f"cannot write to run directory {run_dir}: {error.strerror or error}") from None
+    log(f"training {config.model} on {config.dataset} with the {config.backend} backend; run directory {run_dir}")
+    return run_dir, lock, dataset, backend
+
+
+def _lock_for_resume(run_dir: Path) -> RunLock:
+    if not (run_dir / "config.json").is_file():
+        what = "no such run directory" if not run_dir.is_dir() else "not a run directory (no config.json)"
+        raise CheckpointError(f"{run_dir}: {what}")
+    return lock_run_directory(run_dir, "resume")
+
+
+def _resume(run_dir: Path, epochs: int | None, on_nonfinite: str | None, log):
+    """Reload a run under its lock: (config, dataset, backend, history, start epoch).
+
+    Removes what a killed process left half-written, reloads the newest checkpoint (verified
+    against the model), sets the thread counts the run recorded, and runs that epoch's
+    completion step again (a process killed inside it left it partly done)."""
+    config = load_run_config(run_dir)
+    changes = {key: value for key, value in (("epochs", epochs), ("on_nonfinite", on_nonfinite)) if value is not None}
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+    backend = make_backend(config, model_config_for(config, dataset))
+    remove_temporaries(run_dir)  # half-finished atomic writes of a killed run (only this library's names)
+    remove_temporaries(run_dir / "checkpoints")
+    pointer = run_dir / "checkpoints" / "latest"
+    if not (pointer.exists() or pointer.is_symlink()):
+        # Killed before the first checkpoint was complete (`latest` moves last): start over, same
+        # seed, which replays exactly what the killed process did.
+        _update_config(run_dir, config, changes, done=0)
+        return config, dataset, backend, [], 1
+    directory = latest_checkpoint(run_dir)  # a damaged pointer is an error, not a fresh start
+    # Checked against this model (keys, shapes, dtypes, optimizer buffers) before any loads.
+    weights, optimizer_state, state = read_checkpoint(directory, expected=backend.weights())
+    _update_config(run_dir, config, changes, done=state["epoch"])
+    restore_thread_counts(_recorded_threads(state, directory / "state.json"), config.backend, log)
+    backend.load_weights(weights)
+    backend.load_optimizer_state(optimizer_state)
+    history = state.get("metrics", [])
+    log(f"resuming {run_dir} after epoch {state['epoch']}")
+    complete_epoch(run_dir, backend, config, dataset, history)
+    return config, dataset, backend, history, state["epoch"] + 1
+
+
+def _update_config(run_dir: Path, config: TrainConfig, changes: dict, done: int) -> None:
+    """Apply --epochs / --on-nonfinite given with --resume, and record them in config.json."""
+    if "epochs" in changes and changes["epochs"] < done:
+        raise RunDirectoryError(f"--epochs {changes['epochs']}: {run_dir} has trained {done} epochs already; with "
+                                f"--resume, --epochs is the run's total, which cannot be less than that")
+    changed = {key: value for key, value in changes.items() if getattr(config, key) != value}
+    if changed:
+        for key, value in changed.items():
+            setattr(config, key, value)
+        config.validate()
+        atomic_write_json(run_dir / "config.json", asdict(config))
+
+
+def complete_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, history: list) -> None:
+    """What follows the checkpoint of epoch ``history[-1]["epoch"]``: metrics.jsonl, the copy of
+    its weights at ``RUN_DIR/model.safetensors``, pruning older checkpoints, and the pictures
+    when they are due. Each piece is a function of the checkpoint alone, so ``--resume`` runs it
+    again whole, and a run killed (or out of disk) anywhere in it ends equal to an uninterrupted one."""
+    epoch = history[-1]["epoch"]
+    _rewrite_metrics(run_dir, history)  # the whole file, atomically: a crash never leaves half a line
+    kill_point(f"metrics-{epoch}")
+    publish_weights(run_dir, run_dir / "checkpoints" / checkpoint_name(epoch))
+    kill_point(f"published-{epoch}")
+    prune_checkpoints(run_dir)
+    if epoch % config.image_every == 0 or epoch == config.epochs:
+        kill_point(f"artifacts-{epoch}")
+        write_artifacts(run_dir, backend, config, dataset, epoch, history)
+
+
 def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] = print, epochs: int | None = None,
-        on_nonfinite: str | None = None) -> list[dict]:
+        on_nonfinite: str | None = None, unique: bool = False) -> list[dict]:
     """Train (or resume) the run in ``run_dir``; returns the metrics of every epoch so far.
 
-    New run: ``config`` given, ``run_dir`` fresh. Resume: ``config=None, resume=True``; the run
+    New run: ``config`` given; ``run_dir`` new or empty (it is locked and marked as this
+    library's, ``scratch._rundir``), or with ``unique=True`` a base name whose first free
+    variant (``-2``, ``-3``, ...) is taken. Resume: ``config=None, resume=True``; the run
     continues after its newest checkpoint with the configuration it was started with, for
-    ``epochs`` epochs in all when given (extending a finished run is how to train longer), and
-    with ``on_nonfinite`` ("stop" or "skip") replacing the run's policy when given.
+    ``epochs`` epochs in all when given (extending a finished run is how to train longer; it
+    cannot be less than the epochs done), and with ``on_nonfinite`` ("stop" or "skip")
+    replacing the run's policy when given. Either way the process holds the run directory's
+    lock until it returns, and another process refuses it.
 
-    Raises ``NonFiniteLossError`` when a batch's loss is NaN or infinite under the "stop" policy:
-    that step is not applied, and the newest checkpoint is the last good state.
+    Raises ``NonFiniteLossError`` when a batch's loss is NaN or infinite under the "stop" policy,
+    or when the weights are not finite after an epoch's last step: that step is not applied
+    (or, at the epoch's end, not checkpointed), and the newest checkpoint is the last good state.
+    Raises ``RunDirectoryError`` when ``run_dir`` is taken.
     """
     run_dir = Path(run_dir)
     if resume:
-        config = load_run_config(run_dir)
-        changed = False
-        if epochs is not None and epochs != config.epochs:
-            config.epochs, changed = epochs, True
-        if on_nonfinite is not None and on_nonfinite != config.on_nonfinite:
-            config.on_nonfinite, changed = on_nonfinite, True
-        if changed:
-            config.validate()
-            atomic_write_json(run_dir / "config.json", asdict(config))
+        lock = _lock_for_resume(run_dir)
     else:
-        config.validate()
-        if (run_dir / "config.json").exists():
-            raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --out")
-    # Data and model first: a run that cannot start leaves no run directory behind.
-    dataset = load_dataset(config.dataset, data_dir=config.data_dir)
-    model_config = model_config_for(config, dataset)
-    backend = make_backend(config, model_config)
-    if not resume:
-        prepare_run(run_dir, config)
-    history: list[dict] = []
-    start_epoch = 1
-    if resume:
-        remove_temporaries(run_dir, (".*.tmp", ".*.png"))  # half-finished atomic writes of a killed run
-        remove_temporaries(run_dir / "checkpoints")
-        pointer = run_dir / "checkpoints" / "latest"
-        if pointer.exists() or pointer.is_symlink():
-            directory = latest_checkpoint(run_dir)  # a damaged pointer is an error, not a fresh start
+        run_dir, lock, dataset, backend = _start_new_run(run_dir, config, unique, log)
+    with lock:
+        if resume:
+            config, dataset, backend, history, start_epoch = _resume(run_dir, epochs, on_nonfinite, log)
         else:
-            # Killed before the first checkpoint was complete (`latest` moves last): start over,
-            # same seed, which replays exactly what the killed process did.
-            directory = None
-        if directory is not None:
-            # Checked against this model (keys, shapes, dtypes, optimizer buffers) before any loads.
-            weights, optimizer_state, state = read_checkpoint(directory, expected=backend.weights())
-            backend.load_weights(weights)
-            backend.load_optimizer_state(optimizer_state)
-            history = state.get("metrics", [])
-            start_epoch = state["epoch"] + 1
-            log(f"resuming {run_dir} after epoch {state['epoch']}")
-        _rewrite_metrics(run_dir, history)
-    if start_epoch > config.epochs:
-        log(f"{run_dir}: all {config.epochs} epochs are done")
-        return history
+            history, start_epoch = [], 1
+        if start_epoch > config.epochs:
+            log(f"{run_dir}: all {config.epochs} epochs are done")
+        else:
+            _train_epochs(run_dir, backend, config, dataset, history, start_epoch, progress, log)
+        if history:
+            log(f"done: {run_dir}/metrics.jsonl, {run_dir}/model.safetensors, "
+                f"{run_dir}/reconstructions-epoch{history[-1]['epoch']:03d}.png, {run_dir}/loss.png")
+    return history
 
+
+def _train_epochs(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, history: list,
+                  start_epoch: int, progress: bool, log) -> None:
+    """Epochs ``start_epoch`` to ``config.epochs``: train, check, checkpoint, complete."""
     dtype = np.dtype(config.dtype)
     kill_at = int(os.environ.get(KILL_AT_STEP_VARIABLE, "0") or 0)
     steps_per_epoch = math.ceil(len(dataset.train_images) / config.batch_size)
@@ -537,22 +615,22 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
             trained_images += len(x)
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0.0) + float(value) * weight
-        entry = {
-            "epoch": epoch,
-            "train": _mean(totals, max(trained_images, 1)),
-            "test": evaluate(backend, config, dataset.test_images),
-            "seconds": time.perf_counter() - started,
-        }
+        if not backend.weights_finite():  # the epoch's last update overflowed: never evaluated nor saved
+            raise NonFiniteLossError(f"{run_dir}: the weights hold NaN or inf after epoch {epoch}, step {step} "
+                                     f"(the epoch's last step overflowed them); {_last_good_state(epoch)}; "
+                                     f"a lower --lr may get past it")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            test = evaluate(backend, config, dataset.test_images)
+        entry = {"epoch": epoch, "train": _mean(totals, max(trained_images, 1)), "test": test,
+                 "seconds": time.perf_counter() - started}
         if skipped_batches:
             entry["skipped_batches"] = skipped_batches
         history.append(entry)
-        write_checkpoint(run_dir, epoch, backend.weights(), backend.optimizer_state(), {"metrics": history})
-        _rewrite_metrics(run_dir, history)  # the whole file, atomically: a crash never leaves half a line
-        if epoch % config.image_every == 0 or epoch == config.epochs:
-            kill_point(f"artifacts-{epoch}")
-            write_artifacts(run_dir, backend, config, dataset, epoch, history)
+        write_checkpoint(run_dir, epoch, backend.weights(), backend.optimizer_state(),
+                         {"metrics": history, "threads": current_thread_counts(config.backend)})
+        complete_epoch(run_dir, backend, config, dataset, history)
         log(_format_metrics(entry))
-    return history
 
 
 _HOLDS = {"weights": "the weights hold NaN or inf", "batch": "the batch holds NaN or inf",
@@ -580,6 +658,67 @@ def _last_good_state(epoch: int) -> str:
 def _rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
     """metrics.jsonl as the checkpoint knows it: drops lines of epochs a crash undid."""
     text = "".join(json.dumps(entry) + "\n" for entry in history)
-    from scratch.checkpoint import atomic_write_bytes
-
     atomic_write_bytes(run_dir / "metrics.jsonl", text.encode())
+
+
+# -- thread counts -------------------------------------------------------------------------
+# Float32 results depend on how many threads BLAS splits a product over (the order of the sums
+# changes). Each checkpoint records the counts it was trained under and a resume sets them again,
+# so that a resumed run equals an uninterrupted one on any machine that can run those counts.
+
+
+def current_thread_counts(backend: str) -> dict[str, int]:
+    """{"blas": n, "numba": n, and "torch": n for the torch backend}: the counts in force now."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    counts = {"numba": int(numba.get_num_threads())}
+    blas = [int(info["num_threads"]) for info in threadpool_info() if info.get("user_api") == "blas"]
+    if blas:
+        counts["blas"] = max(blas)
+    if backend == "torch":
+        import torch
+
+        counts["torch"] = int(torch.get_num_threads())
+    return dict(sorted(counts.items()))
+
+
+def _recorded_threads(state: dict, source: Path) -> dict[str, int]:
+    """state.json's "threads" ({} for a checkpoint written before they were recorded)."""
+    threads = state.get("threads", {})
+    if not (isinstance(threads, dict) and all(key in ("blas", "numba", "torch") and isinstance(value, int)
+                                               and not isinstance(value, bool) and 1 <= value <= 4096
+                                               for key, value in threads.items())):
+        raise CheckpointError(f"{source}: 'threads' must map blas, numba and torch to thread counts, "
+                              f"found {str(threads)[:60]}")
+    return threads
+
+
+def restore_thread_counts(recorded: dict[str, int], backend: str, log) -> None:
+    """Set the thread counts a run recorded, and say so; say too which cannot be set (Numba's
+    count cannot exceed the NUMBA_NUM_THREADS this process started with)."""
+    current = current_thread_counts(backend)
+    differing = {key: value for key, value in recorded.items() if key in current and current[key] != value}
+    if not differing:
+        return
+    if "blas" in differing:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=differing["blas"], user_api="blas")
+    if "numba" in differing:
+        import numba
+
+        if differing["numba"] <= numba.config.NUMBA_NUM_THREADS:
+            numba.set_num_threads(differing["numba"])
+    if "torch" in differing:
+        import torch
+
+        torch.set_num_threads(differing["torch"])
+    now = current_thread_counts(backend)
+    applied = ", ".join(f"{key} {current[key]} -> {value}" for key, value in differing.items() if now[key] == value)
+    missed = ", ".join(f"{key} {now[key]} (the run used {value})" for key, value in differing.items() if now[key] != value)
+    if applied:
+        log(f"thread counts set as the run recorded them: {applied}")
+    if missed:
+        log(f"warning: cannot set the thread counts the run recorded: {missed}; float32 results may differ "
+            f"in the last bits from an uninterrupted run's")

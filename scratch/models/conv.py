@@ -13,6 +13,7 @@ import numpy as np
 from scratch._validate import check_array, check_float_dtype
 from scratch.models._inputs import MODEL_DTYPE, check_backward_ready, check_model_array, mark_pass
 from scratch.nn import BCELoss, Conv2d, ConvTranspose2d, MaxPool2d, Module, ReLU, Sequential, Sigmoid
+from scratch.nn.inplace import backward_pass, forward_pass
 from scratch.nn.layers import _resolve_rng
 
 IMAGE_SIZE = 28
@@ -81,6 +82,7 @@ class ConvAutoencoder(Module):
         self._check_input(x)
         return self.encoder(x)
 
+    @forward_pass
     def forward(self, x):
         """Reconstruction x̂, (N, C, 28, 28)."""
         self._check_input(x)
@@ -88,6 +90,7 @@ class ConvAutoencoder(Module):
         mark_pass(self, from_loss=False)
         return reconstruction
 
+    @backward_pass
     def backward(self, grad_output=None, *, input_grad: bool = True):
         """Back-propagate dL/dx̂ (default: the last ``loss``'s) into every ``.grad``; returns dL/dx,
         or None when ``input_grad`` is False (then the first convolution skips computing it).
@@ -114,6 +117,7 @@ class ConvAutoencoder(Module):
     def reconstruct(self, x, noise=None):
         return self.forward(x)
 
+    @forward_pass
     def loss(self, x, noise=None) -> dict:
         """BCE (mean over every element) between x̂ and x: ``{"loss", "recon"}``, floats."""
         if noise is not None:

@@ -14,6 +14,7 @@ import numpy as np
 from scratch._validate import check_float_dtype
 from scratch.models._inputs import FlatInputModel, check_backward_ready, check_model_array, mark_pass
 from scratch.nn import BCELoss, LeakyReLU, Linear, MSELoss, ReLU, Sequential, Sigmoid, Tanh
+from scratch.nn.inplace import backward_pass, forward_pass
 from scratch.nn.layers import _resolve_rng
 
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
@@ -79,6 +80,7 @@ class MLPAutoencoder(FlatInputModel):
         """(N, latent_dim) -> (N, D) probabilities."""
         return self.decoder(z)
 
+    @forward_pass
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Reconstruction x̂ in x's shape."""
         reconstruction = self._reconstruct(x)
@@ -91,6 +93,7 @@ class MLPAutoencoder(FlatInputModel):
         object.__setattr__(self, "_input_shape", x.shape)
         return reconstruction
 
+    @backward_pass
     def backward(self, grad_output: np.ndarray | None = None, *, input_grad: bool = True):
         """Back-propagate dL/dx̂ (default: the last ``loss``'s) into every ``.grad``; returns dL/dx
         (None when ``input_grad`` is False: training needs no dL/dx, and the first layer then
@@ -129,6 +132,7 @@ class MLPAutoencoder(FlatInputModel):
         """x̂ for x, in x's shape (the model's input as ``loss`` would build it)."""
         return self.forward(x)
 
+    @forward_pass
     def loss(self, x: np.ndarray, noise=None) -> dict:
         """BCE (mean over every element) between x̂ and x: ``{"loss", "recon"}``, floats."""
         if noise is not None:
@@ -171,6 +175,7 @@ class DenoisingAutoencoder(MLPAutoencoder):
         """Noise for a batch of ``shape``, from the model's generator (see ``noise_for``)."""
         return self.noise_for(self._config, shape, self.rng, self.dtype)
 
+    @forward_pass
     def reconstruct(self, x: np.ndarray, noise=None) -> np.ndarray:
         """x̂ = the reconstruction of corrupt(x, noise), in x's shape."""
         self._flatten_input(x)
@@ -191,6 +196,7 @@ class DenoisingAutoencoder(MLPAutoencoder):
         half = level / 2
         return np.where(noise < half, self.dtype.type(0), np.where(noise > 1 - half, self.dtype.type(1), x))
 
+    @forward_pass
     def loss(self, x: np.ndarray, noise=None) -> dict:
         """BCE between the reconstruction of corrupt(x, noise) and the clean x: ``{"loss", "recon"}``."""
         self._flatten_input(x)

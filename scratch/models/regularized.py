@@ -22,6 +22,7 @@ from scratch import functional as F
 from scratch._validate import check_float_dtype
 from scratch.models._inputs import FlatInputModel, check_backward_ready, check_loss_scale, mark_pass
 from scratch.nn import BCELoss, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, TiedLinear
+from scratch.nn.inplace import backward_pass, forward_pass
 from scratch.nn.layers import _resolve_rng
 
 SPARSITY_PENALTIES = ("kl", "l1")
@@ -70,14 +71,17 @@ class _ShallowAutoencoder(FlatInputModel):
         return None
 
     # -- the passes ------------------------------------------------------------------------
+    @forward_pass
     def encode(self, x: np.ndarray) -> np.ndarray:
         """(N, D) or (N, C, H, W) -> the hidden code h (N, hidden_dim)."""
         return self.hidden_activation(self.encoder(self._flatten_input(x)))
 
+    @forward_pass
     def decode(self, h: np.ndarray) -> np.ndarray:
         """(N, hidden_dim) -> (N, D) probabilities."""
         return self.output_activation(self.decoder(h))
 
+    @forward_pass
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The reconstruction x̂, in x's shape."""
         reconstruction = self.decode(self.encode(x)).reshape(x.shape)
@@ -96,6 +100,7 @@ class _ShallowAutoencoder(FlatInputModel):
         """d(upstream·penalty)/dh (N, H), adding any direct parameter gradient into ``.grad``; or None."""
         return None
 
+    @forward_pass
     def loss(self, x: np.ndarray, noise=None) -> dict:
         """recon = (1/N) Σ BCE(x̂, x) and the penalty: ``{"loss", "recon"[, "penalty"]}``, floats."""
         if noise is not None:
@@ -113,6 +118,7 @@ class _ShallowAutoencoder(FlatInputModel):
             return {"loss": recon, "recon": recon}
         return {"loss": recon + penalty, "recon": recon, "penalty": penalty}
 
+    @backward_pass
     def backward(self, grad_output=None, *, input_grad: bool = True):
         """Back-propagate the last ``loss`` into every ``.grad``; returns dL/dx in x's shape (None
         when ``input_grad`` is False), through the model with the target x held fixed (it is

@@ -18,6 +18,7 @@ from scratch._validate import check_float_dtype
 from scratch.models._inputs import (FlatInputModel, check_backward_ready, check_model_array, flatten_image_input,
                                     mark_pass)
 from scratch.nn import BCELoss, GaussianKL, Linear, ReLU, Sequential, Sigmoid
+from scratch.nn.inplace import backward_pass, forward_pass, watch
 from scratch.nn.layers import _resolve_rng
 
 
@@ -87,8 +88,11 @@ class _Variational(FlatInputModel):
         z, reparameterization = F.reparameterize_forward(mean, logvar, eps)
         probabilities = self.decode(z)
         object.__setattr__(self, "_state", (x.shape, mean, logvar, reparameterization))
+        # dlogvar reads ε: the noise passed in (a view of it) is watched for in-place edits
+        object.__setattr__(self, "_watches", watch(self, (("noise (ε)", reparameterization[0]),), (x, noise)))
         return flat, probabilities
 
+    @forward_pass
     def forward(self, x, noise=None):
         """A sampled reconstruction x̂ (the Bernoulli means), in x's shape."""
         _, probabilities = self._forward(x, noise)
@@ -105,6 +109,7 @@ class _Variational(FlatInputModel):
     def _objective(self, recon: float, kl: float, batch_size: int) -> float:
         return recon + self.kl_weight(kl, batch_size) * kl
 
+    @forward_pass
     def loss(self, x, noise=None) -> dict:
         """{"loss": BCE + β·KL, "recon": BCE, "kl": KL}, each summed over the batch (floats)."""
         flat, probabilities = self._forward(x, noise)
@@ -120,6 +125,7 @@ class _Variational(FlatInputModel):
         mean, logvar = self.encode(self._flatten_input(x))
         return F.gaussian_kl_forward(mean, logvar, "none")[0].mean(axis=0)
 
+    @backward_pass
     def backward(self, grad_output=None, *, input_grad: bool = True):
         """Back-propagate the last ``loss`` into every parameter's ``.grad``; returns dL/dx, or
         None when ``input_grad`` is False (then the first layer skips computing it).
@@ -162,6 +168,7 @@ class VariationalAutoencoder(_Variational):
         self.fc4 = Linear(hidden_dim, input_dim, **layer)
         self.relu1, self.relu3, self.sigmoid = ReLU(), ReLU(), Sigmoid()
 
+    @forward_pass
     def encode(self, x):
         h = self.fc1.forward_fused(self._flatten_input(x), self.relu1)  # relu1(fc1(x)), (N, hidden)
         return self.fc21(h), self.fc22(h)  # (N, latent) each
@@ -170,6 +177,7 @@ class VariationalAutoencoder(_Variational):
         grad_h = self.fc21.backward(grad_mean) + self.fc22.backward(grad_logvar)
         return self.fc1.backward_fused(grad_h, self.relu1, input_grad=input_grad)
 
+    @forward_pass
     def decode(self, z):
         return self.sigmoid(self.fc4(self.fc3.forward_fused(z, self.relu3)))
 
@@ -314,6 +322,7 @@ class ConvVAE(_Variational):
     def _flatten_input(self, x, name="x"):
         return flatten_image_input(self, x, self._image_shape(0)[1:], name)
 
+    @forward_pass
     def encode(self, x):
         flat = self._flatten_input(x)
         h = self.encoder(flat.reshape(self._image_shape(len(flat))))  # (N, c2·7·7)

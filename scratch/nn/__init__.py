@@ -1,11 +1,13 @@
 """Modules per the contract: parameters with ``.data``/``.grad``, torch's ``state_dict`` keys."""
 
 from scratch.nn.conv import Conv2d, ConvTranspose2d, MaxPool2d
+from scratch.nn.inplace import InplaceModificationError
 from scratch.nn.layers import Flatten, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, TiedLinear, Unflatten
 from scratch.nn.losses import BCELoss, BCEWithLogitsLoss, GaussianKL, MSELoss
 from scratch.nn.module import Module, Parameter, Sequential
 
 __all__ = [
-    "BCELoss", "BCEWithLogitsLoss", "Conv2d", "ConvTranspose2d", "MaxPool2d", "Flatten", "GaussianKL", "LeakyReLU", "Linear", "MSELoss",
+    "BCELoss", "BCEWithLogitsLoss", "Conv2d", "ConvTranspose2d", "MaxPool2d", "Flatten", "GaussianKL", "InplaceModificationError",
+    "LeakyReLU", "Linear", "MSELoss",
     "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh", "TiedLinear", "Unflatten",
 ]

@@ -1,4 +1,9 @@
-"""Conv2d, ConvTranspose2d and MaxPool2d with torch's arguments, weight layouts and init."""
+"""Conv2d, ConvTranspose2d and MaxPool2d with torch's arguments, weight layouts and init.
+
+The convolutions keep their input in the batch-last layout, a copy except for a batch of one
+(then a view of the input, watched for in-place edits: ``scratch.nn.inplace``); MaxPool2d keeps
+only the argmax positions, so no edit of its input or output can change its gradient.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import math
 import numpy as np
 
 from scratch import functional as F
+from scratch._memory import check_parameter, uniform_array
 from scratch._validate import check_array, check_float_dtype
 from scratch.functional.conv import conv2d_output_size, conv_transpose2d_output_size
 from scratch.nn.layers import _CachingModule, _resolve_rng
@@ -49,8 +55,13 @@ class _ConvBase(_CachingModule):
         shape = ((out_channels, in_channels) if fan_in_axis == 1 else (in_channels, out_channels)) + self.kernel_size
         # torch's default init: U(±1/√fan_in), fan_in = weight.shape[1]·kH·kW, for weight and bias
         bound = 1.0 / math.sqrt(shape[1] * self.kernel_size[0] * self.kernel_size[1])
-        self.weight = Parameter(rng.uniform(-bound, bound, shape).astype(dtype))
-        self.bias = Parameter(rng.uniform(-bound, bound, (out_channels,)).astype(dtype)) if bias else None
+        # checked before allocating; drawn in float64 chunks, the values of rng.uniform(...).astype(dtype)
+        owner = f"{owner}({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size})"
+        check_parameter(owner, "weight", shape, dtype)
+        self.weight = Parameter(uniform_array(rng, -bound, bound, shape, dtype))
+        if bias:
+            check_parameter(owner, "bias", (self.out_channels,), dtype)
+        self.bias = Parameter(uniform_array(rng, -bound, bound, (self.out_channels,), dtype)) if bias else None
 
     takes_input_grad = True
 
@@ -92,7 +103,7 @@ class Conv2d(_ConvBase):
                              f"(output would be {tuple(sizes)})")
         y, cache = F.conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
                                     self.stride, self.padding, self.dilation)
-        self._save(cache, y, x)
+        self._save(cache, y, x, (("input", cache[0]),))  # x batch-last: a copy unless none is needed (N = 1)
         return y
 
 
@@ -121,7 +132,7 @@ class ConvTranspose2d(_ConvBase):
             raise ValueError(f"{self!r}: input of spatial size {x.shape[2:]} gives an empty output {tuple(sizes)}")
         y, cache = F.conv_transpose2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
                                               self.stride, self.padding, self.output_padding, self.dilation)
-        self._save(cache, y, x)
+        self._save(cache, y, x, (("input", cache[0]),))  # x batch-last: a copy unless none is needed (N = 1)
         return y
 
     def extra_repr(self) -> str:

@@ -2,6 +2,9 @@
 
 ``layer(x)`` runs the forward pass and caches what the backward pass needs;
 ``layer.backward(grad_output)`` returns dL/dx and adds into each parameter's ``.grad``.
+A cached array the caller can reach (the input, the returned output) is fingerprinted at forward
+and checked at backward, which raises ``InplaceModificationError`` if it was modified in place in
+between, as torch raises (``scratch.nn.inplace``; ``_CachingModule._save`` and ``_take``).
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import math
 import numpy as np
 
 from scratch import functional as F
+from scratch._memory import check_parameter, uniform_array
 from scratch._validate import check_array, check_float_dtype
 from scratch._workspace import Workspace
+from scratch.nn import inplace
 from scratch.nn.module import Module, Parameter
 
 
@@ -33,26 +38,35 @@ class _CachingModule(Module):
 
     Besides the cache it remembers the shape and dtype of the last input and output, so that
     ``backward`` can check the gradient it is given and ``Sequential.backward`` can check that
-    its children's caches come from one forward pass before any of them accumulates a gradient.
+    its children's caches come from one forward pass before any of them accumulates a gradient;
+    and ``_watches``, the ``inplace.Watch`` of each cached array the caller may reach, which
+    ``_take`` checks for in-place edits.
     """
 
-    _CACHE_ATTRIBUTES = ("_cache", "_output_shape", "_output_dtype", "_input_shape", "_input_dtype")
+    _CACHE_ATTRIBUTES = ("_cache", "_output_shape", "_output_dtype", "_input_shape", "_input_dtype", "_watches")
+    _KEEPS_ARRAYS_PRIVATE = True
 
     def __init__(self) -> None:
         super().__init__()
         for attribute in self._CACHE_ATTRIBUTES:
             object.__setattr__(self, attribute, None)
 
-    def _save(self, cache, output: np.ndarray, x: np.ndarray) -> None:
-        """Keep ``cache`` for backward, with the shapes and dtypes of ``output`` and input ``x``."""
+    def _save(self, cache, output: np.ndarray, x: np.ndarray, watched=()) -> None:
+        """Keep ``cache`` for backward, with the shapes and dtypes of ``output`` and input ``x``.
+
+        ``watched``: ``(what, array)`` for each array in ``cache`` that is, or may view, ``x``
+        or ``output`` ("input", "output"); fingerprinted when the caller can reach it
+        (``inplace.watch``), for ``_take`` to check."""
         object.__setattr__(self, "_cache", cache)
         object.__setattr__(self, "_output_shape", output.shape)
         object.__setattr__(self, "_output_dtype", output.dtype)
         object.__setattr__(self, "_input_shape", x.shape)
         object.__setattr__(self, "_input_dtype", x.dtype)
+        object.__setattr__(self, "_watches", inplace.watch(self, watched, x, output) if watched else ())
 
     def _take(self, grad_output) -> object:
-        """The forward cache, once ``grad_output`` is known to fit it; nothing is changed here."""
+        """The forward cache, once ``grad_output`` is known to fit it and no watched array has
+        been modified in place since forward (``InplaceModificationError``); nothing is changed here."""
         name = type(self).__name__
         if self._cache is None:
             raise RuntimeError(f"{name}.backward called before forward")
@@ -67,6 +81,8 @@ class _CachingModule(Module):
                 f"{name}.backward: grad_output has dtype {grad_output.dtype}, the forward ran in "
                 f"{self._output_dtype}"
             )
+        if self._watches:  # most layers inside a container watch nothing (see inplace)
+            inplace.check(f"{name}.backward", self._watches)
         return self._cache
 
 
@@ -88,8 +104,13 @@ class Linear(_CachingModule):
         rng = _resolve_rng(rng, "Linear")
         self.in_features, self.out_features = int(in_features), int(out_features)
         bound = 1.0 / math.sqrt(in_features)
-        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
-        self.bias = Parameter(rng.uniform(-bound, bound, (out_features,)).astype(dtype)) if bias else None
+        owner = f"Linear({self.in_features}, {self.out_features})"
+        # checked before allocating; drawn in float64 chunks, the values of rng.uniform(...).astype(dtype)
+        check_parameter(owner, "weight", (self.out_features, self.in_features), dtype)
+        self.weight = Parameter(uniform_array(rng, -bound, bound, (self.out_features, self.in_features), dtype))
+        if bias:
+            check_parameter(owner, "bias", (self.out_features,), dtype)
+        self.bias = Parameter(uniform_array(rng, -bound, bound, (self.out_features,), dtype)) if bias else None
 
     def _check_input(self, x) -> None:
         owner = f"Linear({self.in_features}, {self.out_features})"
@@ -100,7 +121,7 @@ class Linear(_CachingModule):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_input(x)
         y, cache = F.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
-        self._save(cache, y, x)
+        self._save(cache, y, x, (("input", cache[0]),))  # x as (M, in_features), a view when it can be
         return y
 
     def backward(self, grad_output: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
@@ -127,8 +148,9 @@ class Linear(_CachingModule):
         slope = getattr(following, "negative_slope", 0.0)
         out, linear_cache, activation_cache = F.linear_activation_forward(
             x, self.weight.data, self.bias.data, kind, slope)
-        self._save(linear_cache, out, x)
-        following._save(activation_cache, out, out)  # its input, the pre-activation, has out's shape
+        self._save(linear_cache, out, x, (("input", linear_cache[0]),))
+        # its input, the pre-activation, has out's shape; it keeps the output (for LeakyReLU too)
+        following._save(activation_cache, out, out, (("output", out),))
         return out
 
     def backward_fused(self, grad_output: np.ndarray, following: Module, *, input_grad: bool = True):
@@ -145,15 +167,20 @@ class Linear(_CachingModule):
 
 
 class _Activation(_CachingModule):
-    """Shape-preserving element-wise layer backed by a functional forward/backward pair."""
+    """Shape-preserving element-wise layer backed by a functional forward/backward pair.
+
+    Its backward reads the cached output (ReLU, Sigmoid, Tanh: ``_KEEPS = "output"``) or the
+    cached input (LeakyReLU), which is watched for in-place edits."""
 
     _forward = None
     _backward = None
+    _KEEPS = "output"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_array(x, type(self).__name__, allow_empty=False)
         out, cache = type(self)._forward(x, *self._arguments())
-        self._save(cache, out, x)
+        kept = cache if self._KEEPS == "output" else cache[0]
+        self._save(cache, out, x, ((self._KEEPS, kept),))
         return out
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
@@ -175,6 +202,7 @@ class LeakyReLU(_Activation):
 
     _forward = staticmethod(F.leaky_relu_forward)
     _backward = staticmethod(F.leaky_relu_backward)
+    _KEEPS = "input"  # the output's sign is not the input's for a negative slope
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
@@ -233,6 +261,8 @@ class TiedLinear(_CachingModule):
         object.__setattr__(self, "source", source)
         self.in_features, self.out_features = source.out_features, source.in_features
         dtype = source.weight.dtype
+        if bias:
+            check_parameter(f"TiedLinear({self.in_features}, {self.out_features})", "bias", (self.out_features,), dtype)
         self.bias = Parameter(np.zeros(source.in_features, dtype=dtype)) if bias else None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -243,7 +273,7 @@ class TiedLinear(_CachingModule):
             raise ValueError(f"{owner}: input's last dimension must be {self.in_features}, got shape {x.shape}")
         # Wᵀ (in_features of the source, out_features of the source) as this layer's weight: a view
         y, cache = F.linear_forward(x, weight.data.T, None if self.bias is None else self.bias.data)
-        self._save(cache, y, x)
+        self._save(cache, y, x, (("input", cache[0]),))
         return y
 
     def backward(self, grad_output: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:

@@ -2,6 +2,9 @@
 
 A reduced loss (``"mean"``, ``"sum"``) is returned as a Python float; ``"none"`` returns the
 per-element array, and its ``backward`` then needs an upstream gradient of the same shape.
+Editing the input or the target in place between the loss and its ``backward`` raises
+``InplaceModificationError`` there, as in torch: both are fingerprinted (``scratch.nn.inplace``)
+unless a model's pass vouches that its caller cannot reach them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 from scratch import functional as F
 from scratch._validate import check_array, check_reduction, check_same_shape, is_real_number
 from scratch._workspace import Workspace
+from scratch.nn import inplace
 from scratch.nn.module import _address
 
 
@@ -22,12 +26,15 @@ class _Loss:
     _forward = None
     _backward = None
     _reductions = ("mean", "sum", "none")
+    #: the names of the two arrays the cache starts with (the forward's two arguments), for errors
+    _WATCHED = ("input", "target")
 
     def __init__(self, reduction: str = "mean"):
         self.reduction = check_reduction(reduction, type(self).__name__, self._reductions)
         self._cache = None
         self._shape = None
         self._dtype = None
+        self._watches = ()
 
     def _check_inputs(self, input, target):
         owner = type(self).__name__
@@ -45,6 +52,7 @@ class _Loss:
         self._check_inputs(input, target)
         loss, self._cache = type(self)._forward(input, target, self.reduction, *self._arguments())
         self._shape, self._dtype = input.shape, input.dtype
+        self._watches = inplace.watch(self, tuple(zip(self._WATCHED, self._cache[:2])), (input, target))
         return loss if self.reduction == "none" else float(loss)
 
     def backward(self, grad_output=1.0) -> np.ndarray:
@@ -54,7 +62,8 @@ class _Loss:
 
     def _check_upstream(self, grad_output) -> None:
         """Refuse an upstream gradient the last forward cannot take: an array of the input's shape
-        and dtype for ``"none"``, a real number otherwise."""
+        and dtype for ``"none"``, a real number otherwise; and refuse to run when the input or
+        the target was modified in place since the forward (``InplaceModificationError``)."""
         owner = type(self).__name__
         if self._cache is None:
             raise RuntimeError(f"{owner}.backward called before the loss was computed")
@@ -75,6 +84,8 @@ class _Loss:
             raise ValueError(
                 f"{owner}.backward: grad_output of a reduced loss must be a real number, got {got}"
             )
+        if self._watches:
+            inplace.check(f"{owner}.backward", self._watches)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reduction={self.reduction!r})"
@@ -147,6 +158,7 @@ class GaussianKL(_Loss):
     _forward = staticmethod(F.gaussian_kl_forward)
     _backward = staticmethod(F.gaussian_kl_backward)
     _reductions = ("sum", "batchmean", "mean", "none")
+    _WATCHED = ("mean", "logvar")
 
     def __init__(self, reduction: str = "sum"):
         super().__init__(reduction)

@@ -4,6 +4,10 @@ A scratch ``Module`` runs ``forward`` (caching what its backward needs) and ``ba
 (returning the gradient of its input and *adding* into each parameter's ``.grad``, as torch's
 autograd accumulates). Parameters and sub-modules are registered by attribute assignment, so
 ``state_dict`` keys come out exactly as torch names them (``"encoder.0.weight"``).
+
+In-place edits of an array a layer keeps for its backward are caught there, as in torch
+(``scratch.nn.inplace``): ``Sequential`` runs its children as one pass, so that only its input,
+its output and views of them are fingerprinted, and checks every child's before any backward runs.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Iterator
 
 import numpy as np
 
+from scratch._memory import check_bytes, nbytes
 from scratch._validate import as_numpy_array, check_float_dtype, check_real_array
+from scratch.nn import inplace
 
 
 class Parameter:
@@ -21,6 +27,11 @@ class Parameter:
 
     ``.grad`` is a zero array of the same shape and dtype from the start (torch starts at
     ``None``); ``zero_grad`` refills it with zeros in place, so an optimizer may keep views of it.
+
+    ``data`` is shared when it is a C-contiguous, writeable array (as torch shares a tensor's
+    storage) and copied otherwise: a strided view, or a read-only array (``np.frombuffer`` over
+    ``bytes``, a read-only memory map), could not be updated in place. (torch shares a read-only
+    NumPy buffer with a warning and then writes into memory NumPy promised nobody would write.)
     """
 
     __slots__ = ("data", "grad")
@@ -28,6 +39,8 @@ class Parameter:
     def __init__(self, data: np.ndarray):
         data = np.ascontiguousarray(data)
         check_float_dtype(data.dtype, "Parameter")
+        if not data.flags.writeable:
+            data = data.copy()
         self.data = data
         self.grad = np.zeros_like(data)
 
@@ -86,6 +99,11 @@ class Module:
     """
 
     takes_input_grad = False
+    #: True when forward keeps no array where its caller could reach it except through its return
+    #: value (every library layer and container): a ``Sequential`` then vouches for the arrays it
+    #: keeps (``scratch.nn.inplace``). A user-defined Module may store intermediate arrays in its
+    #: attributes, so its layers fingerprint at their own boundaries.
+    _KEEPS_ARRAYS_PRIVATE = False
     #: the attributes a forward pass leaves for the backward pass (a layer's cache); a container
     #: that fails part-way through its forward puts them back, so a refused call changes nothing
     _CACHE_ATTRIBUTES: tuple[str, ...] = ()
@@ -188,6 +206,9 @@ class Module:
             raise ValueError(f"{type(self).__name__}.flatten_parameters: parameters have several dtypes "
                              f"{sorted(d.name for d in dtypes)}; cast them to one first")
         total = sum(p.size for p in parameters)
+        dtype = parameters[0].dtype
+        check_bytes(f"{type(self).__name__}.flatten_parameters: a flat copy of its {total:,} {dtype.name} parameters "
+                    f"and their gradients", 2 * nbytes((total,), dtype))
         data = np.empty(total, dtype=parameters[0].dtype)
         grad = np.empty(total, dtype=parameters[0].dtype)
         start = 0
@@ -274,6 +295,7 @@ class Sequential(Module):
     """Chain of modules; keys ``"0.weight"``, ``"2.bias"``... exactly as torch numbers them."""
 
     takes_input_grad = True
+    _KEEPS_ARRAYS_PRIVATE = True
 
     def __init__(self, *modules: Module):
         super().__init__()
@@ -298,23 +320,34 @@ class Sequential(Module):
 
         A child that refuses its input (a later layer finding the image too small, say) leaves
         every child's forward cache as it was before this call, not half overwritten.
+
+        The whole chain is one ``inplace.Pass``: of the arrays the children keep for backward,
+        only those that may share memory with ``x`` or with the returned array are fingerprinted
+        (the activations in between cannot be reached from outside). A child that is not a
+        library module runs outside the pass (see ``Module._KEEPS_ARRAYS_PRIVATE``).
         """
         modules = list(self._modules.values())
         saved = [(module, module._forward_state()) for module in self._caching_modules()]
         index = 0
-        try:
-            while index < len(modules):
-                module = modules[index]
-                if index + 1 < len(modules) and module.fuses_with(modules[index + 1]):
-                    x = module.forward_fused(x, modules[index + 1])
-                    index += 2
-                else:
-                    x = module(x)
-                    index += 1
-        except Exception:
-            for module, state in saved:
-                module._restore_forward_state(state)
-            raise
+        with inplace.Pass(x) as current:
+            try:
+                while index < len(modules):
+                    module = modules[index]
+                    if index + 1 < len(modules) and module.fuses_with(modules[index + 1]):
+                        x = module.forward_fused(x, modules[index + 1])
+                        index += 2
+                    elif module._KEEPS_ARRAYS_PRIVATE:
+                        x = module(x)
+                        index += 1
+                    else:
+                        with inplace.outside_pass():
+                            x = module(x)
+                        index += 1
+            except Exception:
+                for module, state in saved:
+                    module._restore_forward_state(state)
+                raise
+            current.returns(x)
         return x
 
     def _check_caches(self, modules, first: int, last: int) -> None:
@@ -348,6 +381,10 @@ class Sequential(Module):
         ``start``: the index of the child the gradient enters at (default the last), for a caller
         that has already folded the later children's backward into ``grad_output`` (a Sigmoid
         fused with its loss). Fused pairs back-propagate as one, as in ``forward``.
+
+        Before any child runs, the arrays of every child about to run are checked against their
+        forward fingerprints (``inplace.Verified``): an input or output modified in place raises
+        ``InplaceModificationError`` naming the child, and nothing has changed.
         """
         modules = list(self._modules.values())
         if start is not None and (isinstance(start, bool) or not isinstance(start, (int, np.integer))):
@@ -360,16 +397,22 @@ class Sequential(Module):
             first = next((i for i, module in enumerate(modules)
                           if next(module.named_parameters(), None) is not None), len(modules))
         self._check_caches(modules, first, index)
-        while index >= first:
-            module = modules[index]
-            fused = index >= 1 and index - 1 >= first and modules[index - 1].fuses_with(module)
-            owner = modules[index - 1] if fused else module
-            skip_input = not input_grad and index - (1 if fused else 0) == first
-            options = {"input_grad": False} if skip_input and owner.takes_input_grad else {}
-            if fused:
-                grad_output = owner.backward_fused(grad_output, module, **options)
-                index -= 2
-            else:
-                grad_output = module.backward(grad_output, **options)
-                index -= 1
+        watches = []  # what the children about to run watch (mostly nothing: see inplace)
+        for position in range(first, index + 1):
+            child = modules[position]
+            for module in (child,) if child._CACHE_ATTRIBUTES else child._caching_modules():
+                watches.extend(getattr(module, "_watches", None) or ())
+        with inplace.Verified("Sequential.backward", watches, self, "child "):
+            while index >= first:
+                module = modules[index]
+                fused = index >= 1 and index - 1 >= first and modules[index - 1].fuses_with(module)
+                owner = modules[index - 1] if fused else module
+                skip_input = not input_grad and index - (1 if fused else 0) == first
+                options = {"input_grad": False} if skip_input and owner.takes_input_grad else {}
+                if fused:
+                    grad_output = owner.backward_fused(grad_output, module, **options)
+                    index -= 2
+                else:
+                    grad_output = module.backward(grad_output, **options)
+                    index -= 1
         return grad_output if input_grad else None
