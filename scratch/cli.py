@@ -495,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from scratch._memory import AllocationTooLarge
     from scratch.checkpoint import CheckpointError
     from scratch.data import DataError
     from scratch.train import NonFiniteLossError
@@ -515,7 +516,8 @@ def main(argv=None) -> int:
         return 2
     except MemoryError as error:  # sizes are checked before allocating (scratch._memory); this is the rest
         detail = " ".join(str(error).split()) or "the machine ran out of memory"
-        print(f"autoencoders {args.command}: error: out of memory: {detail}", file=sys.stderr)
+        prefix = "" if isinstance(error, AllocationTooLarge) else "out of memory: "
+        print(f"autoencoders {args.command}: error: {prefix}{detail}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"autoencoders {args.command}: interrupted", file=sys.stderr)
