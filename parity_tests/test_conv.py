@@ -74,7 +74,8 @@ def test_max_pool2d_matches_torch(case, dtype, seed, ties):
     np.testing.assert_array_equal(y, ty.detach().numpy())
     np.testing.assert_array_equal(layer._cache[0], indices.numpy())  # the same arg-max, ties included
     assert_close(layer.backward(grad_output), tx.grad, "torch", dtype, "MaxPool2d dx")
-    assert repr(twin)  # the same constructor arguments are accepted by both
+    # the twin module, built from the same constructor arguments, computes the same forward
+    np.testing.assert_array_equal(twin(torch.from_numpy(x)).numpy(), y)
 
 
 def test_max_pool2d_nan_and_empty_windows_like_torch():

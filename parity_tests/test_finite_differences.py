@@ -40,9 +40,6 @@ SMOOTH = {
     "sigmoid": ((F.sigmoid_forward, F.sigmoid_backward), nn.Sigmoid),
     "tanh": ((F.tanh_forward, F.tanh_backward), nn.Tanh),
 }
-KINKED = {
-    "relu": ((F.relu_forward, F.relu_backward), nn.ReLU),
-}
 
 
 @given(name=st.sampled_from(sorted(SMOOTH)), shape=S.shapes(), seed=S.seeds, scale=st.sampled_from([1.0, 5.0]))

@@ -61,6 +61,18 @@ def test_catches_transposed_weight_gradient():
                        rng=rng, raise_on_failure=False, **GRADCHECK)
     assert not result.passed and result.worst_where.startswith("input1[")
     assert result.max_abs_error > 1e-2
+    assert not result, "a failed result must be falsy: `assert gradcheck(...)` is how torch's users check"
+
+
+def test_a_result_is_truthy_exactly_when_it_passed_and_reads_as_plain_python():
+    rng = np.random.default_rng(4)
+    layer = nn.Linear(3, 2, rng=rng, dtype=np.float64)
+    result = gradcheck(layer, rng.standard_normal((4, 3)), rng=rng)
+    assert result and result.passed is True
+    for value in (result.max_abs_error, result.max_rel_error, result.worst_ratio, result.rounding_floor):
+        assert type(value) is float
+    assert type(result.elements_checked) is int
+    assert "np." not in repr(result) and "array(" not in repr(result), repr(result)
 
 
 def test_reports_worst_errors_with_their_index():

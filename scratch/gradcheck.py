@@ -53,6 +53,10 @@ class GradcheckResult:
     rounding_floor: float  # the smallest gradient error central differences can resolve here
     arrays: list = field(default_factory=list)  # (name, shape, elements checked)
 
+    def __bool__(self) -> bool:
+        """True when every element passed: ``assert gradcheck(...)`` fails on a wrong gradient, as in torch."""
+        return self.passed
+
     def __str__(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
         return (
@@ -190,12 +194,14 @@ class _Comparison:
         return result
 
     def result(self) -> GradcheckResult:
+        # plain Python bools, floats and ints: a result reads cleanly and serialises as JSON
         return GradcheckResult(
-            passed=self.ratio[0] <= 1.0,
-            max_abs_error=max(self.abs[0], 0.0), max_abs_where=self.abs[1],
-            max_rel_error=max(self.rel[0], 0.0), max_rel_where=self.rel[1],
-            worst_ratio=max(self.ratio[0], 0.0), worst_where=self.ratio[1],
-            elements_checked=self.count, rounding_floor=self.floor, arrays=self.arrays,
+            passed=bool(self.ratio[0] <= 1.0),
+            max_abs_error=float(max(self.abs[0], 0.0)), max_abs_where=self.abs[1],
+            max_rel_error=float(max(self.rel[0], 0.0)), max_rel_where=self.rel[1],
+            worst_ratio=float(max(self.ratio[0], 0.0)), worst_where=self.ratio[1],
+            elements_checked=int(self.count), rounding_floor=float(self.floor),
+            arrays=[(name, tuple(int(n) for n in shape), int(count)) for name, shape, count in self.arrays],
         )
 
 

@@ -136,10 +136,8 @@ def tanh_backward(grad_output, out, grad_input):
         grad_input[i] = grad_output[i] * (one - out[i] * out[i])
 
 
-def tanh_forward_reference(x):
-    # tanh's forward has no kernel: ``scratch.functional.tanh_forward`` calls NumPy's SIMD tanh,
-    # since a scalar ``math.tanh`` loop here (no SVML in this Numba) was 12x slower than torch.
-    return np.tanh(x)
+# tanh's forward has no kernel (so no reference): ``scratch.functional.tanh_forward`` calls NumPy's
+# SIMD tanh, since a scalar ``math.tanh`` loop here (no SVML in this Numba) was 12x slower than torch.
 
 
 def tanh_backward_reference(grad_output, out):

@@ -71,9 +71,6 @@ class _Variational(FlatInputModel):
         """(N, latent_dim) -> (N, D) Bernoulli means."""
         raise NotImplementedError
 
-    def _decoder_backward(self, grad_probabilities):
-        raise NotImplementedError
-
     def _decoder_backward_from_loss(self):
         """dL/dz from the last BCE, through the decoder: the BCE and the Sigmoid in one pass."""
         raise NotImplementedError
@@ -181,9 +178,6 @@ class VariationalAutoencoder(_Variational):
     def decode(self, z):
         return self.sigmoid(self.fc4(self.fc3.forward_fused(z, self.relu3)))
 
-    def _decoder_backward(self, grad_probabilities):
-        return self._decoder_backward_from_logits(self.sigmoid.backward(grad_probabilities))
-
     def _decoder_backward_from_loss(self):
         return self._decoder_backward_from_logits(self.bce.backward_through_sigmoid(self.sigmoid))
 
@@ -218,9 +212,6 @@ class SeedVAE(_Variational):
 
     def decode(self, z):
         return self.decoder(z)
-
-    def _decoder_backward(self, grad_probabilities):
-        return self.decoder.backward(grad_probabilities)
 
     def _decoder_backward_from_loss(self):
         grad_logits = self.bce.backward_through_sigmoid(self.decoder[-1])
