@@ -47,6 +47,28 @@ def test_conv2d_matches_torch(case, dtype, seed):
             rng, dtype, "Conv2d")
 
 
+# The kernels run four input channels at a time (then the remainder), and the drawn cases above
+# have 1 to 3 channels: these named cases reach the four-at-a-time loops, and their remainder.
+WIDE_CASES = [
+    dict(in_channels=9, out_channels=6, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2),
+         x_shape=(3, 9, 9, 8)),
+    dict(in_channels=8, out_channels=5, kernel_size=(2, 3), stride=(1, 2), padding=(0, 1), dilation=(2, 1),
+         x_shape=(1, 8, 7, 10)),
+]
+
+
+@pytest.mark.parametrize("case", WIDE_CASES, ids=["9-channels", "8-channels-batch-1"])
+def test_conv_layers_with_many_channels_match_torch(case):
+    rng = np.random.default_rng(11)
+    layer = nn.Conv2d(**S.layer_arguments(case), rng=rng, dtype=np.float64)
+    x = rng.standard_normal(case["x_shape"])
+    _parity(layer, _twin(layer, torch.nn.Conv2d, case), x, rng, np.float64, "Conv2d, many channels")
+    transpose = {**case, "x_shape": (case["x_shape"][0], case["in_channels"], 4, 5)}
+    layer = nn.ConvTranspose2d(**S.layer_arguments(transpose), rng=rng, dtype=np.float64)
+    _parity(layer, _twin(layer, torch.nn.ConvTranspose2d, transpose), rng.standard_normal(transpose["x_shape"]),
+            rng, np.float64, "ConvTranspose2d, many channels")
+
+
 @given(case=S.conv_transpose2d_cases(), dtype=S.dtypes, seed=S.seeds)
 def test_conv_transpose2d_matches_torch(case, dtype, seed):
     rng = np.random.default_rng(seed)

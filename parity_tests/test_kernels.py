@@ -213,6 +213,8 @@ def test_kl_sparsity_kernels(units, target, dtype, seed):
     lower, upper = (np.dtype(dtype).type(b) for b in (0.01, 0.99))
     rho_hat = rng.random(units).astype(dtype)
     rho_hat[rng.random(units) < 0.2] = lower  # the bounds themselves pass the gradient
+    rho_hat[rng.random(units) < 0.2] = upper
+    rho_hat[[0, -1]] = lower, upper  # both bounds in every draw, even of one unit (the last wins)
     rho_hat[rng.random(units) < 0.1] = 0  # outside: none
     clamped = np.clip(rho_hat, lower, upper)
     out = np.empty_like(rho_hat)

@@ -294,3 +294,25 @@ def test_adam_training_run_tracks_torch(name, dtype):
         expected = np.compress(keep, torch_parameters[key].detach().numpy(), axis=axis)
         assert_close_in_norm(actual, expected, "training", dtype,
                              f"{name} {key} after 30 steps (flipped units left out: {int((~keep).sum())})")
+
+
+def test_the_capacity_ramp_follows_its_formula_step_by_step_and_tracks_the_twin():
+    """C = capacity_max · min(1, step / capacity_steps), with step the training-mode loss calls so
+    far: checked against the formula and the torch twin at every step up and past the ramp's top
+    (every other torch comparison runs one loss on a fresh model, where C is still 0)."""
+    config = dict(input_dim=12, hidden_dim=6, latent_dim=3, capacity_max=5.0, capacity_steps=4, gamma=10.0)
+    model = build("beta-vae", dtype=np.float64, rng=0, **config)
+    twin = torch_build("beta-vae", **config).double()
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    rng = np.random.default_rng(0)
+    for step in range(7):
+        x = (rng.random((5, 12)) > 0.5).astype(np.float64)
+        eps = rng.standard_normal((5, 3))
+        expected_c = 5.0 * min(1.0, step / 4)
+        assert model.capacity() == expected_c and twin.capacity() == expected_c, step
+        parts = model.loss(x, noise=eps)
+        tparts = twin.loss(torch.from_numpy(x), noise=torch.from_numpy(eps))
+        # recon and KL are summed over the batch of 5; C is in nats per image
+        assert parts["loss"] == pytest.approx(parts["recon"] + 10.0 * abs(parts["kl"] - 5 * expected_c), rel=1e-12)
+        assert_close(parts["loss"], tparts["loss"], "torch", np.float64, f"β-VAE loss at step {step}")
+    assert model.step == twin.step == 7

@@ -41,6 +41,29 @@ def _step_both(params, tensors, opt, topt, rng, dtype, scale=1.0):
     topt.step()
 
 
+# Every branch of the optimizers' dispatch, named rather than drawn: AMSGrad with and without each
+# kind of weight decay, SGD's momentum at 0, between, and exactly 1 (where its first step is 2g if
+# "momentum != 0" is mistyped), dampening and Nesterov. Hypothesis may not draw all of them.
+ENUMERATED_SETTINGS = [
+    *({"name": name, "lr": 1e-2, "amsgrad": amsgrad, "weight_decay": decay}
+      for name in ("Adam", "AdamW") for amsgrad in (False, True) for decay in (0.0, 0.1)),
+    *({"name": "SGD", "lr": 1e-2, "momentum": momentum, "dampening": dampening, "weight_decay": decay}
+      for momentum in (0.0, 0.5, 1.0) for dampening in (0.0, 0.3) for decay in (0.0, 0.1)),
+    {"name": "SGD", "lr": 1e-2, "momentum": 0.9, "nesterov": True},
+    {"name": "SGD", "lr": 1e-2, "momentum": 1.0, "nesterov": True, "weight_decay": 0.1},
+]
+
+
+@pytest.mark.parametrize("settings", ENUMERATED_SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_every_dispatch_branch_tracks_torch(settings):
+    rng = np.random.default_rng(7)
+    params, tensors, opt, topt = _pair(settings, np.float64, rng)
+    for step in range(5):
+        _step_both(params, tensors, opt, topt, rng, np.float64)
+        for index, (p, t) in enumerate(zip(params, tensors)):
+            assert_close(p.data, t, "optim", np.float64, f"{settings} param {index} after step {step + 1}")
+
+
 @given(settings=S.optimizer_settings, dtype=S.dtypes, seed=S.seeds)
 def test_optimizer_tracks_torch(settings, dtype, seed):
     rng = np.random.default_rng(seed)
