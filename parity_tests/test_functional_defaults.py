@@ -5,6 +5,7 @@ no other test reaches these defaults)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from parity_tests.tolerances import assert_close
@@ -30,17 +31,14 @@ def test_linear_activation_forward_default_slope_is_torchs():
     assert_close(out, expected, "torch", np.float64, "linear + leaky_relu default")
 
 
-def test_conv2d_forward_defaults_are_torchs():
+@pytest.mark.parametrize("name, weight_shape, x_shape", [
+    ("conv2d", (4, 3, 3, 2), (2, 3, 6, 5)),            # stride, padding, dilation left out
+    ("conv_transpose2d", (3, 4, 3, 2), (2, 3, 4, 5)),  # and output_padding
+])
+def test_conv_forward_defaults_are_torchs(name, weight_shape, x_shape):
     rng = np.random.default_rng(2)
-    x, weight, bias = _x(rng, 2, 3, 6, 5), _x(rng, 4, 3, 3, 2), _x(rng, 4)
-    out, _ = F.conv2d_forward(x, weight, bias)
-    expected = torch.nn.functional.conv2d(*map(torch.from_numpy, (x, weight, bias)))
-    assert_close(out, expected, "torch", np.float64, "conv2d defaults")
-
-
-def test_conv_transpose2d_forward_defaults_are_torchs():
-    rng = np.random.default_rng(3)
-    x, weight, bias = _x(rng, 2, 3, 4, 5), _x(rng, 3, 4, 3, 2), _x(rng, 4)
-    out, _ = F.conv_transpose2d_forward(x, weight, bias)
-    expected = torch.nn.functional.conv_transpose2d(*map(torch.from_numpy, (x, weight, bias)))
-    assert_close(out, expected, "torch", np.float64, "conv_transpose2d defaults")
+    x, weight = _x(rng, *x_shape), _x(rng, *weight_shape)
+    bias = _x(rng, weight_shape[1] if name == "conv_transpose2d" else weight_shape[0])
+    out, _ = getattr(F, f"{name}_forward")(x, weight, bias)
+    expected = getattr(torch.nn.functional, name)(*map(torch.from_numpy, (x, weight, bias)))
+    assert_close(out, expected, "torch", np.float64, f"{name} defaults")
