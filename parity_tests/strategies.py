@@ -1,7 +1,9 @@
 """Every hypothesis strategy of the suite. Values valid by construction, never filtered.
 
 Strategies draw *descriptions* (shapes, options, a seed); arrays are then generated from a NumPy
-generator seeded by the draw, so examples shrink to small shapes and simple seeds.
+generator seeded by the draw, so examples shrink to small shapes and simple seeds. The strategies
+for shapes and layer geometries are public, in ``scratch.testing`` (users check their own layers
+with them), and re-exported here with the rest.
 """
 
 from __future__ import annotations
@@ -9,50 +11,24 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
+from scratch.models.registry import model_names
+from scratch.testing import (  # noqa: F401 - re-exported: the tests take every strategy from here
+    conv2d_cases,
+    conv_transpose2d_cases,
+    flatten_cases,
+    layer_arguments,
+    linear_cases,
+    max_pool2d_cases,
+    shapes,
+    unflatten_cases,
+)
+
 dtypes = st.sampled_from([np.float64, np.float32])
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 batch_sizes = st.integers(min_value=1, max_value=5)
 features = st.integers(min_value=1, max_value=9)
 reductions = st.sampled_from(["mean", "sum", "none"])
 kl_reductions = st.sampled_from(["sum", "batchmean", "mean", "none"])
-
-
-@st.composite
-def shapes(draw, min_dims=1, max_dims=4, max_side=6):
-    """Any shape with 1..max_side per axis (batch 1 and channels 1 included)."""
-    ndim = draw(st.integers(min_dims, max_dims))
-    return tuple(draw(st.integers(1, max_side)) for _ in range(ndim))
-
-
-@st.composite
-def linear_cases(draw):
-    """(leading_shape, in_features, out_features, bias): leading dims 0..2 extra axes, like torch."""
-    leading = draw(shapes(min_dims=1, max_dims=3, max_side=4))
-    return leading, draw(features), draw(features), draw(st.booleans())
-
-
-@st.composite
-def flatten_cases(draw):
-    """(shape, start_dim, end_dim) with start <= end after normalisation; negative dims too."""
-    shape = draw(shapes(min_dims=1, max_dims=5, max_side=4))
-    ndim = len(shape)
-    start = draw(st.integers(0, ndim - 1))
-    end = draw(st.integers(start, ndim - 1))
-    start = start - ndim if draw(st.booleans()) else start
-    end = end - ndim if draw(st.booleans()) else end
-    return shape, start, end
-
-
-@st.composite
-def unflatten_cases(draw):
-    """(input_shape, dim, unflattened_size): the split sizes multiply to the chosen axis."""
-    sizes = tuple(draw(st.integers(1, 4)) for _ in range(draw(st.integers(1, 3))))
-    before = draw(shapes(min_dims=1, max_dims=2, max_side=3))
-    after = draw(shapes(min_dims=0, max_dims=1, max_side=3)) if draw(st.booleans()) else ()
-    shape = (*before, int(np.prod(sizes)), *after)
-    dim = len(before)
-    dim = dim - len(shape) if draw(st.booleans()) else dim
-    return shape, dim, sizes
 
 
 negative_slopes = st.sampled_from([0.01, 0.2, 1.5, -0.3, 0.0])
@@ -99,82 +75,9 @@ optimizer_settings = st.one_of(
 )
 
 
-# ---------------------------------------------------------------------------- convolution
-# Geometries are built from the output size backwards, so every draw is valid: strides that do
-# not divide the input evenly (the `extra` rows a floor division drops), padding, dilation,
-# output_padding below max(stride, dilation), batch 1 and channels 1 all occur.
-
-
-@st.composite
-def _axis_for_conv(draw, max_kernel=5):
-    """(input size, kernel, stride, padding, dilation) along one axis, output >= 1."""
-    kernel, stride, dilation = draw(st.integers(1, max_kernel)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
-    out = draw(st.integers(1, 4))
-    extra = draw(st.integers(0, stride - 1))
-    base = (out - 1) * stride + dilation * (kernel - 1) + 1 + extra  # input size with no padding
-    padding = draw(st.integers(0, min(2, (base - 1) // 2)))
-    return base - 2 * padding, kernel, stride, padding, dilation
-
-
-@st.composite
-def conv2d_cases(draw):
-    """dict(x_shape, in_channels, out_channels, kernel_size, stride, padding, dilation, bias)."""
-    rows, cols = draw(_axis_for_conv()), draw(_axis_for_conv())
-    batch, channels_in, channels_out = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    return dict(x_shape=(batch, channels_in, rows[0], cols[0]), in_channels=channels_in, out_channels=channels_out,
-                kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]), padding=(rows[3], cols[3]),
-                dilation=(rows[4], cols[4]), bias=draw(st.booleans()))
-
-
-@st.composite
-def _axis_for_conv_transpose(draw, max_kernel=5):
-    """(input size, kernel, stride, padding, output_padding, dilation) along one axis, output >= 1."""
-    kernel, stride, dilation = draw(st.integers(1, max_kernel)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
-    size = draw(st.integers(1, 4))
-    output_padding = draw(st.integers(0, max(stride, dilation) - 1))
-    unpadded = (size - 1) * stride + dilation * (kernel - 1) + output_padding + 1
-    padding = draw(st.integers(0, min(2, (unpadded - 1) // 2)))
-    return size, kernel, stride, padding, output_padding, dilation
-
-
-@st.composite
-def conv_transpose2d_cases(draw):
-    """dict(x_shape, in_channels, out_channels, kernel_size, stride, padding, output_padding, dilation, bias)."""
-    rows, cols = draw(_axis_for_conv_transpose()), draw(_axis_for_conv_transpose())
-    batch, channels_in, channels_out = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    return dict(x_shape=(batch, channels_in, rows[0], cols[0]), in_channels=channels_in, out_channels=channels_out,
-                kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]), padding=(rows[3], cols[3]),
-                output_padding=(rows[4], cols[4]), dilation=(rows[5], cols[5]), bias=draw(st.booleans()))
-
-
-@st.composite
-def _axis_for_pool(draw):
-    """(input size, kernel, stride, padding, dilation): padding up to half the kernel (torch's
-    limit); the input at least one window wide, so every window holds an element."""
-    kernel, stride, dilation = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
-    effective = dilation * (kernel - 1) + 1
-    padding = draw(st.integers(0, kernel // 2))
-    size = effective + draw(st.integers(0, 4))
-    return size, kernel, stride, padding, dilation
-
-
-@st.composite
-def max_pool2d_cases(draw):
-    """dict(x_shape, kernel_size, stride, padding, dilation)."""
-    rows, cols = draw(_axis_for_pool()), draw(_axis_for_pool())
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), rows[0], cols[0])
-    return dict(x_shape=shape, kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]),
-                padding=(rows[3], cols[3]), dilation=(rows[4], cols[4]))
-
-
-def layer_arguments(case: dict) -> dict:
-    """The constructor arguments in a case (everything but the input shape)."""
-    return {k: v for k, v in case.items() if k != "x_shape"}
-
-
 # ---------------------------------------------------------------------------- penalised autoencoders
 
-REGULARIZED_MODELS = ("sparse-ae", "contractive-ae", "tied-ae")
+REGULARIZED_MODELS = model_names(family="regularized")
 SMOOTH_TIED_ACTIVATIONS = ("sigmoid", "tanh")  # no kink: central differences are unambiguous
 TIED_ACTIVATIONS = (*SMOOTH_TIED_ACTIVATIONS, "relu", "leaky_relu")
 

@@ -21,10 +21,17 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import conv as bench
-from benchmarks import flops
-from benchmarks.harness import (Case, CheckFailed, assert_matches, format_table, markdown_table, measure,
-                                timeit_warmup_calls)
+from autoencoders.bench import conv as bench
+from autoencoders.bench import flops
+from autoencoders.bench.harness import (
+    Case,
+    CheckFailed,
+    assert_matches,
+    format_table,
+    markdown_table,
+    measure,
+    timeit_warmup_calls,
+)
 from scratch import nn
 from scratch import optim as scratch_optim
 
@@ -186,7 +193,7 @@ def test_assert_matches_uses_the_float32_tolerance_scaled_by_the_largest_magnitu
 
 
 def test_the_mlp_ae_training_step_counts_three_forwards_minus_the_first_layers_input_gradient():
-    from benchmarks.models import step_flops
+    from autoencoders.bench.models import step_flops
     from scratch.models import build
 
     batch = 3
@@ -202,7 +209,7 @@ def test_the_mlp_ae_training_step_counts_three_forwards_minus_the_first_layers_i
 
 
 def test_the_vae_training_step_counts_both_heads_and_skips_only_fc1s_input_gradient():
-    from benchmarks.models import step_flops
+    from autoencoders.bench.models import step_flops
     from scratch.models import build
 
     forward = 2 * (784 * 400 + 2 * 400 * 20 + 20 * 400 + 400 * 784)  # fc1, fc21 and fc22, fc3, fc4
@@ -217,7 +224,7 @@ def test_the_vae_training_step_counts_both_heads_and_skips_only_fc1s_input_gradi
 def test_the_tied_decoder_counts_as_the_linear_it_computes(hidden):
     """tied-ae (784-H-784, one weight) does the matrix products of an untied 784-H-784
     autoencoder: its TiedLinear decoder counts forward, dW into the shared weight, and dx."""
-    from benchmarks.models import step_flops
+    from autoencoders.bench.models import step_flops
     from scratch.models import build
 
     x = np.zeros((3, 1, 28, 28), np.float32)
@@ -254,9 +261,9 @@ def test_a_layer_missing_from_the_shapes_is_refused():
 
 
 def test_model_training_step_benchmark_checks_then_times_every_model():
-    """benchmarks.models: one case per model (plain, noisy, variational, convolutional), each with
+    """autoencoders.bench.models: one case per model (plain, noisy, variational, convolutional), each with
     its FLOP count."""
-    from benchmarks.models import training_step_case
+    from autoencoders.bench.models import training_step_case
     from scratch.models import MODELS
 
     names = list(MODELS)
@@ -270,7 +277,7 @@ def test_model_training_step_benchmark_checks_then_times_every_model():
 
 
 def test_autoencoders_bench_ops_quick_writes_json_markdown_and_png(tmp_path, capsys):
-    from scratch.cli import main
+    from autoencoders.cli import main
 
     status = main(["bench", "ops", "--quick", "--settle-ms", "0", "--threads", str(THREADS), "--out", str(tmp_path)])
     assert status == 0, capsys.readouterr().err
@@ -294,7 +301,7 @@ def test_autoencoders_bench_ops_quick_writes_json_markdown_and_png(tmp_path, cap
 
 
 def test_autoencoders_bench_sweep_quick_plots_both_sweeps(tmp_path, capsys):
-    from scratch.cli import main
+    from autoencoders.cli import main
 
     status = main(["bench", "sweep", "--quick", "--settle-ms", "0", "--batch-sizes", "1,4", "--thread-counts", "1",
                    "--threads", str(THREADS), "--out", str(tmp_path)])
@@ -306,7 +313,7 @@ def test_autoencoders_bench_sweep_quick_plots_both_sweeps(tmp_path, capsys):
 
 
 def test_bench_options_report_usage_errors_in_one_line(capsys):
-    from scratch.cli import main
+    from autoencoders.cli import main
 
     with pytest.raises(SystemExit) as raised:
         main(["bench", "ops", "--settle-ms", "-1"])
@@ -320,7 +327,7 @@ def test_bench_options_report_usage_errors_in_one_line(capsys):
 def test_quick_defaults_give_way_to_explicit_options():
     import argparse
 
-    from benchmarks.options import add_suite_arguments, resolve
+    from autoencoders.bench.options import add_suite_arguments, resolve
 
     parser = argparse.ArgumentParser()
     add_suite_arguments(parser, "models", default_out="out")
@@ -332,10 +339,10 @@ def test_quick_defaults_give_way_to_explicit_options():
 
 
 def test_the_readme_example_benchmarks_a_kernel_of_ones_own():
-    text = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "benchmarks" / "README.md").read_text(encoding="utf-8")
     [example] = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     namespace: dict = {}
-    exec(compile(example, "benchmarks/README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(example, "docs/benchmarks/README.md", "exec"), namespace)  # noqa: S102 - our own README
     [result] = namespace["results"]
     assert result["checked_after_timing"] and result["gflops_scratch"] > 0 and len(result["scratch_samples_ms"]) == 5
 
@@ -345,7 +352,7 @@ def test_autoencoders_bench_runs_as_a_command_and_writes_to_bench_results(tmp_pa
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "scratch.cli", "bench", "models", "--quick", "--models", "mlp-ae", "--settle-ms", "0",
+        [sys.executable, "-m", "autoencoders.cli", "bench", "models", "--quick", "--models", "mlp-ae", "--settle-ms", "0",
          "--threads", "1"],
         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -357,7 +364,7 @@ def test_autoencoders_bench_runs_as_a_command_and_writes_to_bench_results(tmp_pa
 def test_the_norm_fallback_excuses_a_flip_and_not_a_wrong_formula():
     """check_against_torch(norm_rtol=...): a few elements off (one ReLU flip's share) pass when the
     arrays agree with the float64 referee in norm; a gradient off by 1% everywhere does not."""
-    from benchmarks.harness import TRAINING_NORM_RTOL, check_against_torch
+    from autoencoders.bench.harness import TRAINING_NORM_RTOL, check_against_torch
 
     rng = np.random.default_rng(0)
     reference = {"grad w": rng.standard_normal((64, 64))}
@@ -378,8 +385,8 @@ def test_the_norm_fallback_excuses_a_flip_and_not_a_wrong_formula():
 
 def test_a_wrong_gradient_in_a_training_step_is_caught(monkeypatch):
     """A dW 2% too large in every Linear: neither element-wise nor in norm does it pass."""
-    from benchmarks.models import training_step_case
     import scratch.functional.linear as linear_functional
+    from autoencoders.bench.models import training_step_case
 
     accumulate = linear_functional.linear_backward_accumulate
 

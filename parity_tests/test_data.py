@@ -1,4 +1,4 @@
-"""scratch.data: strict IDX files, verified datasets (local, cached, downloaded), binarization.
+"""autoencoders.data: strict IDX files, verified datasets (local, cached, downloaded), binarization.
 
 Downloads are tested against a local HTTP server on 127.0.0.1 serving a temporary directory,
 with the checksum table patched to the served files; nothing here touches the real network or
@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from parity_tests.mnist import MNIST_DIR
-from parity_tests.strategies import seeds, shapes
-from scratch import data
-from scratch.data import (
+from autoencoders import data
+from autoencoders.data import (
     BINARIZATION_MODES,
     DATASET_NAMES,
     OFFLINE_DEFAULT,
@@ -38,6 +37,8 @@ from scratch.data import (
     read_idx,
     write_idx,
 )
+from parity_tests.mnist import MNIST_DIR
+from parity_tests.strategies import seeds, shapes
 
 IDX_FILES = data._IDX_FILES
 IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
@@ -489,7 +490,7 @@ def test_dataset_checks_its_arrays_and_has_a_short_repr():
 
 
 def test_importing_the_module_is_cheap():
-    code = ("import sys, scratch.data; heavy = {'sklearn', 'tqdm', 'torch', 'urllib.request'} & set(sys.modules);"
+    code = ("import sys, autoencoders.data; heavy = {'sklearn', 'tqdm', 'torch', 'urllib.request'} & set(sys.modules);"
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 

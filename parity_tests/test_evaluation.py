@@ -20,8 +20,8 @@ from torch.nn import functional as TF
 
 from parity_tests import strategies as S
 from parity_tests.tolerances import assert_close
-from scratch import functional as F
 from scratch import evaluation as E
+from scratch import functional as F
 from scratch.models import build
 from torch_impl.models import build as torch_build
 

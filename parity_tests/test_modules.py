@@ -107,14 +107,14 @@ def test_none_reduction_needs_an_upstream_gradient():
 
 def test_scratch_never_imports_torch():
     code = ("import sys, scratch, scratch.nn, scratch.optim, scratch.functional, scratch.gradcheck, "
-            "scratch.models, scratch.cli, scratch.train, scratch.compare, scratch.convert, scratch.data, "
-            "scratch.plots, scratch.checkpoint, scratch.kernels.conv; "
+            "scratch.models, autoencoders.cli, autoencoders.train, autoencoders.compare, autoencoders.convert, autoencoders.data, "
+            "autoencoders.plots, autoencoders.runs.checkpoint, scratch.kernels.conv; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_cli_gradcheck_demo_and_errors():
-    run = lambda *args: subprocess.run([sys.executable, "-m", "scratch.cli", *args], capture_output=True, text=True)  # noqa: E731
+    run = lambda *args: subprocess.run([sys.executable, "-m", "autoencoders.cli", *args], capture_output=True, text=True)  # noqa: E731
     ok = run("gradcheck", "mlp-ae")
     assert ok.returncode == 0, ok.stderr
     assert "gradcheck passed" in ok.stdout and "encoder.0.weight" in ok.stdout

@@ -1,4 +1,4 @@
-"""scratch.plots: every function writes a real, non-blank PNG, atomically, and refuses bad input.
+"""autoencoders.plots: every function writes a real, non-blank PNG, atomically, and refuses bad input.
 
 Images are the 8 x 8 handwritten digits that ship with scikit-learn, so a grid of distinct
 images is distinct for real. Everything is written under tmp_path.
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratch import plots
+from autoencoders import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -225,10 +225,10 @@ def test_overwrite_replaces_and_keeps_the_file_readable(tmp_path, digits):
 
 
 def test_import_is_lazy_and_pyplot_free(tmp_path):
-    """Importing scratch.plots loads neither matplotlib nor torch; drawing never loads pyplot."""
+    """Importing autoencoders.plots loads neither matplotlib nor torch; drawing never loads pyplot."""
     script = (
         "import sys, numpy as np\n"
-        "import scratch.plots as plots\n"
+        "import autoencoders.plots as plots\n"
         "assert 'matplotlib' not in sys.modules and 'torch' not in sys.modules\n"
         f"plots.save_image_grid({str(tmp_path / 'g.png')!r}, np.random.default_rng(0).random((4, 5, 5)))\n"
         f"plots.save_curves({str(tmp_path / 'c.png')!r}, {{'a': ([1, 2], [1, 2])}})\n"

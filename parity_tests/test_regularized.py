@@ -280,10 +280,13 @@ def test_sparsity_penalty_lowers_the_mean_activation_in_training():
     ("contractive-ae", {"contraction_weight": -0.1}, "contraction_weight must be a finite number >= 0"),
     ("tied-ae", {"activation": "softmax"}, "activation must be one of"),
     ("tied-ae", {"hidden_dim": 0}, "hidden_dim must be a positive int"),
+    ("contractive-ae", {"input_dim": 0}, "input_dim must be a positive int"),
     ("contractive-ae", {"input_dim": 2.5}, "input_dim must be a positive int"),
 ])
 def test_bad_configuration_is_refused_with_a_clear_error(name, config, message):
-    with pytest.raises(ValueError, match=message):
+    """A value out of range is a ValueError; a value of the wrong type (2.5 for a size) a TypeError."""
+    error = TypeError if any(isinstance(value, float) and key.endswith("_dim") for key, value in config.items()) else ValueError
+    with pytest.raises(error, match=message):
         build(name, **config)
 
 

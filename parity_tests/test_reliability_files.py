@@ -7,8 +7,8 @@
   and ci profiles; ``HYPOTHESIS_PROFILE=thorough`` runs 400 examples each.
 - The command line on each kind of damage (``eval``, ``reconstruct``, ``train --resume``,
   ``convert``): exit status 2 and exactly one line on stderr naming the file and the problem.
-  In process through ``scratch.cli.main`` for the whole matrix, as a subprocess for a few.
-- Security: no module unpickles (an ``ast`` scan of scratch/, torch_impl/, benchmarks/), a .pt
+  In process through ``autoencoders.cli.main`` for the whole matrix, as a subprocess for a few.
+- Security: no module unpickles (an ``ast`` scan of scratch/, torch_impl/, autoencoders/), a .pt
   file whose pickle would run code is refused without running it, and a download is verified
   before any of its bytes is decompressed or parsed.
 """
@@ -35,9 +35,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, settings, strategies as st
-from safetensors.numpy import load as safetensors_load, save as safetensors_save
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import load as safetensors_load
+from safetensors.numpy import save as safetensors_save
 
+from autoencoders import data
+from autoencoders.cli import main
+from autoencoders.convert import convert
+from autoencoders.data import DataError, read_idx, write_idx
+from autoencoders.runs.checkpoint import (
+    CheckpointError,
+    check_weights,
+    latest_checkpoint,
+    load_tensors,
+    read_checkpoint,
+    read_json,
+    write_checkpoint,
+)
 from parity_tests.strategies import (
     apply_mutations,
     byte_flips,
@@ -48,19 +63,7 @@ from parity_tests.strategies import (
     shapes,
 )
 from parity_tests.test_train import SMALL, cli
-from scratch import data, optim
-from scratch.checkpoint import (
-    CheckpointError,
-    check_weights,
-    latest_checkpoint,
-    load_tensors,
-    read_checkpoint,
-    read_json,
-    write_checkpoint,
-)
-from scratch.cli import main
-from scratch.convert import convert
-from scratch.data import DataError, read_idx, write_idx
+from scratch import optim
 from scratch.models import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +82,7 @@ def fresh_dir(parent: Path) -> Path:
     return Path(tempfile.mkdtemp(dir=parent))
 
 
-# -- IDX: a reference decoder, independent of scratch.data -------------------------------------
+# -- IDX: a reference decoder, independent of autoencoders.data -------------------------------------
 
 _STRUCT_CODES = {0x08: ("B", np.uint8), 0x09: ("b", np.int8), 0x0B: ("h", np.int16),
                  0x0C: ("i", np.int32), 0x0D: ("f", np.float32), 0x0E: ("d", np.float64)}
@@ -798,7 +801,7 @@ def test_convert_refuses_malformed_safetensors(tmp_path, content, message):
 
 
 def test_the_command_line_refuses_damage_in_one_line(tmp_path, trained_runs):
-    """Five damages through ``python -m scratch.cli``: each exits 2 with one line, no traceback,
+    """Five damages through ``python -m autoencoders.cli``: each exits 2 with one line, no traceback,
     and the hostile .pt never runs its payload."""
     cases = []
     for name, (damage, message), command in [
@@ -850,7 +853,7 @@ def test_a_corrupt_dataset_file_is_one_line_from_the_command_line(tmp_path, caps
 # -- security: nothing unpickles; downloads are verified before use -----------------------------
 
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "joblib", "cloudpickle", "marshal", "shelve"}
-SCANNED = ("scratch", "torch_impl", "benchmarks")
+SCANNED = ("scratch", "torch_impl", "autoencoders")
 
 
 def _qualified(node, aliases: dict[str, str]) -> str | None:

@@ -35,7 +35,7 @@ from parity_tests.tolerances import (
 from scratch import functional as F
 from scratch import nn
 from scratch.functional.activations import sigmoid_zero_below
-from scratch.kernels import elementwise as E
+from scratch.kernels import activations as E
 from scratch.models import MODELS, build
 from torch_impl.functional import gaussian_kl
 from torch_impl.models import build as torch_build

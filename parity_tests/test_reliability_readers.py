@@ -26,7 +26,6 @@ import struct
 import subprocess
 import sys
 import time
-import tomllib
 import tracemalloc
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,17 +33,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
+import tomllib
 import torch
-from safetensors.numpy import load as safetensors_load, save as safetensors_save
+from safetensors.numpy import load as safetensors_load
+from safetensors.numpy import save as safetensors_save
 
+from autoencoders import convert as convert_module
+from autoencoders import data
+from autoencoders.cli import main
+from autoencoders.convert import TORCH_FLOOR, convert
+from autoencoders.data import DataError, read_idx, write_idx
+from autoencoders.runs.checkpoint import CheckpointError, latest_checkpoint, load_tensors, read_checkpoint, read_json
 from parity_tests.test_reliability_files import assert_one_line, hostile_files, rehash, tiny_mnist_dir
 from parity_tests.test_train import SMALL
-from scratch import convert as convert_module, data
-from scratch._memory import available_bytes
-from scratch.checkpoint import CheckpointError, latest_checkpoint, load_tensors, read_checkpoint, read_json
-from scratch.cli import main
-from scratch.convert import TORCH_FLOOR, convert
-from scratch.data import DataError, read_idx, write_idx
+from scratch.memory import available_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 # Sparse, so free to make: larger than the memory available on any machine that runs this.
@@ -185,9 +187,9 @@ def test_other_commands_refuse_a_fifo_without_waiting(run_dir, tmp_path, capsys,
 
 
 def test_a_fifo_as_state_json_is_one_line_from_a_real_process(run_dir):
-    """As a user sees it: ``python -m scratch.cli eval`` exits 2 at once (a timeout, not a hang)."""
+    """As a user sees it: ``python -m autoencoders.cli eval`` exits 2 at once (a timeout, not a hang)."""
     path = make_fifo(RUN_FILES["state.json"](run_dir))
-    result = subprocess.run([sys.executable, "-m", "scratch.cli", "eval", str(run_dir)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "autoencoders.cli", "eval", str(run_dir)], capture_output=True,
                             text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert_one_line(result.returncode, result.stderr, "eval", path, SAYS["fifo"])
 
@@ -305,7 +307,7 @@ def test_convert_refuses_a_source_that_is_not_a_plain_file_that_fits(tmp_path, c
 
 def test_convert_of_a_fifo_pt_is_one_line_from_a_real_process(tmp_path):
     path = make_fifo(tmp_path / "weights.pt")
-    result = subprocess.run([sys.executable, "-m", "scratch.cli", "convert", str(path), str(tmp_path / "o.safetensors")],
+    result = subprocess.run([sys.executable, "-m", "autoencoders.cli", "convert", str(path), str(tmp_path / "o.safetensors")],
                             capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert_one_line(result.returncode, result.stderr, "convert", path, SAYS["fifo"])
 

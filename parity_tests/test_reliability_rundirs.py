@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from autoencoders._files import TEMPORARY_PREFIX, TEMPORARY_SUFFIX
+from autoencoders.cli import main
+from autoencoders.runs.directory import LOCK_NAME, MARKER_NAME, RunDirectoryError, claim_unique_run_directory
 from parity_tests.test_reliability_runs import assert_same_run_directory, run_directory_contents
 from parity_tests.test_train import ROOT, SMALL, cli
-from scratch._files import TEMPORARY_PREFIX, TEMPORARY_SUFFIX
-from scratch._rundir import LOCK_NAME, MARKER_NAME, RunDirectoryError, claim_unique_run_directory
-from scratch.cli import main
 
 QUICK = ["--epochs", "2", "--dtype", "float64", *SMALL]
 
@@ -32,7 +32,7 @@ def _one_line(stderr: str) -> str:
 
 def _start(*args, cwd: Path) -> subprocess.Popen:
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "scratch.cli", *map(str, args)], cwd=cwd, env=environment,
+    return subprocess.Popen([sys.executable, "-m", "autoencoders.cli", *map(str, args)], cwd=cwd, env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -44,7 +44,7 @@ def holder(tmp_path):
     def hold(directory: Path) -> subprocess.Popen:
         code = textwrap.dedent(f"""
             import sys, time
-            from scratch._rundir import lock_run_directory
+            from autoencoders.runs.directory import lock_run_directory
             lock = lock_run_directory({str(directory)!r}, "train")
             print("locked", flush=True)
             time.sleep(120)

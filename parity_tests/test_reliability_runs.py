@@ -17,26 +17,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity_tests.mnist import MNIST_DIR
-from parity_tests.test_train import SMALL, cli
-from scratch import checkpoint as checkpoint_module
-from scratch._faults import CHECKPOINT_PHASES, FAIL_AT_VARIABLE, KILL_AT_VARIABLE
-from scratch._rundir import LOCK_NAME
-from scratch.checkpoint import CheckpointError, latest_checkpoint, load_tensors, read_checkpoint
-from scratch.cli import main
-from scratch.data import binarize, load_dataset
-from scratch.models import draw_noise
-from scratch.models.mlp import MLPAutoencoder
-from scratch.train import (
+from autoencoders._faults import CHECKPOINT_PHASES, FAIL_AT_VARIABLE, KILL_AT_VARIABLE
+from autoencoders.backends import ScratchBackend
+from autoencoders.cli import main
+from autoencoders.data import binarize, load_dataset
+from autoencoders.runs import checkpoint as checkpoint_module
+from autoencoders.runs.checkpoint import CheckpointError, latest_checkpoint, load_tensors, read_checkpoint
+from autoencoders.runs.directory import LOCK_NAME
+from autoencoders.train import (
     KILL_AT_STEP_VARIABLE,
     NonFiniteLossError,
-    ScratchBackend,
     TrainConfig,
     _batches,
     epoch_rng,
     model_config_for,
     run,
 )
+from parity_tests.mnist import MNIST_DIR
+from parity_tests.test_train import SMALL, cli
+from scratch.models import draw_noise
+from scratch.models.mlp import MLPAutoencoder
 
 # 3 epochs of 12 steps on the offline digits, float64 (bit-for-bit comparisons), pictures once.
 COMMON = ["train", "mlp-ae", "--epochs", "3", "--dtype", "float64", "--image-every", "3", *SMALL]
@@ -258,7 +258,7 @@ def test_skip_applies_nothing_for_the_skipped_step(tmp_path, monkeypatch):
 def test_a_nan_batch_is_a_nonfinite_loss_too(tmp_path, monkeypatch):
     """NaN pixels make the reconstruction NaN, which BCE refuses before any loss exists (as
     torch's does): the loop reports it as the batch's fault, and skip goes past it."""
-    import scratch.train as train_module
+    import autoencoders.train as train_module
 
     original = train_module.binarize
     calls = {"n": 0}
@@ -405,8 +405,8 @@ def test_weights_that_overflow_on_an_epochs_last_step_stop_the_run_naming_epoch_
 
 def test_an_output_name_of_255_bytes_is_written(tmp_path):
     """Temporaries are named apart from their target, so any legal name has a legal temporary."""
-    from scratch._files import atomic_write_bytes
-    from scratch.plots import save_curves
+    from autoencoders._files import atomic_write_bytes
+    from autoencoders.plots import save_curves
 
     target = tmp_path / ("w" * 243 + ".safetensors")  # 255 bytes
     atomic_write_bytes(target, b"data")
@@ -453,7 +453,7 @@ def test_resume_with_fewer_epochs_than_done_is_refused_and_config_json_is_unchan
 def test_each_checkpoint_records_its_thread_counts_and_resume_sets_them_again(tmp_path):
     from threadpoolctl import threadpool_limits
 
-    from scratch.train import current_thread_counts
+    from autoencoders.train import current_thread_counts
 
     run_dir = tmp_path / "run"
     with threadpool_limits(limits=2, user_api="blas"):

@@ -2,7 +2,7 @@
 
 - Huge sizes (a layer, a run's config, gradcheck, the benchmark options) are refused before
   anything is allocated, in one line naming what asked and the bytes it needs, never a
-  ``MemoryError`` traceback or the OOM killer (``scratch._memory``).
+  ``MemoryError`` traceback or the OOM killer (``scratch.memory``).
 - Initial weights are drawn without a float64 temporary, bit for bit the values of
   ``rng.uniform(-b, b, shape).astype(dtype)``.
 - A read-only ``.data`` or ``.grad`` is refused by every optimizer before anything moves.
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratch import _memory, nn, optim
-from scratch._memory import AllocationTooLarge, available_bytes, check_allocation, format_bytes, uniform_array
+from scratch import memory, nn, optim
+from scratch.memory import AllocationTooLarge, available_bytes, check_allocation, format_bytes, uniform_array
 from scratch.nn.module import Parameter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ GIB = 1 << 30
 @pytest.fixture
 def limit(monkeypatch):
     """``limit(n)``: take ``n`` bytes as the memory available (``AUTOENCODERS_MEMORY_LIMIT``)."""
-    return lambda count: monkeypatch.setenv(_memory.LIMIT_VARIABLE, str(count))
+    return lambda count: monkeypatch.setenv(memory.LIMIT_VARIABLE, str(count))
 
 
 def _one_line(err: str) -> str:
@@ -42,7 +42,7 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
-# ---------------------------------------------------------------------------- scratch._memory
+# ---------------------------------------------------------------------------- scratch.memory
 
 
 def test_format_bytes_and_the_override(limit):
@@ -97,7 +97,7 @@ def test_every_parameter_and_the_flat_buffer_are_checked(monkeypatch, limit):
     """The bias is checked too (after the weight took its memory), as are a TiedLinear's bias and
     the flat buffers ``flatten_parameters`` makes."""
     answers = iter([10 ** 9, 1000])  # the memory left before the weight, then before the bias
-    monkeypatch.setattr(_memory, "available_bytes", lambda: next(answers))
+    monkeypatch.setattr(memory, "available_bytes", lambda: next(answers))
     with pytest.raises(AllocationTooLarge, match=r"^Linear\(3, 200000\): its bias \(200000,\) float32, with its "
                                                  r"gradient, needs 1\.5 MiB; 1000 B of memory is available$"):
         nn.Linear(3, 200_000, dtype=np.float32)
@@ -144,13 +144,13 @@ INIT_CASES = [("Linear", (3, 5)), ("Linear", (784, 256)), ("Linear", (700, 300))
               ("ConvTranspose2d", (40, 16, 11))]
 
 
-@pytest.mark.parametrize("chunk", [_memory.CHUNK, 7], ids=["default chunk", "chunk of 7"])
+@pytest.mark.parametrize("chunk", [memory.CHUNK, 7], ids=["default chunk", "chunk of 7"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("kind, args", INIT_CASES, ids=[f"{k}{a}" for k, a in INIT_CASES])
 def test_initial_weights_are_bit_identical_to_one_float64_draw(monkeypatch, kind, args, dtype, chunk):
     """Each layer's weight and bias, and the generator's state after them, are exactly those of the
     old expression (documented numbers depend on them), also across many chunk boundaries."""
-    monkeypatch.setattr(_memory, "CHUNK", chunk)
+    monkeypatch.setattr(memory, "CHUNK", chunk)
     rng = np.random.default_rng(20240607)
     layer = getattr(nn, kind)(*args, rng=rng, dtype=dtype)
     weight, bias, next_draw = _old_layer(kind, args, dtype, 20240607)
@@ -190,7 +190,7 @@ def test_a_float32_layer_is_built_without_a_float64_copy_of_its_weight():
 def run_main(capsys, limit):
     """``run_main(*argv)``: (status, the one line on stderr) of ``autoencoders argv`` in process,
     with 8 GiB taken as the memory available."""
-    from scratch.cli import main
+    from autoencoders.cli import main
 
     limit(8 * GIB)
 
@@ -227,7 +227,7 @@ def test_gradcheck_names_a_negative_seed(run_main):
 @pytest.fixture(scope="module")
 def huge_run(tmp_path_factory):
     """A finished one-epoch run whose config.json then asks for a hidden layer of 10**9."""
-    from scratch.cli import main
+    from autoencoders.cli import main
 
     run_dir = tmp_path_factory.mktemp("huge") / "run"
     assert main(["train", "mlp-ae", "--epochs", "1", "--hidden-dims", "8", "--latent-dim", "2", "--quiet",
@@ -249,8 +249,8 @@ def test_a_run_config_asking_for_a_huge_layer_says_so_in_one_line(run_main, huge
 
 def test_eval_of_a_huge_config_in_a_real_process(huge_run):
     """The same refusal from a process of its own: status 2, one line, no traceback."""
-    env = {**os.environ, _memory.LIMIT_VARIABLE: str(8 * GIB)}
-    done = subprocess.run([sys.executable, "-m", "scratch.cli", "eval", str(huge_run)], cwd=ROOT, env=env,
+    env = {**os.environ, memory.LIMIT_VARIABLE: str(8 * GIB)}
+    done = subprocess.run([sys.executable, "-m", "autoencoders.cli", "eval", str(huge_run)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2
     assert "needs 476.8 GiB; 8.0 GiB of memory is available" in _one_line(done.stderr)
@@ -260,7 +260,7 @@ BENCH = [
     (["peak", "--peak-size", "1000000"],
      r"--peak-size 1000000 needs about 21\.8 TiB of memory \(the 1000000x1000000 float32 matrix multiply"),
     (["models", "--batch-sizes", "1,100000000"],
-     (r"--batch-sizes 100000000 needs about 42\.1 TiB of memory \(the training steps of mlp-ae, .*conv-vae at "
+     (r"--batch-sizes 100000000 needs about 46\.1 TiB of memory \(the training steps of mlp-ae, .*tied-ae at "
       r"batch 100000000\); 8\.0 GiB is available")),
     (["sweep", "--thread-batch-size", "100000000"], r"--thread-batch-size 100000000 needs about"),
     (["conv", "--batch-sizes", "100000000"], r"--batch-sizes 100000000 needs about .*conv-ae cases"),
@@ -273,7 +273,7 @@ BENCH = [
 def test_bench_sizes_that_cannot_fit_are_usage_errors(run_main, monkeypatch, argv, message):
     import importlib
 
-    from benchmarks.options import SUITES
+    from autoencoders.bench.options import SUITES
 
     suite = importlib.import_module(SUITES[argv[0]][0])
     monkeypatch.setattr(suite, "run", lambda args: pytest.fail("the suite ran"))  # refused before it starts
@@ -283,24 +283,24 @@ def test_bench_sizes_that_cannot_fit_are_usage_errors(run_main, monkeypatch, arg
 
 
 def test_bench_module_entry_refuses_too(capsys, limit):
-    from benchmarks.options import main_for
+    from autoencoders.bench.options import main_for
 
     limit(8 * GIB)
     assert main_for("peak", ["--peak-size", "1000000"]) == 2
-    assert _one_line(capsys.readouterr().err).startswith("python -m benchmarks.peak: error: --peak-size 1000000 needs")
+    assert _one_line(capsys.readouterr().err).startswith("python -m autoencoders.bench.peak: error: --peak-size 1000000 needs")
 
 
 def test_bench_defaults_fit_and_a_small_machine_is_told(limit):
     import argparse
 
-    from benchmarks.options import add_suite_arguments, resolve
+    from autoencoders.bench.options import add_suite_arguments, resolve
 
     parser = argparse.ArgumentParser()
     add_suite_arguments(parser, "models", default_out="out")
     limit(2 * GIB)
     assert resolve(parser.parse_args([]), "models").batch_sizes == [1, 128, 1024]
     limit(100_000_000)
-    with pytest.raises(ValueError, match=r"^--batch-sizes 1024 needs about 452\.3 MiB of memory .*; 95\.4 MiB is "
+    with pytest.raises(ValueError, match=r"^--batch-sizes 1024 needs about 495\.1 MiB of memory .*; 95\.4 MiB is "
                                          r"available$"):
         resolve(parser.parse_args([]), "models")
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from autoencoders.runs.checkpoint import load_tensors
+from autoencoders.train import KILL_AT_STEP_VARIABLE, TrainConfig, run
 from parity_tests.mnist import MNIST_DIR
 from parity_tests.tolerances import assert_close
-from scratch.checkpoint import load_tensors
-from scratch.train import KILL_AT_STEP_VARIABLE, TrainConfig, run
 from torch_impl.models import build as torch_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +25,9 @@ SMALL = ["--hidden-dims", "32", "--latent-dim", "8", "--quiet"]
 
 
 def cli(*args, cwd, env=None, check_status=None):
-    """Run ``autoencoders ARGS`` as a user would (``python -m scratch.cli`` is the same entry point)."""
+    """Run ``autoencoders ARGS`` as a user would (``python -m autoencoders.cli`` is the same entry point)."""
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "scratch.cli", *map(str, args)], cwd=cwd,
+    result = subprocess.run([sys.executable, "-m", "autoencoders.cli", *map(str, args)], cwd=cwd,
                             capture_output=True, text=True, env=environment, timeout=600)
     if check_status is not None:
         assert result.returncode == check_status, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
@@ -234,8 +234,8 @@ def test_the_activation_histograms_show_the_code_of_the_test_images(tmp_path, mo
     """What the histograms are drawn from: h of the trained model on every test image (the digits
     have 297, fewer than the 1000 used at most), and each unit's mean of it; the titles name the
     model, the epoch, the target ρ and the measured mean activation."""
-    from scratch import plots
-    from scratch.data import binarize, load_dataset
+    from autoencoders import plots
+    from autoencoders.data import binarize, load_dataset
     from scratch.models import build
 
     drawn = {}
@@ -299,7 +299,7 @@ def test_regularized_model_options_give_one_line_usage_errors(tmp_path, args, ne
 
 def _constant_predictor_bce() -> float:
     """Test BCE of the best constant predictor: each pixel's frequency in the training set."""
-    from scratch.data import binarize, load_dataset
+    from autoencoders.data import binarize, load_dataset
 
     data = load_dataset("mnist", data_dir=MNIST_DIR)
     frequency = np.clip(binarize(data.train_images, "threshold").mean(axis=0), 1e-7, 1 - 1e-7)

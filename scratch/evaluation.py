@@ -29,6 +29,7 @@ import numpy as np
 from scratch import functional as F
 from scratch.kernels.losses import BCE_LOG_CLAMP
 from scratch.models.vae import _Variational
+from scratch.validate import check_integer
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -112,8 +113,7 @@ def _log_q_of_reparameterized(eps: np.ndarray, logvar: np.ndarray) -> np.ndarray
 
 def _positive_int(owner: str, **values) -> None:
     for label, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{owner}: {label} must be a positive int, got {value!r}")
+        check_integer(value, owner, label, minimum=1)
 
 
 def _flatten(model, images: np.ndarray, owner: str) -> np.ndarray:

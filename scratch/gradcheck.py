@@ -25,11 +25,12 @@ raises ``GradcheckError`` carrying the report.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from scratch._validate import is_real_number
+from scratch.validate import is_integer, is_real_number
 
 __all__ = ["GradcheckError", "GradcheckResult", "gradcheck", "gradcheck_model"]
 
@@ -94,8 +95,7 @@ def _check_settings(eps, rtol, atol, max_elements) -> None:
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not (is_real_number(value) and 0 <= value < np.inf):
             raise ValueError(f"gradcheck: {name} must be a finite number >= 0, got {value!r}")
-    if max_elements is not None and (isinstance(max_elements, bool) or not isinstance(max_elements, (int, np.integer))
-                                     or max_elements < 1):
+    if max_elements is not None and not (is_integer(max_elements) and max_elements >= 1):
         raise ValueError(f"gradcheck: max_elements must be a positive int or None, got {max_elements!r}")
 
 
@@ -228,6 +228,107 @@ def _indices(size: int, max_elements, rng) -> np.ndarray:
     return np.sort(rng.choice(size, size=max_elements, replace=False))
 
 
+class _Target:
+    """What ``gradcheck`` differentiates, a Module/loss or a ``(forward, backward)`` pair, behind
+    one interface: a forward over the inputs, a backward, and the parameters to check."""
+
+    def __init__(self, target, inputs: tuple, check_parameters: bool):
+        self.target, self.inputs = target, inputs
+        self.is_pair = isinstance(target, tuple)
+        if self.is_pair:
+            if len(target) != 2 or not all(callable(f) for f in target):
+                raise TypeError("gradcheck: a function target must be a (forward, backward) pair")
+            self.parameters = []
+            return
+        if not (callable(target) and hasattr(target, "backward")):
+            raise TypeError(
+                f"gradcheck: target must be a scratch Module/loss or a (forward, backward) pair, "
+                f"got {type(target).__name__}"
+            )
+        self.parameters = list(target.named_parameters()) if (check_parameters and hasattr(target, "named_parameters")) else []
+
+    def forward(self) -> tuple:
+        """``(output, cache)`` of one forward pass over the inputs; a Module keeps its own cache (None)."""
+        if self.is_pair:
+            return self.target[0](*self.inputs)
+        return self.target(*self.inputs), None
+
+    def backward(self, cotangent, cache) -> tuple:
+        """The gradients backward returns for ``cotangent``, as a tuple (of one for a single array)."""
+        grads = self.target[1](cotangent, cache) if self.is_pair else self.target.backward(cotangent)
+        return grads if isinstance(grads, tuple) else (grads,)
+
+    def gradients_by_input(self, grads: tuple, array_positions: list) -> dict:
+        """Input position -> gradient: a pair's backward gives one per array input, a Module's one per input."""
+        if self.is_pair:
+            return dict(zip(array_positions, grads))
+        return dict(enumerate(grads))
+
+
+def _check_arrays(inputs: tuple, parameters: list) -> list:
+    """The positions of the array inputs, once each is float64 and C-contiguous and every parameter float64."""
+    array_positions = [i for i, x in enumerate(inputs) if isinstance(x, np.ndarray)]
+    for i in array_positions:
+        _require_float64(inputs[i], f"input {i}")
+        if not inputs[i].flags.c_contiguous:
+            raise ValueError(f"gradcheck: input {i} must be C-contiguous")
+    for name, parameter in parameters:
+        _require_float64(parameter.data, f"parameter {name!r}")
+    return array_positions
+
+
+def _check_wrt(wrt, array_positions: list) -> list | None:
+    """``wrt`` as a list of array-input positions (one int is a list of one); None stays None."""
+    if wrt is None:
+        return None
+    wrt = list(wrt) if hasattr(wrt, "__iter__") else [wrt]
+    for i in wrt:
+        if not is_integer(i) or i not in array_positions:
+            raise ValueError(f"gradcheck: wrt must name array inputs (positions {array_positions}), got {i!r}")
+    return wrt
+
+
+@contextmanager
+def _caller_grads_kept(parameters: list):
+    """Give every parameter's ``.grad`` back as it was on leaving, also when the body raises."""
+    saved_grads = [parameter.grad.copy() for _, parameter in parameters]
+    try:
+        yield
+    finally:
+        for (_, parameter), saved in zip(parameters, saved_grads):
+            parameter.grad[...] = saved
+
+
+def _analytic_pass(target: _Target, cotangent, rng) -> tuple:
+    """One forward and backward: ``(out, cotangent, input gradients, parameter gradients)``, the
+    cotangent drawn if not given, the parameter gradients accumulated from zero."""
+    with _caller_grads_kept(target.parameters):  # even when the target refuses its input
+        for _, parameter in target.parameters:
+            parameter.grad.fill(0)
+        out, cache = target.forward()
+        if cotangent is None:
+            cotangent = _draw_cotangent(out, rng)
+        _check_cotangent(cotangent, out, "the output")
+        grads = target.backward(cotangent, cache)
+        parameter_grads = [parameter.grad.copy() for _, parameter in target.parameters]
+    return out, cotangent, grads, parameter_grads
+
+
+def _input_gradient(grad_of: dict, i: int, array: np.ndarray) -> np.ndarray:
+    """The analytic gradient of input ``i`` in float64, refused if missing or of another shape."""
+    if grad_of.get(i) is None:
+        raise ValueError(f"gradcheck: backward returned no gradient for input {i}")
+    analytic = np.asarray(grad_of[i], dtype=np.float64)
+    if analytic.shape != array.shape:
+        raise ValueError(f"gradcheck: gradient of input {i} has shape {analytic.shape}, input has {array.shape}")
+    return analytic
+
+
+def _rounding_floor(magnitude: float, eps: float) -> float:
+    """16 u S / eps: the rounding noise of a central difference of a sum of terms of total size S."""
+    return ROUNDING_FACTOR * UNIT_ROUNDOFF * magnitude / eps
+
+
 def gradcheck(
     target,
     *inputs,
@@ -264,77 +365,23 @@ def gradcheck(
     rng = _generator(rng)
     if not inputs:
         raise ValueError("gradcheck: no inputs given; pass the arrays the target is called with")
-    is_pair = isinstance(target, tuple)
-    if is_pair:
-        if len(target) != 2 or not all(callable(f) for f in target):
-            raise TypeError("gradcheck: a function target must be a (forward, backward) pair")
-        forward, backward = target
-        parameters = []
-    else:
-        if not (callable(target) and hasattr(target, "backward")):
-            raise TypeError(
-                f"gradcheck: target must be a scratch Module/loss or a (forward, backward) pair, "
-                f"got {type(target).__name__}"
-            )
-        parameters = list(target.named_parameters()) if (check_parameters and hasattr(target, "named_parameters")) else []
-    array_positions = [i for i, x in enumerate(inputs) if isinstance(x, np.ndarray)]
-    for i in array_positions:
-        _require_float64(inputs[i], f"input {i}")
-        if not inputs[i].flags.c_contiguous:
-            raise ValueError(f"gradcheck: input {i} must be C-contiguous")
-    for name, parameter in parameters:
-        _require_float64(parameter.data, f"parameter {name!r}")
-    if wrt is not None:
-        wrt = [wrt] if isinstance(wrt, (int, np.integer)) else list(wrt)
-        for i in wrt:
-            if i not in array_positions:
-                raise ValueError(f"gradcheck: wrt must name array inputs (positions {array_positions}), got {i!r}")
-
-    def run_forward():
-        if is_pair:
-            return forward(*inputs)
-        return target(*inputs), None
-
-    # Analytic pass, with parameter gradients accumulated from zero then put back as they were.
-    saved_grads = [parameter.grad.copy() for _, parameter in parameters]
-    try:
-        for _, parameter in parameters:
-            parameter.grad.fill(0)
-        out, cache = run_forward()
-        if cotangent is None:
-            cotangent = _draw_cotangent(out, rng)
-        _check_cotangent(cotangent, out, "the output")
-        grads = backward(cotangent, cache) if is_pair else target.backward(cotangent)
-        grads = grads if isinstance(grads, tuple) else (grads,)
-        parameter_grads = [parameter.grad.copy() for _, parameter in parameters]
-    finally:  # the caller's gradients come back even when the target refuses its input
-        for (_, parameter), saved in zip(parameters, saved_grads):
-            parameter.grad[...] = saved
-
-    if wrt is None:
-        if is_pair:
-            wrt = [i for i, g in zip(array_positions, grads) if g is not None]
-        else:
-            wrt = [i for i, g in enumerate(grads) if g is not None and i in array_positions]
-    if is_pair:
-        grad_of = dict(zip(array_positions, grads))
-    else:
-        grad_of = dict(enumerate(grads))
+    checked = _Target(target, inputs, check_parameters)
+    array_positions = _check_arrays(inputs, checked.parameters)
+    wrt = _check_wrt(wrt, array_positions)
+    out, cotangent, grads, parameter_grads = _analytic_pass(checked, cotangent, rng)
+    grad_of = checked.gradients_by_input(grads, array_positions)
+    if wrt is None:  # every array input that backward returned a gradient for
+        wrt = [i for i in array_positions if grad_of.get(i) is not None]
 
     def loss_of():
-        value, _ = run_forward()
+        value, _ = checked.forward()
         return _scalarize(value, cotangent)
 
-    floor = ROUNDING_FACTOR * UNIT_ROUNDOFF * _term_magnitude(out, cotangent) / eps
-    comparison = _Comparison(rtol, atol, floor)
+    comparison = _Comparison(rtol, atol, _rounding_floor(_term_magnitude(out, cotangent), eps))
     for i in wrt:
-        if grad_of.get(i) is None:
-            raise ValueError(f"gradcheck: backward returned no gradient for input {i}")
-        analytic = np.asarray(grad_of[i], dtype=np.float64)
-        if analytic.shape != inputs[i].shape:
-            raise ValueError(f"gradcheck: gradient of input {i} has shape {analytic.shape}, input has {inputs[i].shape}")
+        analytic = _input_gradient(grad_of, i, inputs[i])
         comparison.compare(f"input{i}", inputs[i], analytic, loss_of, eps, max_elements, rng)
-    for (name, parameter), analytic in zip(parameters, parameter_grads):
+    for (name, parameter), analytic in zip(checked.parameters, parameter_grads):
         comparison.compare(name, parameter.data, analytic, loss_of, eps, max_elements, rng)
     return comparison.finish(raise_on_failure)
 
@@ -372,22 +419,17 @@ def gradcheck_model(
         if noise_for(config, x.shape, np.random.default_rng(0), x.dtype) is not None:
             raise ValueError(f"gradcheck_model: {type(model).__name__} draws noise on every loss, so central "
                              f"differences would see a different loss each time; pass noise=model.draw_noise(x.shape)")
-    saved_grads = [parameter.grad.copy() for _, parameter in parameters]
-    try:
+    with _caller_grads_kept(parameters):  # even when the model refuses its input
         model.zero_grad()
         base_loss = float(model.loss(x, noise=noise)["loss"])
         model.backward()
         analytic = [parameter.grad.copy() for _, parameter in parameters]
-    finally:  # the caller's gradients come back even when the model refuses its input
-        for (_, parameter), saved in zip(parameters, saved_grads):
-            parameter.grad[...] = saved
 
     def loss_of():
         return float(model.loss(x, noise=noise)["loss"])
 
     # The loss's terms are not visible from outside; |L| is the best available measure of S.
-    floor = ROUNDING_FACTOR * UNIT_ROUNDOFF * abs(base_loss) / eps
-    comparison = _Comparison(rtol, atol, floor)
+    comparison = _Comparison(rtol, atol, _rounding_floor(abs(base_loss), eps))
     for (name, parameter), gradient in zip(parameters, analytic):
         comparison.compare(name, parameter.data, gradient, loss_of, eps, max_elements, rng)
     return comparison.finish(raise_on_failure)

@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 
-from scratch._validate import as_numpy_array, check_real_array, check_real_number, is_real_number, is_torch_tensor
 from scratch.kernels import optim as kernels
 from scratch.nn.module import Module, Parameter, flat_layout
+from scratch.validate import as_numpy_array, check_real_array, check_real_number, is_integer, is_real_number, is_torch_tensor
 
 
 def _is_flag(value) -> bool:
@@ -31,6 +31,71 @@ def _parameter_list(params, owner: str, where: str) -> list:
     if isinstance(params, (str, bytes, np.ndarray)) or not hasattr(params, "__iter__"):
         raise TypeError(f"{owner}: {where} must be an iterable of Parameters, got {type(params).__name__}")
     return list(params)
+
+
+def _check_state_layout(state_dict, owner: str) -> tuple[list, dict]:
+    """``(param_groups, state)`` of a saved state, once its outer layout is torch's: a dict with
+    exactly those keys, a list of dicts with a 'params' list each, and a dict."""
+    if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+        got = sorted(map(str, state_dict)) if isinstance(state_dict, dict) else type(state_dict).__name__
+        raise ValueError(f"{owner}: expected a dict with exactly 'state' and 'param_groups', got {got}")
+    groups, saved_state = state_dict["param_groups"], state_dict["state"]
+    if not isinstance(groups, (list, tuple)):
+        raise ValueError(f"{owner}: 'param_groups' must be a list of dicts, got {type(groups).__name__}")
+    for number, group in enumerate(groups):
+        if not (isinstance(group, dict) and isinstance(group.get("params"), (list, tuple))):
+            got = f"keys {sorted(map(str, group))}" if isinstance(group, dict) else type(group).__name__
+            raise ValueError(f"{owner}: saved parameter group {number} must be a dict with a 'params' "
+                             f"list, got {got}")
+    if not isinstance(saved_state, dict):
+        raise ValueError(f"{owner}: 'state' must be a dict of parameter index to dict, "
+                         f"got {type(saved_state).__name__}")
+    return groups, saved_state
+
+
+def _index_parameters(groups: list, param_groups: list, owner: str) -> dict:
+    """Saved parameter index -> this optimizer's Parameter, pairing the groups position by
+    position; each index an int (not a bool) that appears once."""
+    index_to_param = {}
+    for saved, own in zip(groups, param_groups):
+        for saved_index, parameter in zip(saved["params"], own["params"]):
+            if not is_integer(saved_index):
+                raise ValueError(f"{owner}: parameter indices in 'param_groups' must be ints, got {saved_index!r}")
+            if int(saved_index) in index_to_param:
+                raise ValueError(f"{owner}: parameter index {saved_index} appears twice in 'param_groups'")
+            index_to_param[int(saved_index)] = parameter
+    return index_to_param
+
+
+def _state_index(key, index_to_param: dict, owner: str) -> int:
+    """A 'state' key as the parameter index it names: an int, or its text (a state that went
+    through JSON), never a bool or a Python float; it must be an index of 'param_groups'."""
+    try:
+        index = None if isinstance(key, (bool, float)) else int(key)
+    except (TypeError, ValueError):
+        index = None
+    if index is None:
+        raise ValueError(f"{owner}: 'state' keys must be parameter indices, got {key!r}")
+    if index not in index_to_param:
+        raise ValueError(f"{owner}: state for unknown parameter index {index}")
+    return index
+
+
+def _load_step(value, where: str) -> float:
+    """A saved step count as a float >= 0; torch keeps it as a 0-d tensor, taken too."""
+    if is_torch_tensor(value) or isinstance(value, np.ndarray):
+        value = as_numpy_array(value, where)
+        value = value.reshape(()) if value.size == 1 else value
+    return check_real_number(value, where, "the step count", minimum=0.0)
+
+
+def _load_buffer(value, where: str, parameter: Parameter) -> np.ndarray:
+    """A saved buffer (array or tensor of real numbers, of the parameter's shape) as a
+    C-contiguous copy in the parameter's dtype."""
+    array = check_real_array(as_numpy_array(value, where), where)
+    if array.shape != parameter.shape:
+        raise ValueError(f"{where} has shape {array.shape}, its parameter has {parameter.shape}")
+    return np.array(array, dtype=parameter.dtype, order="C")
 
 
 class Optimizer:
@@ -162,70 +227,55 @@ class Optimizer:
         buffer shapes. Buffers are copied and cast to each parameter's dtype.
         """
         owner = f"{type(self).__name__}.load_state_dict"
-        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
-            got = sorted(map(str, state_dict)) if isinstance(state_dict, dict) else type(state_dict).__name__
-            raise ValueError(f"{owner}: expected a dict with exactly 'state' and 'param_groups', got {got}")
-        groups, saved_state = state_dict["param_groups"], state_dict["state"]
-        if not isinstance(groups, (list, tuple)):
-            raise ValueError(f"{owner}: 'param_groups' must be a list of dicts, got {type(groups).__name__}")
-        for number, group in enumerate(groups):
-            if not (isinstance(group, dict) and isinstance(group.get("params"), (list, tuple))):
-                got = f"keys {sorted(map(str, group))}" if isinstance(group, dict) else type(group).__name__
-                raise ValueError(f"{owner}: saved parameter group {number} must be a dict with a 'params' "
-                                 f"list, got {got}")
-        if not isinstance(saved_state, dict):
-            raise ValueError(f"{owner}: 'state' must be a dict of parameter index to dict, "
-                             f"got {type(saved_state).__name__}")
+        groups, saved_state = _check_state_layout(state_dict, owner)
+        self._check_group_sizes(groups, owner)
+        index_to_param = _index_parameters(groups, self.param_groups, owner)
+        new_state = self._load_buffers(saved_state, index_to_param, owner)
+        new_groups = self._load_param_groups(groups, owner)
+        self.param_groups = new_groups
+        self.state = new_state
+        self._flat_cache = {}
+
+    def _check_group_sizes(self, groups: list, owner: str) -> None:
+        """Refuse a saved state whose groups differ from this optimizer's in number or size."""
         if len(groups) != len(self.param_groups):
             raise ValueError(f"{owner}: {len(groups)} parameter groups saved, optimizer has {len(self.param_groups)}")
         for saved, own in zip(groups, self.param_groups):
             if len(saved["params"]) != len(own["params"]):
                 raise ValueError(f"{owner}: a saved group has {len(saved['params'])} parameters, "
                                  f"the optimizer's has {len(own['params'])}")
-        index_to_param = {}
-        for saved, own in zip(groups, self.param_groups):
-            for saved_index, parameter in zip(saved["params"], own["params"]):
-                if isinstance(saved_index, bool) or not isinstance(saved_index, (int, np.integer)):
-                    raise ValueError(f"{owner}: parameter indices in 'param_groups' must be ints, got {saved_index!r}")
-                if int(saved_index) in index_to_param:
-                    raise ValueError(f"{owner}: parameter index {saved_index} appears twice in 'param_groups'")
-                index_to_param[int(saved_index)] = parameter
+
+    def _load_buffers(self, saved_state: dict, index_to_param: dict, owner: str) -> dict:
+        """The new ``self.state``: each saved entry checked, converted and keyed by id(parameter)."""
         new_state = {}
         for key, entries in saved_state.items():
-            try:  # an int, or its text (a state that went through JSON)
-                index = None if isinstance(key, (bool, float)) else int(key)
-            except (TypeError, ValueError):
-                index = None
-            if index is None:
-                raise ValueError(f"{owner}: 'state' keys must be parameter indices, got {key!r}")
-            key = index
-            if key not in index_to_param:
-                raise ValueError(f"{owner}: state for unknown parameter index {key}")
-            if not isinstance(entries, dict):
-                raise ValueError(f"{owner}: state {key} must be a dict of buffers, got {type(entries).__name__}")
-            unknown = sorted(set(entries) - set(self._state_names))
-            if unknown:
-                raise ValueError(f"{owner}: state {key} has unknown entries {unknown}; "
-                                 f"{type(self).__name__} keeps {sorted(self._state_names)}")
+            key = _state_index(key, index_to_param, owner)
             parameter = index_to_param[key]
-            converted = {}
-            for name, value in entries.items():
-                where = f"{owner}: state {key}/{name!r}"
-                if name == "step":
-                    if is_torch_tensor(value) or isinstance(value, np.ndarray):  # torch keeps a 0-d tensor
-                        value = as_numpy_array(value, where)
-                        value = value.reshape(()) if value.size == 1 else value
-                    converted[name] = check_real_number(value, where, "the step count", minimum=0.0)
-                    continue
-                if value is None:
-                    continue
-                array = check_real_array(as_numpy_array(value, where), where)
-                if array.shape != parameter.shape:
-                    raise ValueError(f"{owner}: state {key}/{name!r} has shape {array.shape}, "
-                                     f"its parameter has {parameter.shape}")
-                converted[name] = np.array(array, dtype=parameter.dtype, order="C")
-            self._check_state_entry(converted, f"{owner}: state {key}")
-            new_state[id(parameter)] = converted
+            new_state[id(parameter)] = self._load_entries(key, entries, parameter, owner)
+        return new_state
+
+    def _load_entries(self, key: int, entries, parameter: Parameter, owner: str) -> dict:
+        """One parameter's saved state as this optimizer keeps it: known names only, the step
+        count a float, each buffer a C-contiguous copy in the parameter's dtype and shape."""
+        if not isinstance(entries, dict):
+            raise ValueError(f"{owner}: state {key} must be a dict of buffers, got {type(entries).__name__}")
+        unknown = sorted(set(entries) - set(self._state_names))
+        if unknown:
+            raise ValueError(f"{owner}: state {key} has unknown entries {unknown}; "
+                             f"{type(self).__name__} keeps {sorted(self._state_names)}")
+        converted = {}
+        for name, value in entries.items():
+            where = f"{owner}: state {key}/{name!r}"
+            if name == "step":
+                converted[name] = _load_step(value, where)
+            elif value is not None:
+                converted[name] = _load_buffer(value, where, parameter)
+        self._check_state_entry(converted, f"{owner}: state {key}")
+        return converted
+
+    def _load_param_groups(self, groups: list, owner: str) -> list:
+        """The new ``self.param_groups``: each group's own Parameters with the saved values of the
+        hyper-parameters this optimizer knows, checked as the constructor checks them."""
         new_groups = []
         for number, (saved, own) in enumerate(zip(groups, self.param_groups)):
             # Only the hyper-parameters this optimizer knows; torch adds flags such as "foreach".
@@ -237,9 +287,7 @@ class Optimizer:
             except (TypeError, ValueError) as error:
                 raise type(error)(f"{owner}: saved parameter group {number}: {error}") from None
             new_groups.append(group)
-        self.param_groups = new_groups
-        self.state = new_state
-        self._flat_cache = {}
+        return new_groups
 
     #: the names a parameter's state may hold (torch.optim's)
     _state_names: tuple[str, ...] = ()

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as tf
-from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 

@@ -25,15 +25,6 @@ from scratch.functional.linear import (
     linear_backward_accumulate,
     linear_forward,
 )
-from scratch.functional.penalties import (
-    contractive_backward,
-    contractive_forward,
-    kl_sparsity_backward,
-    kl_sparsity_forward,
-    l1_activity_backward,
-    l1_activity_forward,
-)
-from scratch.functional.vae import reparameterize_backward, reparameterize_forward
 from scratch.functional.losses import (
     bce_backward,
     bce_forward,
@@ -45,5 +36,14 @@ from scratch.functional.losses import (
     mse_forward,
     sigmoid_bce_backward,
 )
+from scratch.functional.penalties import (
+    contractive_backward,
+    contractive_forward,
+    kl_sparsity_backward,
+    kl_sparsity_forward,
+    l1_activity_backward,
+    l1_activity_forward,
+)
+from scratch.functional.vae import reparameterize_backward, reparameterize_forward
 
 __all__ = [name for name in dir() if name.endswith(("_forward", "_backward", "_bias", "_accumulate"))]

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from scratch.kernels import elementwise as kernels
+from scratch.kernels import activations as kernels
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -74,7 +74,7 @@ def sigmoid_zero_below(dtype) -> np.generic:
 def sigmoid_forward(x, workspace=None):
     """out = σ(x) = 1 / (1 + e^{-x}), overflow-free for any x; 0 below ``sigmoid_zero_below``.
 
-    ``workspace`` (a ``scratch._workspace.Workspace``): where e^{-|x|} is computed, reused from
+    ``workspace`` (a ``scratch.workspace.Workspace``): where e^{-|x|} is computed, reused from
     call to call; it never leaves this function.
     """
     exp_neg_abs = np.empty(x.shape, x.dtype) if workspace is None else workspace.get("exp_neg_abs", x.shape, x.dtype)

@@ -52,7 +52,7 @@ def _binary_loss_backward(kernel, grad_output, cache):
 def bce_forward(probabilities, target, reduction="mean", workspace=None):
     """ℓ = -(y log p + (1 - y) log(1 - p)), each log clamped at -100; p, y: (*).
 
-    ``workspace`` (a ``scratch._workspace.Workspace``): where log p, log(1 - p) and, for a
+    ``workspace`` (a ``scratch.workspace.Workspace``): where log p, log(1 - p) and, for a
     reduced loss, the per-element terms are computed, reused from call to call.
     """
     p = np.ascontiguousarray(probabilities)

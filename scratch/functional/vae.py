@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch.kernels import elementwise as kernels
+from scratch.kernels import vae as kernels
 
 
 def reparameterize_forward(mean, logvar, eps):

@@ -23,7 +23,7 @@ loop over a block of 64 words is vectorized by LLVM (eight 512-bit vectors of la
 AVX-512), about 6.5 µs for a 128x784 float32 batch (401 KB) on the project's 2-core EPYC, close to
 a plain copy of it (9 µs); a single xxHash64 stream (4 lanes) took 32 µs. From memory rather
 than cache it takes about 30 µs, what any read of 401 KB takes there. Serial, like every kernel
-here (see ``scratch.kernels.elementwise``); cached on disk.
+here (see ``scratch.kernels.activations``); cached on disk.
 """
 
 from __future__ import annotations

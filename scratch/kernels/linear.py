@@ -15,7 +15,7 @@ features innermost and contiguous, which LLVM vectorizes; the bias sums run over
 into a row of partial sums, the order NumPy's ``sum(axis=0)`` uses for two or more columns (a
 single column it sums pairwise), so the fused and unfused paths agree bit for bit except in
 the bias gradient of a one-unit layer, which agrees to rounding. The LeakyReLU kernels test the *output*'s sign: for slope > 0 it has
-the input's sign. Serial on purpose (see ``scratch.kernels.elementwise``); cached on disk.
+the input's sign. Serial on purpose (see ``scratch.kernels.activations``); cached on disk.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ upstream gradient of a reduced loss, already divided by N for ``"mean"``) or one
 
 Loop nest everywhere: one loop over the flat index ``i``; iteration ``i`` writes only element
 ``i`` of each output. Serial on purpose, arithmetic in the arrays' dtype except inside the
-transcendental calls, ``error_model="numpy"`` (all three: see ``scratch.kernels.elementwise``).
+transcendental calls, ``error_model="numpy"`` (all three: see ``scratch.kernels.activations``).
 Compiled once per dtype, cached on disk.
 """
 
@@ -57,7 +57,7 @@ def sigmoid_bce_backward(grad_output, p, y, grad_logits):
     """grad_logits[i] = dp·(1 - p)·p with dp = g·(p - y) / max(p(1 - p), 1e-12), p = σ(logits).
 
     BCE's backward and then the Sigmoid's in one pass, op for op what ``bce_backward`` followed
-    by ``elementwise.sigmoid_backward`` compute (dp rounded to the dtype in between), so the fused
+    by ``activations.sigmoid_backward`` compute (dp rounded to the dtype in between), so the fused
     path gives the same bits as the two. It is deliberately *not* simplified to p - y: that
     differs where p(1 - p) falls under torch's clamp (a saturated output, p = 1 in float32 when
     the logit passes ~17), where torch's gradient is 0.

@@ -10,7 +10,7 @@ float32 loop would promote the loop to float64 and halve its SIMD width.
 
 Loop nest: one loop over the flat index ``i``; iteration ``i`` reads and writes only element
 ``i`` of each buffer, so a step is one fused pass with no temporaries (torch's single-tensor
-Adam makes seven passes). Serial on purpose (see ``scratch.kernels.elementwise``): the loop is
+Adam makes seven passes). Serial on purpose (see ``scratch.kernels.activations``): the loop is
 memory-bound and vectorizes, and runs in about 0.2 ns per float32 element. Optimisations it
 relies on:
 

@@ -9,7 +9,7 @@
 
 r is ρ̂ clamped into [lower, upper] by the caller; the bounds and every scalar come in from one
 level up (kernels hold no policy). Derivations: docs/penalties.md. Conventions as in
-``scratch.kernels.elementwise``: arithmetic in the arrays' dtype (constants are
+``scratch.kernels.activations``: arithmetic in the arrays' dtype (constants are
 ``dtype.type(...)``), ``error_model="numpy"``, serial, cached on disk. Loop nests: one pass over j
 for the KL kernels (a row of hidden units); for the contractive kernels rows n outside, units j
 inside and contiguous, so LLVM vectorizes the inner loop.

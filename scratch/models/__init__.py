@@ -1,4 +1,5 @@
-"""The autoencoder families; ``build(name, dtype=np.float32, rng=None, **config)``."""
+"""The autoencoder families; ``build(name, dtype=np.float32, rng=None, **config)``; the one registry
+(``REGISTRY``, ``model_names(family=...)``, ``spec(name)``) in registry.py."""
 
 from __future__ import annotations
 
@@ -6,21 +7,12 @@ import numpy as np
 
 from scratch.models.conv import ConvAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
+from scratch.models.registry import FAMILIES, REGISTRY, ModelSpec, model_names, spec
 from scratch.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
 from scratch.models.vae import BetaVAE, ConvVAE, SeedVAE, VariationalAutoencoder
 
-MODELS = {
-    "mlp-ae": MLPAutoencoder,
-    "denoising-ae": DenoisingAutoencoder,
-    "conv-ae": ConvAutoencoder,
-    "vae": VariationalAutoencoder,
-    "seed-vae": SeedVAE,
-    "beta-vae": BetaVAE,
-    "conv-vae": ConvVAE,
-    "sparse-ae": SparseAutoencoder,
-    "contractive-ae": ContractiveAutoencoder,
-    "tied-ae": TiedAutoencoder,
-}
+# name -> class, read from the one registry (scratch/models/registry.py)
+MODELS = {name: entry.cls for name, entry in REGISTRY.items()}
 
 
 def build(name: str, dtype=np.float32, rng=None, **config):
@@ -31,10 +23,9 @@ def build(name: str, dtype=np.float32, rng=None, **config):
     flattened into one buffer (``Module.flatten_parameters``), so that an optimizer steps the
     whole model in one kernel call.
     """
-    if not isinstance(name, str) or name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    cls = spec(name).cls
     try:
-        model = MODELS[name](**config, rng=rng, dtype=dtype)
+        model = cls(**config, rng=rng, dtype=dtype)
     except TypeError as error:
         raise TypeError(f"build({name!r}): {error}") from None
     return model.flatten_parameters()
@@ -45,11 +36,9 @@ def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype
 
     Lets a training loop draw noise once and feed the same array to both backends.
     """
-    if not isinstance(name, str) or name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name].noise_for(config, tuple(x_shape), rng, np.dtype(dtype))
+    return spec(name).cls.noise_for(config, tuple(x_shape), rng, np.dtype(dtype))
 
 
-__all__ = ["MODELS", "build", "draw_noise", "BetaVAE", "ContractiveAutoencoder", "ConvAutoencoder",
+__all__ = ["FAMILIES", "MODELS", "REGISTRY", "ModelSpec", "build", "draw_noise", "model_names", "spec", "BetaVAE", "ContractiveAutoencoder", "ConvAutoencoder",
            "DenoisingAutoencoder", "MLPAutoencoder", "SeedVAE", "SparseAutoencoder", "TiedAutoencoder",
            "VariationalAutoencoder"]

@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
-from scratch._validate import check_array, is_real_number
 from scratch.nn.losses import _Loss
 from scratch.nn.module import Module
+from scratch.validate import check_array, is_real_number
 
 MODEL_DTYPE = "the model's parameters are"  # check_array's dtype_source for a model's inputs
 

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch._validate import check_array, check_float_dtype
 from scratch.models._inputs import MODEL_DTYPE, check_backward_ready, check_model_array, mark_pass
 from scratch.nn import BCELoss, Conv2d, ConvTranspose2d, MaxPool2d, Module, ReLU, Sequential, Sigmoid
 from scratch.nn.inplace import backward_pass, forward_pass
-from scratch.nn.layers import _resolve_rng
+from scratch.validate import check_array, check_float_dtype, check_integer, resolve_rng
 
 IMAGE_SIZE = 28
 
 
 def check_conv_config(owner, in_channels, channels, image_size):
-    if not isinstance(in_channels, (int, np.integer)) or in_channels < 1:
-        raise ValueError(f"{owner}: in_channels must be a positive int, got {in_channels!r}")
-    if len(channels) != 2 or any(not isinstance(c, (int, np.integer)) or c < 1 for c in channels):
+    check_integer(in_channels, owner, "in_channels", minimum=1)
+    if len(channels) != 2:
         raise ValueError(f"{owner}: channels must be two positive ints (the two conv widths), got {channels!r}")
-    if image_size != IMAGE_SIZE:
+    for index, width in enumerate(channels):
+        check_integer(width, owner, f"channels[{index}]", minimum=1)
+    if check_integer(image_size, owner, "image_size", minimum=1) != IMAGE_SIZE:
         raise ValueError(f"{owner}: the seed's geometry maps 28x28 images to 28x28 only, got image_size "
                          f"{image_size!r}; train it on an MNIST-format dataset (--dataset mnist)")
 
@@ -43,7 +43,7 @@ class ConvAutoencoder(Module):
         channels = tuple(channels)
         check_conv_config(owner, in_channels, channels, image_size)
         dtype = check_float_dtype(dtype, owner)
-        rng = _resolve_rng(rng, owner)
+        rng = resolve_rng(rng, owner)
         object.__setattr__(self, "rng", rng)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "_config", dict(in_channels=int(in_channels), channels=list(channels),

@@ -11,11 +11,10 @@ import math
 
 import numpy as np
 
-from scratch._validate import check_float_dtype
 from scratch.models._inputs import FlatInputModel, check_backward_ready, check_model_array, mark_pass
 from scratch.nn import BCELoss, LeakyReLU, Linear, MSELoss, ReLU, Sequential, Sigmoid, Tanh
 from scratch.nn.inplace import backward_pass, forward_pass
-from scratch.nn.layers import _resolve_rng
+from scratch.validate import check_float_dtype, check_integer, resolve_rng
 
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 LOSSES = {"bce": BCELoss, "mse": MSELoss}
@@ -24,11 +23,10 @@ DEFAULT_NOISE_LEVEL = {"gaussian": 0.4, "masking": 0.25, "salt-and-pepper": 0.1}
 
 
 def _check_config(owner, input_dim, hidden_dims, latent_dim, activation, loss):
-    for label, value in (("input_dim", input_dim), ("latent_dim", latent_dim)):
-        if not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{owner}: {label} must be a positive int, got {value!r}")
-    if any(not isinstance(h, (int, np.integer)) or h <= 0 for h in hidden_dims):
-        raise ValueError(f"{owner}: hidden_dims must be positive ints, got {hidden_dims!r}")
+    check_integer(input_dim, owner, "input_dim", minimum=1)
+    check_integer(latent_dim, owner, "latent_dim", minimum=1)
+    for index, size in enumerate(hidden_dims):
+        check_integer(size, owner, f"hidden_dims[{index}]", minimum=1)
     if activation not in ACTIVATIONS:
         raise ValueError(f"{owner}: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     if loss not in LOSSES:
@@ -60,7 +58,7 @@ class MLPAutoencoder(FlatInputModel):
         hidden_dims = tuple(hidden_dims)
         _check_config(owner, input_dim, hidden_dims, latent_dim, activation, loss)
         dtype = check_float_dtype(dtype, owner)
-        rng = _resolve_rng(rng, owner)
+        rng = resolve_rng(rng, owner)
         object.__setattr__(self, "rng", rng)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "_config", dict(input_dim=int(input_dim), hidden_dims=list(hidden_dims),

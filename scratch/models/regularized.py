@@ -19,23 +19,16 @@ import math
 import numpy as np
 
 from scratch import functional as F
-from scratch._validate import check_float_dtype
 from scratch.models._inputs import FlatInputModel, check_backward_ready, check_loss_scale, mark_pass
 from scratch.nn import BCELoss, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, TiedLinear
 from scratch.nn.inplace import backward_pass, forward_pass
-from scratch.nn.layers import _resolve_rng
+from scratch.validate import check_float_dtype, check_integer, resolve_rng
 
 SPARSITY_PENALTIES = ("kl", "l1")
 #: β for the KL penalty (Ng's notes); λ for the L1 one, which makes it start at a few percent of
 #: the reconstruction on MNIST (256 units near 0.5 against ~540 nats per image).
 DEFAULT_SPARSITY_WEIGHT = {"kl": 3.0, "l1": 0.1}
 TIED_ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh}
-
-
-def _positive_int(owner, label, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{owner}: {label} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _non_negative(owner, label, value):
@@ -54,10 +47,10 @@ class _ShallowAutoencoder(FlatInputModel):
 
     def _setup(self, input_dim, hidden_dim, rng, dtype, **config):
         owner = type(self).__name__
-        input_dim = _positive_int(owner, "input_dim", input_dim)
-        hidden_dim = _positive_int(owner, "hidden_dim", hidden_dim)
+        input_dim = check_integer(input_dim, owner, "input_dim", minimum=1)
+        hidden_dim = check_integer(hidden_dim, owner, "hidden_dim", minimum=1)
         dtype = check_float_dtype(dtype, owner)
-        rng = _resolve_rng(rng, owner)
+        rng = resolve_rng(rng, owner)
         object.__setattr__(self, "rng", rng)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "_config", dict(input_dim=input_dim, hidden_dim=hidden_dim, **config))

@@ -14,18 +14,15 @@ import math
 import numpy as np
 
 from scratch import functional as F
-from scratch._validate import check_float_dtype
-from scratch.models._inputs import (FlatInputModel, check_backward_ready, check_model_array, flatten_image_input,
-                                    mark_pass)
+from scratch.models._inputs import FlatInputModel, check_backward_ready, check_model_array, flatten_image_input, mark_pass
 from scratch.nn import BCELoss, GaussianKL, Linear, ReLU, Sequential, Sigmoid
 from scratch.nn.inplace import backward_pass, forward_pass, watch
-from scratch.nn.layers import _resolve_rng
+from scratch.validate import check_float_dtype, check_integer, resolve_rng
 
 
 def _positive(owner, **values):
     for label, value in values.items():
-        if not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{owner}: {label} must be a positive int, got {value!r}")
+        check_integer(value, owner, label, minimum=1)
 
 
 class _Variational(FlatInputModel):
@@ -36,7 +33,7 @@ class _Variational(FlatInputModel):
 
     def _setup(self, owner, input_dim, latent_dim, rng, dtype, config):
         dtype = check_float_dtype(dtype, owner)
-        rng = _resolve_rng(rng, owner)
+        rng = resolve_rng(rng, owner)
         object.__setattr__(self, "rng", rng)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "_config", dict(input_dim=int(input_dim), latent_dim=int(latent_dim), **config))
@@ -284,7 +281,8 @@ class ConvVAE(_Variational):
         channels = tuple(channels)
         check_conv_config(owner, in_channels, channels, image_size)
         _positive(owner, latent_dim=latent_dim)
-        if input_dim is not None and input_dim != in_channels * image_size * image_size:
+        if input_dim is not None and check_integer(input_dim, owner, "input_dim", minimum=1) \
+                != in_channels * image_size * image_size:
             raise ValueError(f"{owner}: input_dim {input_dim} disagrees with in_channels·image_size² = "
                              f"{in_channels * image_size * image_size} (it follows from them; leave it out)")
         input_dim = in_channels * image_size * image_size

@@ -12,19 +12,24 @@ import math
 import numpy as np
 
 from scratch import functional as F
-from scratch._memory import check_parameter, uniform_array
-from scratch._validate import check_array, check_float_dtype
 from scratch.functional.conv import conv2d_output_size, conv_transpose2d_output_size
-from scratch.nn.layers import _CachingModule, _resolve_rng
+from scratch.memory import check_parameter, uniform_array
+from scratch.nn.layers import _CachingModule
 from scratch.nn.module import Parameter
+from scratch.validate import check_array, check_float_dtype, check_integer, resolve_rng
 
 
 def _pair(value, name: str, owner: str, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= minimum, as a pair."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v >= minimum for v in pair):
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
+    """An int or a pair of ints, each >= minimum, as a pair; a bool or a float is refused."""
+    expected = f"an int >= {minimum} or a pair of them"
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):  # one int for both axes
+        size = check_integer(value, owner, name, minimum=minimum, expected=expected)
+        return size, size
+    pair = tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
+    first, second = (check_integer(size, owner, f"{name}[{axis}]", minimum=minimum) for axis, size in enumerate(pair))
+    return first, second
 
 
 def _check_input(layer, x, channels: int) -> None:
@@ -42,16 +47,14 @@ class _ConvBase(_CachingModule):
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, bias, rng, dtype, fan_in_axis):
         super().__init__()
         owner = type(self).__name__
-        for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"{owner}: {label} must be a positive int, got {value!r}")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.in_channels = check_integer(in_channels, owner, "in_channels", minimum=1)
+        self.out_channels = check_integer(out_channels, owner, "out_channels", minimum=1)
         self.kernel_size = _pair(kernel_size, "kernel_size", owner, 1)
         self.stride = _pair(stride, "stride", owner, 1)
         self.padding = _pair(padding, "padding", owner, 0)
         self.dilation = _pair(dilation, "dilation", owner, 1)
         dtype = check_float_dtype(dtype, owner)
-        rng = _resolve_rng(rng, owner)
+        rng = resolve_rng(rng, owner)
         shape = ((out_channels, in_channels) if fan_in_axis == 1 else (in_channels, out_channels)) + self.kernel_size
         # torch's default init: U(±1/√fan_in), fan_in = weight.shape[1]·kH·kW, for weight and bias
         bound = 1.0 / math.sqrt(shape[1] * self.kernel_size[0] * self.kernel_size[1])

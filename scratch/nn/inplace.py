@@ -46,7 +46,6 @@ import numpy as np
 
 from scratch.kernels.fingerprint import buffer_address, fingerprint_bytes
 
-
 #: False turns the detection off: nothing is watched, hashed or checked. For measuring its cost
 #: (docs/inplace.md) and nothing else: the error it raises means a gradient would be wrong.
 ENABLED = True

@@ -14,23 +14,11 @@ import math
 import numpy as np
 
 from scratch import functional as F
-from scratch._memory import check_parameter, uniform_array
-from scratch._validate import check_array, check_float_dtype
-from scratch._workspace import Workspace
+from scratch.memory import check_parameter, uniform_array
 from scratch.nn import inplace
 from scratch.nn.module import Module, Parameter
-
-
-def _resolve_rng(rng, owner: str = "rng") -> np.random.Generator:
-    """A Generator from None (fresh entropy), a Generator (used as is) or a non-negative int seed."""
-    if rng is None:
-        return np.random.default_rng()
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"{owner}: rng must be a numpy.random.Generator, a non-negative int seed or None, "
-                    f"got {rng!r} ({type(rng).__name__})")
+from scratch.validate import check_array, check_float_dtype, check_integer, resolve_rng
+from scratch.workspace import Workspace
 
 
 class _CachingModule(Module):
@@ -97,12 +85,10 @@ class Linear(_CachingModule):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None, dtype=np.float32):
         super().__init__()
-        for label, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ValueError(f"Linear: {label} must be a positive int, got {value!r}")
+        self.in_features = check_integer(in_features, "Linear", "in_features", minimum=1)
+        self.out_features = check_integer(out_features, "Linear", "out_features", minimum=1)
         dtype = check_float_dtype(dtype, "Linear")
-        rng = _resolve_rng(rng, "Linear")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        rng = resolve_rng(rng, "Linear")
         bound = 1.0 / math.sqrt(in_features)
         owner = f"Linear({self.in_features}, {self.out_features})"
         # checked before allocating; drawn in float64 chunks, the values of rng.uniform(...).astype(dtype)
@@ -291,7 +277,8 @@ class Flatten(_CachingModule):
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
-        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        self.start_dim = check_integer(start_dim, "Flatten", "start_dim")
+        self.end_dim = check_integer(end_dim, "Flatten", "end_dim")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         # An empty input is refused: reshape(..., -1, ...) cannot infer the merged size of nothing.
@@ -317,8 +304,12 @@ class Unflatten(_CachingModule):
 
     def __init__(self, dim: int, unflattened_size):
         super().__init__()
-        self.dim = int(dim)
-        self.unflattened_size = tuple(int(s) for s in unflattened_size)
+        self.dim = check_integer(dim, "Unflatten", "dim")
+        if isinstance(unflattened_size, (str, bytes)) or not hasattr(unflattened_size, "__iter__"):
+            raise TypeError(f"Unflatten: unflattened_size must be a tuple of ints, got {unflattened_size!r} "
+                            f"({type(unflattened_size).__name__})")
+        self.unflattened_size = tuple(check_integer(size, "Unflatten", f"unflattened_size[{index}]")
+                                      for index, size in enumerate(unflattened_size))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_array(x, "Unflatten", allow_empty=False)

@@ -14,10 +14,10 @@ import math
 import numpy as np
 
 from scratch import functional as F
-from scratch._validate import check_array, check_reduction, check_same_shape, is_real_number
-from scratch._workspace import Workspace
 from scratch.nn import inplace
 from scratch.nn.module import _address
+from scratch.validate import check_array, check_reduction, check_same_shape, is_real_number
+from scratch.workspace import Workspace
 
 
 class _Loss:

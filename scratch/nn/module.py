@@ -17,9 +17,9 @@ from typing import Iterator
 
 import numpy as np
 
-from scratch._memory import check_bytes, nbytes
-from scratch._validate import as_numpy_array, check_float_dtype, check_real_array
+from scratch.memory import check_bytes, nbytes
 from scratch.nn import inplace
+from scratch.validate import as_numpy_array, check_float_dtype, check_real_array, is_integer
 
 
 class Parameter:
@@ -387,7 +387,7 @@ class Sequential(Module):
         ``InplaceModificationError`` naming the child, and nothing has changed.
         """
         modules = list(self._modules.values())
-        if start is not None and (isinstance(start, bool) or not isinstance(start, (int, np.integer))):
+        if start is not None and not is_integer(start):
             raise TypeError(f"Sequential.backward: start must be an int index, got {start!r}")
         index = len(modules) - 1 if start is None else int(start)
         if not -1 <= index < len(modules):

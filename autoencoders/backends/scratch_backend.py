@@ -1,0 +1,73 @@
+"""The scratch model and scratch.optim.Adam behind the training loop's ``Backend`` protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratch import optim
+from scratch.models import build
+
+
+class ScratchBackend:
+    """The scratch model and scratch.optim.Adam behind the loop's interface."""
+
+    name = "scratch"
+
+    def __init__(self, config, model_config: dict):
+        self.model = build(config.model, dtype=np.dtype(config.dtype), rng=config.seed, **model_config)
+        self.optimizer = optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def train_step(self, x: np.ndarray, noise, before_update=None) -> dict[str, float]:
+        """One step; ``before_update(parts)``, called between the loss and the backward pass, may
+        raise to leave the weights and the optimizer untouched."""
+        self.optimizer.zero_grad()
+        parts = self.model.loss(x, noise=noise)
+        if before_update is not None:
+            before_update(parts)
+        self.model.backward(input_grad=False)
+        self.optimizer.step()
+        return parts
+
+    def evaluate(self, x: np.ndarray, noise) -> tuple[dict[str, float], np.ndarray]:
+        self.model.eval()
+        try:
+            parts = self.model.loss(x, noise=noise)
+            return parts, self.model.reconstruct(x, noise=noise)
+        finally:
+            self.model.train()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return dict(self.model.state_dict())
+
+    def weights_finite(self) -> bool:
+        """Whether every parameter is finite (no NaN, no ±inf)."""
+        return all(bool(np.isfinite(parameter.data).all()) for parameter in self.model.parameters())
+
+    def load_weights(self, weights) -> None:
+        self.model.load_state_dict(weights)
+
+    def optimizer_state(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+    def corrupted_input(self, x: np.ndarray, noise) -> np.ndarray | None:
+        return self.model.corrupt(x, noise) if hasattr(self.model, "corrupt") else None
+
+    def encode(self, x: np.ndarray):
+        """(μ, logvar) of a VAE's posterior for flat images (N, D)."""
+        return self.model.encode(x)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """A VAE's Bernoulli means (N, D) for latents (N, latent_dim)."""
+        return self.model.decode(z)
+
+    def hidden_activations(self, x: np.ndarray) -> np.ndarray:
+        """The hidden code h (N, hidden_dim) of a one-hidden-layer model (``HIDDEN_CODE_MODELS``)
+        for images x (N, D) or (N, C, H, W), in evaluation mode."""
+        self.model.eval()
+        try:
+            return np.asarray(self.model.encode(x))
+        finally:
+            self.model.train()

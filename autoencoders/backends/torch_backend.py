@@ -1,0 +1,99 @@
+"""The torch twin and torch.optim.Adam behind the training loop's backend interface."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from torch_impl.models import build
+
+
+class TorchBackend:
+    """The torch twin behind the ``Backend`` protocol (``autoencoders.backends``); arrays in and out are NumPy."""
+
+    name = "torch"
+
+    def __init__(self, config, model_config: dict):
+        self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
+        self.model = build(config.model, dtype=self.dtype, **model_config)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    @staticmethod
+    def _tensor(array):
+        return None if array is None else torch.from_numpy(np.ascontiguousarray(array))
+
+    def train_step(self, x: np.ndarray, noise, before_update=None) -> dict[str, float]:
+        """One step; ``before_update(parts)`` runs between the loss and the backward pass and may
+        raise to leave the weights and the optimizer untouched."""
+        self.optimizer.zero_grad()
+        parts = self.model.loss(self._tensor(x), noise=self._tensor(noise))
+        if before_update is not None:
+            before_update({key: float(value.detach()) for key, value in parts.items()})
+        parts["loss"].backward()
+        self.optimizer.step()
+        return {key: float(value.detach()) for key, value in parts.items()}
+
+    @torch.no_grad()
+    def evaluate(self, x: np.ndarray, noise) -> tuple[dict[str, float], np.ndarray]:
+        self.model.eval()
+        try:
+            tx, tnoise = self._tensor(x), self._tensor(noise)
+            parts = {key: float(value) for key, value in self.model.loss(tx, noise=tnoise).items()}
+            return parts, self.model.reconstruct(tx, noise=tnoise).numpy()
+        finally:
+            self.model.train()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {key: value.detach().cpu().numpy().copy() for key, value in self.model.state_dict().items()}
+
+    def weights_finite(self) -> bool:
+        """Whether every parameter is finite (no NaN, no ±inf)."""
+        with torch.no_grad():
+            return all(bool(torch.isfinite(parameter).all()) for parameter in self.model.parameters())
+
+    def load_weights(self, weights) -> None:
+        self.model.load_state_dict({key: torch.as_tensor(np.asarray(value)) for key, value in weights.items()}, strict=True)
+
+    def optimizer_state(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, state: dict) -> None:
+        """Load a torch-layout state whose buffers are arrays (a checkpoint of either backend)."""
+        current = self.optimizer.state_dict()
+        converted = {}
+        for index, entries in state["state"].items():
+            converted[int(index)] = {
+                name: (torch.tensor(float(value), dtype=torch.float32) if name == "step"
+                       else torch.as_tensor(np.asarray(value), dtype=self.dtype))
+                for name, value in entries.items()
+            }
+        groups = []
+        for saved, own in zip(state["param_groups"], current["param_groups"]):
+            groups.append({**own, **{k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k in own and k != "params"}})
+        if len(groups) != len(current["param_groups"]):
+            raise ValueError("optimizer state has a different number of parameter groups")
+        self.optimizer.load_state_dict({"state": converted, "param_groups": groups})
+
+    def corrupted_input(self, x: np.ndarray, noise) -> np.ndarray | None:
+        if not hasattr(self.model, "corrupt"):
+            return None
+        with torch.no_grad():
+            return self.model.corrupt(self._tensor(x), self._tensor(noise)).numpy()
+
+    @torch.no_grad()
+    def encode(self, x: np.ndarray):
+        mean, logvar = self.model.encode(self._tensor(x))
+        return mean.numpy(), logvar.numpy()
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        return self.model.decode(self._tensor(z)).numpy()
+
+    @torch.no_grad()
+    def hidden_activations(self, x: np.ndarray) -> np.ndarray:
+        """The hidden code h (N, hidden_dim) of sparse-, contractive- or tied-ae for images x."""
+        self.model.eval()
+        try:
+            return self.model.encode(self._tensor(x)).numpy()
+        finally:
+            self.model.train()

@@ -1,0 +1,11 @@
+"""Benchmarks: the scratch (NumPy/Numba) implementation timed against its torch twin.
+
+``autoencoders.bench.harness`` holds the rules every benchmark follows (same process, same thread
+count, outputs checked before and after timing, JIT compile time apart, blocks of calls after a
+settle pause, alternating order) and ``measure``, which times any ``Case``; ``autoencoders.bench.flops``
+the FLOP counting rule; ``autoencoders.bench.options`` the command-line options. Suites, each runnable
+as ``autoencoders bench SUITE`` or ``python -m autoencoders.bench.SUITE``: ``ops`` (every layer, loss and
+optimizer step), ``models`` (every model's training step), ``sweep`` (batch size and thread
+count), ``peak`` (float32 matrix-multiply peak), ``conv`` (the conv-ae's layers), ``all``.
+See docs/benchmarks/README.md.
+"""

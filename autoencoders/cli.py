@@ -1,0 +1,525 @@
+"""The ``autoencoders`` command: train, eval, reconstruct, convert, compare, gradcheck.
+
+Every user error (a bad option, missing or corrupt data, a bad checkpoint, a run directory that
+is taken, a size that does not fit in memory) exits with status 2 and one line on stderr, never a
+traceback; a run stopped by a NaN or infinite loss or weights exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from autoencoders._arguments import (
+    non_negative_float as _non_negative_float,
+)
+from autoencoders._arguments import (
+    non_negative_int as _non_negative_int,
+)
+from autoencoders._arguments import (
+    positive_float as _positive_float,
+)
+from autoencoders._arguments import (
+    positive_int as _positive_int,
+)
+from autoencoders._arguments import (
+    positive_int_list as _int_list,
+)
+from scratch.models import REGISTRY, model_names
+
+# Which model takes which option, read from the one registry (scratch.models.REGISTRY):
+# one hidden layer of width hidden_dim, or a list hidden_dims; a latent_dim (conv-ae's code size
+# follows from its channels); the regularized models' one hidden layer is their code.
+HIDDEN_DIM_MODELS = model_names(option="hidden_dim")
+HIDDEN_DIMS_MODELS = model_names(option="hidden_dims")
+LATENT_MODELS = model_names(option="latent_dim")
+SHALLOW_AUTOENCODERS = model_names(family="regularized")
+NOISY_INPUT_MODELS = model_names(option="noise")
+# gradcheck builds small fully-connected models: those sized by input_dim and hidden width(s)
+GRADCHECK_MODELS = tuple(name for name in model_names(option="input_dim") if name in HIDDEN_DIM_MODELS + HIDDEN_DIMS_MODELS)
+# Options the command line offers for one model only (other models may accept the key with
+# another meaning or default, e.g. every VAE's beta is 1): the option's dest -> that model.
+MODEL_SPECIFIC = {"beta": "beta-vae", "capacity_max": "beta-vae", "capacity_steps": "beta-vae", "gamma": "beta-vae",
+                  "penalty": "sparse-ae", "sparsity_target": "sparse-ae", "sparsity_weight": "sparse-ae",
+                  "contraction_weight": "contractive-ae", "activation": "tied-ae"}
+DEFAULTS = dict(epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-5, seed=0)
+# The offline digits are 1,500 small training images: 12 steps an epoch at batch 128, so an
+# epoch there teaches as much as 1/40 of an MNIST epoch. Its default runs longer to compare.
+DEFAULT_EPOCHS = {"digits": 100}
+
+
+def _epochs_for(args, dataset: str) -> int:
+    return args.epochs if args.epochs is not None else DEFAULT_EPOCHS.get(dataset, DEFAULTS["epochs"])
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse prints the whole usage block first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# -- model options shared by train and compare ---------------------------------------------
+
+
+def _open_unit_interval(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1 (a target mean activation ρ)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text}")
+    return value
+
+
+def _add_model_options(parser) -> None:
+    from scratch.models.regularized import DEFAULT_SPARSITY_WEIGHT, SPARSITY_PENALTIES, TIED_ACTIVATIONS
+
+    group = parser.add_argument_group("model")
+    group.add_argument("--hidden-dims", type=_int_list, metavar="N[,N...]",
+                       help="hidden layer widths: mlp-ae and denoising-ae (default 256); the single hidden layer "
+                            "of vae, seed-vae, beta-vae (default 400) and of sparse-ae, contractive-ae, tied-ae "
+                            "(default 256)")
+    group.add_argument("--latent-dim", type=_positive_int, metavar="N",
+                       help="latent width: mlp-ae and denoising-ae (default 64), the VAEs (default 20)")
+    group.add_argument("--noise", choices=["gaussian", "masking", "salt-and-pepper"],
+                       help="denoising-ae: the corruption (default gaussian)")
+    group.add_argument("--noise-level", type=_non_negative_float, metavar="X",
+                       help="denoising-ae: std of the Gaussian noise (default 0.4), or the corrupted fraction")
+    group.add_argument("--beta", type=_non_negative_float, metavar="B", help="beta-vae: the KL's weight (default 4)")
+    group.add_argument("--capacity-max", type=_non_negative_float, metavar="C",
+                       help="beta-vae: use BCE + gamma·|KL - C| with C raised linearly to this many nats (Burgess et al.)")
+    group.add_argument("--capacity-steps", type=_positive_int, metavar="N",
+                       help="beta-vae: training steps over which C rises (default 10000)")
+    group.add_argument("--gamma", type=_non_negative_float, metavar="G", help="beta-vae: weight of |KL - C| (default 1000)")
+    weights = " and ".join(f"{value:g} for {name}" for name, value in DEFAULT_SPARSITY_WEIGHT.items())
+    group.add_argument("--penalty", choices=SPARSITY_PENALTIES,
+                       help="sparse-ae: kl (default), the KL divergences of the hidden units' mean activations "
+                            "from rho, summed; or l1, the hidden activations' absolute values summed per image")
+    group.add_argument("--sparsity-target", type=_open_unit_interval, metavar="RHO",
+                       help="sparse-ae, kl penalty: the target mean activation rho of each hidden unit, "
+                            "0 < rho < 1 (default 0.05)")
+    group.add_argument("--sparsity-weight", type=_non_negative_float, metavar="W",
+                       help=f"sparse-ae: the penalty's weight (default {weights})")
+    group.add_argument("--contraction-weight", type=_non_negative_float, metavar="L",
+                       help="contractive-ae: lambda, the weight of the encoder Jacobian's squared Frobenius "
+                            "norm (default 0.1)")
+    group.add_argument("--activation", choices=list(TIED_ACTIVATIONS),
+                       help="tied-ae: the hidden units' activation (default sigmoid)")
+
+
+def _model_config(args) -> dict:
+    """The model's configuration from the model options; a UsageError names any option that does
+    not apply to ``args.model`` (the model would otherwise refuse it with a TypeError, or ignore it)."""
+    config = {}
+    if args.hidden_dims is not None:
+        if args.model in HIDDEN_DIM_MODELS:
+            if len(args.hidden_dims) != 1:
+                raise UsageError(f"{args.model} has one hidden layer: give --hidden-dims a single width")
+            config["hidden_dim"] = args.hidden_dims[0]
+        elif args.model in HIDDEN_DIMS_MODELS:
+            config["hidden_dims"] = args.hidden_dims
+        else:
+            raise UsageError(f"--hidden-dims applies to the MLP models, not {args.model}")
+    if args.latent_dim is not None:
+        if args.model in SHALLOW_AUTOENCODERS:
+            raise UsageError(f"--latent-dim does not apply to {args.model}: its code is its one hidden layer, "
+                             f"whose width --hidden-dims sets")
+        if args.model not in LATENT_MODELS:
+            raise UsageError(f"--latent-dim applies to {', '.join(LATENT_MODELS)}, not {args.model}")
+        config["latent_dim"] = args.latent_dim
+    if args.model not in NOISY_INPUT_MODELS and (args.noise is not None or args.noise_level is not None):
+        raise UsageError(f"--noise and --noise-level apply to {', '.join(NOISY_INPUT_MODELS)}, not {args.model}")
+    given = {key: getattr(args, key) for key in MODEL_SPECIFIC if getattr(args, key) is not None}
+    wrong = [key for key in given if MODEL_SPECIFIC[key] != args.model]
+    if wrong:
+        owner = MODEL_SPECIFIC[wrong[0]]
+        options = [key for key in wrong if MODEL_SPECIFIC[key] == owner]  # one owner per message
+        verb = "applies" if len(options) == 1 else "apply"
+        raise UsageError(f"{_flags(options)} {verb} to {owner}, not {args.model}")
+    if given.get("penalty") == "l1" and "sparsity_target" in given:
+        # ρ is the KL penalty's; the L1 penalty would silently ignore it
+        raise UsageError("--sparsity-target applies to sparse-ae's kl penalty, not --penalty l1")
+    config.update(given)
+    if args.noise is not None:
+        config["noise"] = args.noise
+    if args.noise_level is not None:
+        config["noise_level"] = args.noise_level
+    return config
+
+
+def _flags(keys) -> str:
+    """["capacity_max", "gamma"] -> "--capacity-max, --gamma"."""
+    return ", ".join("--" + key.replace("_", "-") for key in keys)
+
+
+def _add_data_options(parser) -> None:
+    from autoencoders.data import BINARIZATION_MODES, DATASET_NAMES, OFFLINE_DEFAULT
+
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=DATASET_NAMES, default=None,
+                       help=f"dataset (default {OFFLINE_DEFAULT!r}: 8x8 digits that install with the package, no network)")
+    group.add_argument("--data-dir", metavar="DIR",
+                       help="folder with the four IDX files (.gz or raw); otherwise the cache, then a download")
+    group.add_argument("--binarize", choices=BINARIZATION_MODES, default="threshold",
+                       help="grey levels, the seed's threshold at 0.5 (default), or Bernoulli resampled every batch")
+
+
+def _add_training_options(parser) -> None:
+    group = parser.add_argument_group("training (defaults from the seed project)")
+    group.add_argument("--epochs", type=_positive_int, default=None,
+                       help="epochs (default 10; 100 on the small offline digits)")
+    group.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"], help="batch size (default 128)")
+    group.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"], help="Adam learning rate (default 1e-3)")
+    group.add_argument("--weight-decay", type=_non_negative_float, default=DEFAULTS["weight_decay"],
+                       help="Adam weight decay (default 1e-5)")
+    group.add_argument("--seed", type=_non_negative_int, default=DEFAULTS["seed"],
+                       help="seed of weights, batch order and noise, a non-negative integer (default 0)")
+    group.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="float32 (default) or float64")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _train(args) -> int:
+    from autoencoders.train import TrainConfig, run
+
+    if args.resume:
+        if args.model is not None or args.out is not None:
+            raise UsageError("--resume RUN_DIR continues a run with its own settings; give no MODEL or --out with it")
+        run(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs, on_nonfinite=args.on_nonfinite)
+        return 0
+    if args.model is None:
+        raise UsageError("train needs a MODEL (or --resume RUN_DIR)")
+    from autoencoders.data import OFFLINE_DEFAULT
+
+    dataset = args.dataset or ("mnist" if args.data_dir else OFFLINE_DEFAULT)
+    # A default name is claimed exclusively, with -2, -3, ... after it when a run started in the
+    # same second took it (autoencoders.runs.directory); an explicit --out must be new or empty.
+    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    epochs = _epochs_for(args, dataset)
+    config = TrainConfig(
+        model=args.model, dataset=dataset, data_dir=args.data_dir, epochs=epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, backend=args.backend,
+        seed=args.seed, dtype=args.dtype, binarize=args.binarize,
+        image_every=args.image_every or max(1, epochs // 10), model_config=_model_config(args),
+        on_nonfinite=args.on_nonfinite or "stop",
+    )
+    run(out, config, progress=not args.quiet, unique=not args.out)  # prints the run directory it took
+    return 0
+
+
+def _load_run(run_dir):
+    """(config, dataset, backend, state) of a run, with its newest checkpoint's weights loaded."""
+    from autoencoders.runs.load import load_run
+
+    run = load_run(run_dir)
+    return run.config, run.dataset, run.backend, run.state
+
+
+def _variational_evaluation(config, dataset, weights, samples: int) -> dict:
+    """Nats per image on the test set: −ELBO, KL per dimension, active units, and (samples > 0)
+    the importance-sampled −log p(x). Runs on a scratch model holding the run's weights, whichever
+    backend trained them (the keys are the same)."""
+    from autoencoders.data import binarize
+    from autoencoders.train import evaluation_rng, model_config_for
+    from scratch import evaluation
+    from scratch.models import build
+
+    model = build(config.model, dtype=np.float64, rng=config.seed, **model_config_for(config, dataset))
+    model.load_state_dict(weights)
+    model.eval()
+    rng = evaluation_rng(config.seed)
+    images = binarize(dataset.test_images, config.binarize, rng).astype(np.float64).reshape(len(dataset.test_images), -1)
+    eps = model.noise_for(model.config, images.shape, rng, np.float64)
+    result = {"negative_elbo": float(evaluation.negative_elbo(model, images, eps).mean())}
+    kl = evaluation.kl_per_dimension(model, images)
+    count, variances = evaluation.active_units(model, images)
+    result.update(kl_per_dimension=[float(v) for v in kl], active_units=int(count),
+                  latent_dim=int(model.config["latent_dim"]))
+    if samples > 0:
+        estimate = evaluation.importance_sampled_nll(model, images, samples=samples, rng=rng)
+        result.update(nll=float(estimate.nll), nll_standard_error=float(estimate.standard_error), nll_samples=samples)
+    return result
+
+
+def _eval(args) -> int:
+    from autoencoders.train import evaluate
+
+    config, dataset, backend, state = _load_run(args.run_dir)
+    metrics = evaluate(backend, config, dataset.test_images)
+    result = {"run": str(args.run_dir), "epoch": state["epoch"], "model": config.model,
+              "dataset": config.dataset, "backend": config.backend, "test": metrics}
+    variational = getattr(backend.model, "loss_reduction", None) == "sum"
+    if variational:
+        result["variational"] = _variational_evaluation(config, dataset, state["weights"], args.nll_samples)
+    elif args.nll_samples:
+        raise UsageError(f"--nll-samples applies to the variational models, not {config.model}")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{config.model} on {config.dataset} ({config.backend}), epoch {state['epoch']}, "
+          f"{len(dataset.test_images)} test images:")
+    for key, value in metrics.items():
+        print(f"  {key:<8} {value:.6f}")
+    if variational:
+        v = result["variational"]
+        print(f"  -ELBO    {v['negative_elbo']:.4f} nats per image (float64, one ε per image)")
+        print(f"  active units {v['active_units']} of {v['latent_dim']} (Var_x E[z|x] > 0.01)")
+        print("  KL per dimension: " + " ".join(f"{k:.3f}" for k in v["kl_per_dimension"]))
+        if "nll" in v:
+            print(f"  -log p(x) {v['nll']:.4f} ± {v['nll_standard_error']:.4f} nats per image "
+                  f"(importance sampling, K = {v['nll_samples']})")
+    return 0
+
+
+def _reconstruct(args) -> int:
+    from autoencoders import plots
+    from autoencoders.data import binarize
+    from autoencoders.train import evaluation_rng
+    from scratch.models import draw_noise
+
+    config, dataset, backend, state = _load_run(args.run_dir)
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "reconstructions.png"
+    rng = evaluation_rng(config.seed)
+    x = binarize(dataset.test_images[:args.count], config.binarize, rng).astype(config.dtype, copy=False)
+    noise = draw_noise(config.model, backend.model.config, x.shape, rng, np.dtype(config.dtype))
+    _, reconstruction = backend.evaluate(x, noise)
+    rows, labels = [x], ["original"]
+    corrupted = backend.corrupted_input(x, noise)
+    if corrupted is not None:
+        rows, labels = rows + [corrupted], labels + ["noisy input"]
+    plots.save_image_rows(out, rows + [reconstruction], labels=labels + ["reconstruction"],
+                          title=f"{config.model}, epoch {state['epoch']}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _convert(args) -> int:
+    from autoencoders.convert import convert
+
+    written = convert(args.source, args.destination)
+    print(f"wrote {written}")
+    return 0
+
+
+def _compare(args) -> int:
+    from autoencoders.compare import compare
+    from autoencoders.data import OFFLINE_DEFAULT
+    from autoencoders.train import TrainConfig
+
+    dataset = args.dataset or ("mnist" if args.data_dir else OFFLINE_DEFAULT)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{args.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = TrainConfig(
+        model=args.model, dataset=dataset, data_dir=args.data_dir, epochs=_epochs_for(args, dataset),
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        dtype=args.dtype, binarize=args.binarize, model_config=_model_config(args),
+    ).validate()
+    compare(config, out, progress=not args.quiet, unique=not args.out)
+    return 0
+
+
+BENCH_SUITES = {"ops": "autoencoders.bench.ops", "models": "autoencoders.bench.models", "sweep": "autoencoders.bench.sweep",
+                "peak": "autoencoders.bench.peak", "conv": "autoencoders.bench.conv", "all": "autoencoders.bench.all"}
+
+
+def _bench(args) -> int:
+    """Run a benchmark suite of ``autoencoders/bench/`` (its options are on the suite's sub-parser)."""
+    import importlib
+
+    from autoencoders.bench.harness import CheckFailed
+    from autoencoders.bench.options import resolve
+
+    resolve(args, args.suite, invoked_as="cli")
+    module = importlib.import_module(BENCH_SUITES[args.suite])
+    try:
+        return module.run(args)
+    except CheckFailed as failure:  # scratch disagreed with torch: nothing of that case was reported
+        print(f"autoencoders bench: {str(failure).splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
+def _gradcheck(args) -> int:
+    """Verify a small float64 model's hand-written backward pass against central differences."""
+    from scratch.gradcheck import gradcheck_model
+    from scratch.memory import check_allocation
+    from scratch.models import build
+
+    rng = np.random.default_rng(args.seed)
+    # one hidden layer (hidden_dim) or a list of them (hidden_dims); a latent where the model has one
+    config = {"hidden_dim": args.hidden_dim} if args.model in HIDDEN_DIM_MODELS else {"hidden_dims": [args.hidden_dim]}
+    if args.model in LATENT_MODELS:
+        config["latent_dim"] = args.latent_dim
+    # the layers refuse weights that cannot fit before allocating them (scratch.memory); so does the batch
+    check_allocation("gradcheck: the input batch (--batch-size, --input-dim) =", (args.batch_size, args.input_dim),
+                     np.float64)
+    model = build(args.model, dtype=np.float64, rng=rng, input_dim=args.input_dim, **config)
+    model.eval()  # fixes the β-VAE's capacity step while the loss is evaluated again and again
+    x = rng.random((args.batch_size, args.input_dim))
+    noise = model.draw_noise(x.shape) if hasattr(model, "draw_noise") else None
+    loss = model.loss(x, noise=noise)["loss"]
+    print(f"{args.model}: {model.num_parameters()} parameters, float64, batch {args.batch_size}, loss {loss:.6f}")
+    result = gradcheck_model(model, x, noise, rng=rng, raise_on_failure=False)
+    for name, shape, count in result.arrays:
+        print(f"  {name:<20} {str(shape):<12} {count:>6} elements checked")
+    print(result)
+    return 0 if result.passed else 1
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    models = sorted(REGISTRY)
+    parser = _Parser(
+        prog="autoencoders",
+        description="Autoencoders from scratch (NumPy + Numba, hand-written backward passes) and their PyTorch twins.",
+    )
+    from autoencoders import __version__
+
+    parser.add_argument("--version", action="version", version=f"autoencoders {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train", help="train a model; writes metrics, pictures and checkpoints to a run directory",
+        description="Train MODEL with Adam and write metrics.jsonl, PNG pictures and a checkpoint per epoch "
+                    "to the run directory. With no --dataset, trains on the offline default (8x8 digits).",
+    )
+    train.add_argument("model", nargs="?", choices=models, metavar="MODEL", help=f"one of {', '.join(models)}")
+    _add_data_options(train)
+    _add_training_options(train)
+    _add_model_options(train)
+    run_group = train.add_argument_group("run")
+    run_group.add_argument("--backend", choices=["scratch", "torch"], default="scratch",
+                           help="scratch (NumPy/Numba, default) or torch")
+    run_group.add_argument("--out", metavar="RUN_DIR",
+                           help="run directory, new or empty (default runs/MODEL-DATASET-TIME, with -2, -3, ... "
+                                "after it when that name is taken)")
+    run_group.add_argument("--resume", metavar="RUN_DIR",
+                           help="continue a run from its newest checkpoint with the settings it was started "
+                                "with; only --epochs (to extend it), --on-nonfinite and --quiet apply")
+    run_group.add_argument("--on-nonfinite", choices=["stop", "skip"], default=None,
+                           help="a batch whose loss is NaN or infinite: stop the run, keeping the last "
+                                "checkpoint (default), or skip that batch and go on; with --resume, replaces "
+                                "the run's setting")
+    run_group.add_argument("--image-every", type=_positive_int, default=None, metavar="N",
+                           help="write pictures every N epochs and after the last (default: about ten times a run)")
+    run_group.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run's newest checkpoint on the test set",
+                                   description="Test-set metrics of RUN_DIR's newest checkpoint.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--nll-samples", type=_non_negative_int, default=0, metavar="K",
+                          help="variational models: also estimate -log p(x) by importance sampling with K samples "
+                               "per image (e.g. 1000; Burda et al. 2016), in bounded memory")
+    evaluate.set_defaults(handler=_eval)
+
+    reconstruct = commands.add_parser("reconstruct", help="picture test images above their reconstructions",
+                                      description="Write originals above reconstructions for RUN_DIR's newest checkpoint.")
+    reconstruct.add_argument("run_dir", metavar="RUN_DIR")
+    reconstruct.add_argument("--count", type=_positive_int, default=16, help="images (default 16)")
+    reconstruct.add_argument("--out", metavar="PNG", help="output file (default RUN_DIR/reconstructions.png)")
+    reconstruct.set_defaults(handler=_reconstruct)
+
+    convert = commands.add_parser(
+        "convert", help="convert weights between .safetensors and a torch .pt state_dict",
+        description="SOURCE: a .safetensors file, a run directory (its newest weights) or a .pt state_dict "
+                    "(loaded with weights_only=True, never unpickling code). DESTINATION: .pt or .safetensors.",
+    )
+    convert.add_argument("source", metavar="SOURCE")
+    convert.add_argument("destination", metavar="DESTINATION")
+    convert.set_defaults(handler=_convert)
+
+    compare = commands.add_parser(
+        "compare", help="train the scratch and torch versions side by side and compare them",
+        description="Train MODEL with both backends from the same weights, batches and noise; print each "
+                    "epoch's losses, the largest parameter difference and each backend's step time; write a plot.",
+    )
+    compare.add_argument("model", choices=models, metavar="MODEL", help=f"one of {', '.join(models)}")
+    _add_data_options(compare)
+    _add_training_options(compare)
+    _add_model_options(compare)
+    compare.add_argument("--out", metavar="DIR", help="a new or empty directory for compare.png and compare.json "
+                                                  "(default runs/compare-MODEL-DATASET-TIME)")
+    compare.add_argument("--quiet", action="store_true", help="no progress bar")
+    compare.set_defaults(handler=_compare)
+
+    from autoencoders.bench.options import SUITES as BENCH_DESCRIPTIONS
+    from autoencoders.bench.options import add_suite_arguments
+
+    bench = commands.add_parser(
+        "bench", help="time scratch against torch (same process, same thread count); see 'bench SUITE --help'",
+        description="Benchmark suites, scratch (NumPy/Numba) against torch in one process with the same thread "
+                    "count, every case checked equal to torch before and after it is timed. Each writes JSON, "
+                    "markdown and PNG files to --out (default ./bench-results). "
+                    "Example: 'autoencoders bench models --batch-sizes 1,128 --repeats 10'.",
+    )
+    suites = bench.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    for name, module in BENCH_SUITES.items():
+        summary = BENCH_DESCRIPTIONS[name][1]
+        suite = suites.add_parser(name, help=summary, description=f"{summary}. Rules and details: {module}.")
+        add_suite_arguments(suite, name, default_out="bench-results")
+        suite.set_defaults(handler=_bench)
+
+    check = commands.add_parser(
+        "gradcheck", help="check a model's hand-written gradients against central differences",
+        description="Build a small float64 model and compare every parameter gradient of its loss "
+                    "with float64 central differences, element by element.",
+    )
+    check.add_argument("model", choices=GRADCHECK_MODELS,
+                       help="model name")
+    check.add_argument("--input-dim", type=_positive_int, default=16, help="input features (default 16)")
+    check.add_argument("--hidden-dim", type=_positive_int, default=8, help="hidden width (default 8)")
+    check.add_argument("--latent-dim", type=_positive_int, default=4,
+                       help="latent width (default 4; the sparse, contractive and tied models have none)")
+    check.add_argument("--batch-size", type=_positive_int, default=5, help="batch size (default 5)")
+    check.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    check.set_defaults(handler=_gradcheck)
+    return parser
+
+
+def main(argv=None) -> int:
+    from autoencoders.data import DataError
+    from autoencoders.runs.checkpoint import CheckpointError
+    from autoencoders.train import NonFiniteLossError
+    from scratch.memory import AllocationTooLarge
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UsageError, DataError, CheckpointError, ValueError, TypeError) as error:
+        print(f"autoencoders {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:  # the run itself failed, not its arguments: status 1
+        print(f"autoencoders {args.command}: stopped: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        print(f"autoencoders {args.command}: error:{where} {error.strerror or error}", file=sys.stderr)
+        return 2
+    except MemoryError as error:  # sizes are checked before allocating (scratch.memory); this is the rest
+        detail = " ".join(str(error).split()) or "the machine ran out of memory"
+        prefix = "" if isinstance(error, AllocationTooLarge) else "out of memory: "
+        print(f"autoencoders {args.command}: error: {prefix}{detail}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"autoencoders {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

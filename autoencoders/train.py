@@ -1,0 +1,668 @@
+"""One training loop for both backends, over the same batches and the same noise.
+
+Determinism is by construction: every random draw of epoch ``e`` (batch order, dynamic
+binarization, corruption noise, ε) comes from ``default_rng([seed, 0, e])``, and evaluation
+draws from ``default_rng([seed, 1])``. A run resumed from the checkpoint of epoch ``e`` therefore
+replays epoch ``e + 1`` exactly as an uninterrupted run would, with no generator state to save.
+The weights are initialised by the scratch model from ``seed`` and copied into the torch twin
+when ``backend="torch"``, so both backends start from identical weights too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from autoencoders._faults import kill_point
+from autoencoders._files import atomic_write_bytes, remove_temporaries
+from autoencoders.backends import make_backend
+from autoencoders.data import BINARIZATION_MODES, DATASET_NAMES, Dataset, binarize, load_dataset
+from autoencoders.runs.checkpoint import (
+    CheckpointError,
+    atomic_write_json,
+    checkpoint_name,
+    latest_checkpoint,
+    prune_checkpoints,
+    publish_weights,
+    read_checkpoint,
+    read_json,
+    write_checkpoint,
+)
+from autoencoders.runs.directory import (
+    MARKER_NAME,
+    RunDirectoryError,
+    RunLock,
+    claim_new_run_directory,
+    claim_unique_run_directory,
+    lock_run_directory,
+)
+from scratch.models import REGISTRY, draw_noise, model_names
+
+BACKENDS = ("scratch", "torch")
+DTYPES = ("float32", "float64")
+# One hidden layer whose activations are the code a penalty shapes (or, tied-ae, a constraint):
+# their runs also picture those activations (``write_code_artifacts``).
+HIDDEN_CODE_MODELS = model_names(family="regularized")
+# Test images whose hidden activations the histograms show: enough for the shape of a
+# distribution (the offline digits have 297 test images; then all of them).
+ACTIVATION_IMAGES = 1000
+# A batch whose loss is NaN or ±inf: stop the run (the last checkpoint stays the newest), or skip
+# the batch (no backward, no optimizer step) and go on.
+NONFINITE_POLICIES = ("stop", "skip")
+# Fault injection for the crash tests: SIGKILL this process just before training step N.
+KILL_AT_STEP_VARIABLE = "AUTOENCODERS_FAULT_KILL_AT_STEP"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training batch's loss was NaN or infinite and the run stopped; nothing of that step was
+    applied and the newest checkpoint on disk is the last good state."""
+
+
+class _SkipBatch(Exception):
+    """Raised between the loss and the backward pass to leave the weights untouched."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run; saved as config.json in the run directory."""
+
+    model: str
+    dataset: str = "digits"
+    data_dir: str | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    backend: str = "scratch"
+    seed: int = 0
+    dtype: str = "float32"
+    binarize: str = "threshold"
+    image_every: int = 1
+    model_config: dict = field(default_factory=dict)
+    on_nonfinite: str = "stop"
+
+    def validate(self) -> "TrainConfig":
+        if self.model not in REGISTRY:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(REGISTRY)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"on-nonfinite must be one of {NONFINITE_POLICIES}, got {self.on_nonfinite!r}")
+        if self.binarize not in BINARIZATION_MODES:
+            raise ValueError(f"binarize must be one of {BINARIZATION_MODES}, got {self.binarize!r}")
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(f"dataset must be one of {DATASET_NAMES}, got {self.dataset!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ValueError(f"data_dir must be a path or null, got {self.data_dir!r}")
+        for name in ("epochs", "batch_size", "image_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name, low in (("lr", "positive"), ("weight_decay", "non-negative")):
+            value = getattr(self, name)
+            number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            if not number or value < 0 or (low == "positive" and value == 0):
+                raise ValueError(f"{name.replace('_', '-')} must be a {low} number, got {value!r}")
+        if not isinstance(self.model_config, dict) or not all(isinstance(key, str) for key in self.model_config):
+            raise ValueError(f"model_config must be an object of named options, got {self.model_config!r}")
+        accepted = _constructor_options(self.model)
+        unknown = sorted(set(self.model_config) - accepted)
+        if unknown:
+            raise ValueError(f"model_config has options {unknown} that {self.model} does not take "
+                             f"(it takes {sorted(accepted)})")
+        return self
+
+    @classmethod
+    def from_json(cls, value: dict, where: str) -> "TrainConfig":
+        try:
+            return cls(**value).validate()
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{where}: not a valid training configuration ({error})") from None
+
+
+def _constructor_options(model: str) -> frozenset[str]:
+    """The configuration keys model ``model`` accepts: its constructor's keyword arguments."""
+    return REGISTRY[model].options
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator for every random draw of training epoch ``epoch`` (1-based)."""
+    return np.random.default_rng([seed, 0, epoch])
+
+
+def evaluation_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 1])
+
+
+def model_config_for(config: TrainConfig, dataset: Dataset) -> dict:
+    """The model's configuration with its input size adapted to the dataset's images."""
+    return {**config.model_config, **REGISTRY[config.model].cls.config_for_images(dataset.image_shape)}
+
+
+def _batches(images: np.ndarray, batch_size: int, order: np.ndarray | None = None):
+    indices = np.arange(len(images)) if order is None else order
+    for start in range(0, len(indices), batch_size):
+        yield images[indices[start:start + batch_size]]
+
+
+def reconstruction_metrics(reconstruction: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Mean per-element BCE (log terms clamped at -100, as torch) and MSE, in float64."""
+    p = reconstruction.astype(np.float64).reshape(len(target), -1)
+    y = target.astype(np.float64).reshape(len(target), -1)
+    with np.errstate(divide="ignore"):
+        bce = -(y * np.maximum(np.log(p), -100) + (1 - y) * np.maximum(np.log1p(-p), -100))
+    return {"bce": float(bce.mean()), "mse": float(((p - y) ** 2).mean())}
+
+
+def _mean(weighted: dict[str, float], count: int) -> dict[str, float]:
+    return {key: value / count for key, value in weighted.items()}
+
+
+def evaluate(backend, config: TrainConfig, images: np.ndarray) -> dict[str, float]:
+    """Test metrics: the model's loss parts and reconstruction BCE/MSE, averaged per image."""
+    rng = evaluation_rng(config.seed)
+    dtype = np.dtype(config.dtype)
+    totals: dict[str, float] = {}
+    for batch in _batches(images, max(config.batch_size, 500)):
+        x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
+        noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
+        parts, reconstruction = backend.evaluate(x, noise)
+        weight = _batch_weight(backend, len(x))
+        for key, value in parts.items():
+            totals[key] = totals.get(key, 0.0) + float(value) * weight
+        for key, value in reconstruction_metrics(reconstruction, x).items():
+            totals[key] = totals.get(key, 0.0) + value * len(x)
+    return _mean(totals, len(images))
+
+
+def _batch_weight(backend, batch_size: int) -> int:
+    """What a loss part is multiplied by before dividing by the image count: the batch size for
+    a loss averaged over the batch, 1 for one summed over it (the VAEs': nats per image)."""
+    return 1 if getattr(backend.model, "loss_reduction", "mean") == "sum" else batch_size
+
+
+# -- artifacts -----------------------------------------------------------------------------
+
+
+def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int, history: list) -> None:
+    """Reconstructions (with the noisy input for the denoising model), filters, loss curves; the
+    VAEs' samples and interpolations; the hidden activations' histograms of ``HIDDEN_CODE_MODELS``."""
+    from autoencoders import plots
+
+    dtype = np.dtype(config.dtype)
+    rng = evaluation_rng(config.seed)
+    x = binarize(dataset.test_images[:16], config.binarize, rng).astype(dtype, copy=False)
+    noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
+    _, reconstruction = backend.evaluate(x, noise)
+    rows, labels = [x], ["original"]
+    corrupted = backend.corrupted_input(x, noise)
+    if corrupted is not None:
+        rows.append(corrupted)
+        labels.append("noisy input")
+    rows.append(reconstruction)
+    labels.append("reconstruction")
+    tag = f"epoch{epoch:03d}"
+    plots.save_image_rows(run_dir / f"reconstructions-{tag}.png", rows, labels=labels,
+                          title=f"{config.model} ({config.backend}), epoch {epoch}")
+    first = next(iter(backend.weights().items()))  # encoder.0.weight: the first layer's filters
+    # tied-ae's decoder uses the same weight, transposed: its filters are the decoder's too
+    tied = " (the decoder's too, transposed)" if config.model == "tied-ae" else ""
+    plots.save_filters(run_dir / f"filters-{tag}.png", first[1], dataset.image_shape,
+                       title=f"{first[0]}{tied}, epoch {epoch}")
+    if getattr(backend.model, "loss_reduction", None) == "sum":  # the VAEs: a generative model
+        write_generative_artifacts(run_dir, backend, config, dataset, tag)
+    if config.model in HIDDEN_CODE_MODELS:
+        write_code_artifacts(run_dir, backend, config, dataset, epoch)
+    epochs = [entry["epoch"] for entry in history]
+    plots.save_curves(run_dir / "loss.png", {
+        "train loss": (epochs, [entry["train"]["loss"] for entry in history]),
+        "test loss": (epochs, [entry["test"]["loss"] for entry in history]),
+    }, title=f"{config.model} on {config.dataset} ({config.backend})")
+
+
+def write_code_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int) -> None:
+    """What the penalty does to the code: a histogram of the hidden activations h on the first
+    ``ACTIVATION_IMAGES`` test images (``activations-epochNNN.png``) and, for sparse-ae, of each
+    unit's mean activation ρ̂_j over them (``unit-means-epochNNN.png``), the quantity its KL
+    penalty pulls towards ρ."""
+    from autoencoders import plots
+
+    rng = evaluation_rng(config.seed)
+    images = dataset.test_images[:ACTIVATION_IMAGES]
+    x = binarize(images, config.binarize, rng).astype(np.dtype(config.dtype), copy=False)
+    hidden = np.asarray(backend.hidden_activations(x), dtype=np.float64)  # (N, H)
+    count, units = hidden.shape
+    model_config = backend.model.config
+    tag = f"epoch{epoch:03d}"
+    heading = f"{config.model} ({config.backend}), epoch {epoch}"
+    mean = float(hidden.mean())
+    if config.model == "sparse-ae":
+        weight = model_config["sparsity_weight"]
+        if model_config["penalty"] == "kl":
+            penalty = f"KL penalty, target ρ = {model_config['sparsity_target']:g}, β = {weight:g}"
+        else:
+            penalty = f"L1 penalty, λ = {weight:g}"
+        detail = f"{penalty}; mean activation {mean:.4f}"
+    elif config.model == "contractive-ae":
+        detail = f"contraction λ = {model_config['contraction_weight']:g}; mean activation {mean:.4f}"
+    else:
+        detail = f"{model_config['activation']} units, tied weights; mean activation {mean:.4f}"
+    plots.save_histogram(run_dir / f"activations-{tag}.png", hidden, bins=50,
+                         title=f"{heading}: {units} hidden units on {count} test images\n{detail}",
+                         xlabel="hidden activation h")
+    if config.model == "sparse-ae":
+        plots.save_histogram(run_dir / f"unit-means-{tag}.png", hidden.mean(axis=0), bins=min(50, units),
+                             title=f"{heading}: each unit's mean activation ρ̂_j\nover {count} test images; {detail}",
+                             xlabel="ρ̂_j, unit j's mean activation")
+
+
+def write_generative_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
+    """Samples from the prior (8x8), an interpolation between two test digits, latent traversals
+    (β-VAE), and the test set's posterior means coloured by digit when the latent is 2-D."""
+    from autoencoders import plots
+
+    dtype = np.dtype(config.dtype)
+    rng = evaluation_rng(config.seed)
+    latent = backend.model.config["latent_dim"]
+    image_shape = dataset.image_shape
+    as_images = lambda flat: np.asarray(flat).reshape(len(flat), *image_shape)  # noqa: E731
+    z = rng.standard_normal((64, latent)).astype(dtype)  # z ~ p(z) = N(0, I)
+    plots.save_image_grid(run_dir / f"samples-{tag}.png", as_images(backend.decode(z)),
+                          title=f"{config.model}: 64 samples from the prior")
+    # The seed's interpolation: mean and log-variance of two test digits, mixed in ten steps, sampled.
+    pair = binarize(dataset.test_images[:2], config.binarize, rng).astype(dtype).reshape(2, -1)
+    mean, logvar = (np.asarray(a) for a in backend.encode(pair))
+    steps = np.linspace(0, 1, 10, dtype=dtype)[:, None]
+    mixed_mean = (1 - steps) * mean[0] + steps * mean[1]
+    mixed_logvar = (1 - steps) * logvar[0] + steps * logvar[1]
+    eps = rng.standard_normal((1, latent)).astype(dtype)  # one ε for the whole row: a smooth path
+    row = backend.decode(mixed_mean + np.exp(0.5 * mixed_logvar) * eps)
+    plots.save_image_rows(run_dir / f"interpolation-{tag}.png", [as_images(pair), as_images(row)],
+                          labels=["endpoints", "interpolation"], title=f"{config.model}: between two test digits")
+    if config.model == "beta-vae":  # one row per latent dimension, swept over [-3, 3] around a digit
+        values = np.linspace(-3, 3, 10, dtype=dtype)
+        rows = []
+        for dimension in range(latent):
+            sweep = np.repeat(mean[:1], len(values), axis=0)
+            sweep[:, dimension] = values
+            rows.append(as_images(backend.decode(sweep)))
+        plots.save_image_rows(run_dir / f"traversals-{tag}.png", rows, labels=[f"z[{d}]" for d in range(latent)],
+                              title=f"{config.model}: latent traversals, -3 to 3")
+    if latent == 2:
+        images = binarize(dataset.test_images, config.binarize, rng).astype(dtype).reshape(len(dataset.test_images), -1)
+        means = np.concatenate([np.asarray(backend.encode(images[i:i + 1000])[0]) for i in range(0, len(images), 1000)])
+        plots.save_scatter(run_dir / f"latent-{tag}.png", means, dataset.test_labels,
+                           title=f"{config.model}: posterior means of the test set")
+
+
+# -- the loop ------------------------------------------------------------------------------
+
+
+def _format_metrics(entry: dict) -> str:
+    train = " ".join(f"{k} {v:.5f}" for k, v in entry["train"].items())
+    test = " ".join(f"{k} {v:.5f}" for k, v in entry["test"].items())
+    return f"epoch {entry['epoch']:3d}  train: {train}  |  test: {test}  ({entry['seconds']:.1f} s)"
+
+
+def _progress(iterable, total: int, description: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=description, leave=False, disable=None, file=sys.stderr)
+
+
+def load_run_config(run_dir) -> TrainConfig:
+    return TrainConfig.from_json(read_json(Path(run_dir) / "config.json"), str(Path(run_dir) / "config.json"))
+
+
+def _claim(run_dir: Path, unique: bool) -> tuple[Path, RunLock]:
+    """Lock and mark a new run directory (``autoencoders.runs.directory``); (the directory, its lock)."""
+    try:
+        if unique:
+            return claim_unique_run_directory(run_dir, "train")
+        return run_dir, claim_new_run_directory(run_dir, "train")
+    except OSError as error:
+        raise RunDirectoryError(f"cannot write to run directory {run_dir}: {error.strerror or error}") from None
+
+
+def _start_new_run(run_dir: Path, config: TrainConfig, unique: bool, log):
+    """Validate, load the data and build the model, then claim the directory and write
+    config.json: a run that cannot start leaves no directory and no file behind.
+    Returns (run_dir, lock, dataset, backend)."""
+    config.validate()
+    if not unique and (run_dir / "config.json").exists():  # the common case, refused before loading anything
+        raise RunDirectoryError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --out")
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+    backend = make_backend(config, model_config_for(config, dataset))
+    run_dir, lock = _claim(run_dir, unique)
+    try:
+        atomic_write_json(run_dir / "config.json", asdict(config))
+    except OSError as error:
+        (run_dir / MARKER_NAME).unlink(missing_ok=True)  # not a run after all: the directory is free again
+        lock.release()
+        raise RunDirectoryError(f"cannot write to run directory {run_dir}: {error.strerror or error}") from None
+    log(f"training {config.model} on {config.dataset} with the {config.backend} backend; run directory {run_dir}")
+    return run_dir, lock, dataset, backend
+
+
+def _lock_for_resume(run_dir: Path) -> RunLock:
+    if not (run_dir / "config.json").is_file():
+        what = "no such run directory" if not run_dir.is_dir() else "not a run directory (no config.json)"
+        raise CheckpointError(f"{run_dir}: {what}")
+    return lock_run_directory(run_dir, "resume")
+
+
+def _resume(run_dir: Path, epochs: int | None, on_nonfinite: str | None, log):
+    """Reload a run under its lock: (config, dataset, backend, history, start epoch).
+
+    Removes what a killed process left half-written, reloads the newest checkpoint (verified
+    against the model), sets the thread counts the run recorded, and runs that epoch's
+    completion step again (a process killed inside it left it partly done)."""
+    config = load_run_config(run_dir)
+    changes = {key: value for key, value in (("epochs", epochs), ("on_nonfinite", on_nonfinite)) if value is not None}
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+    backend = make_backend(config, model_config_for(config, dataset))
+    remove_temporaries(run_dir)  # half-finished atomic writes of a killed run (only this library's names)
+    remove_temporaries(run_dir / "checkpoints")
+    pointer = run_dir / "checkpoints" / "latest"
+    if not (pointer.exists() or pointer.is_symlink()):
+        # Killed before the first checkpoint was complete (`latest` moves last): start over, same
+        # seed, which replays exactly what the killed process did.
+        _update_config(run_dir, config, changes, done=0)
+        return config, dataset, backend, [], 1
+    directory = latest_checkpoint(run_dir)  # a damaged pointer is an error, not a fresh start
+    # Checked against this model (keys, shapes, dtypes, optimizer buffers) before any loads.
+    weights, optimizer_state, state = read_checkpoint(directory, expected=backend.weights())
+    _update_config(run_dir, config, changes, done=state["epoch"])
+    restore_thread_counts(_recorded_threads(state, directory / "state.json"), config.backend, log)
+    backend.load_weights(weights)
+    backend.load_optimizer_state(optimizer_state)
+    history = state.get("metrics", [])
+    log(f"resuming {run_dir} after epoch {state['epoch']}")
+    complete_epoch(run_dir, backend, config, dataset, history)
+    return config, dataset, backend, history, state["epoch"] + 1
+
+
+def _update_config(run_dir: Path, config: TrainConfig, changes: dict, done: int) -> None:
+    """Apply --epochs / --on-nonfinite given with --resume, and record them in config.json."""
+    if "epochs" in changes and changes["epochs"] < done:
+        raise RunDirectoryError(f"--epochs {changes['epochs']}: {run_dir} has trained {done} epochs already; with "
+                                f"--resume, --epochs is the run's total, which cannot be less than that")
+    changed = {key: value for key, value in changes.items() if getattr(config, key) != value}
+    if changed:
+        for key, value in changed.items():
+            setattr(config, key, value)
+        config.validate()
+        atomic_write_json(run_dir / "config.json", asdict(config))
+
+
+def complete_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, history: list) -> None:
+    """What follows the checkpoint of epoch ``history[-1]["epoch"]``: metrics.jsonl, the copy of
+    its weights at ``RUN_DIR/model.safetensors``, pruning older checkpoints, and the pictures
+    when they are due. Each piece is a function of the checkpoint alone, so ``--resume`` runs it
+    again whole, and a run killed (or out of disk) anywhere in it ends equal to an uninterrupted one."""
+    epoch = history[-1]["epoch"]
+    _rewrite_metrics(run_dir, history)  # the whole file, atomically: a crash never leaves half a line
+    kill_point(f"metrics-{epoch}")
+    publish_weights(run_dir, run_dir / "checkpoints" / checkpoint_name(epoch))
+    kill_point(f"published-{epoch}")
+    prune_checkpoints(run_dir)
+    if epoch % config.image_every == 0 or epoch == config.epochs:
+        kill_point(f"artifacts-{epoch}")
+        write_artifacts(run_dir, backend, config, dataset, epoch, history)
+
+
+def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, progress: bool = True,
+        log: Callable[[str], None] = print, epochs: int | None = None,
+        on_nonfinite: str | None = None, unique: bool = False) -> list[dict]:
+    """Train (or resume) the run in ``run_dir``; returns the metrics of every epoch so far.
+
+    New run: ``config`` given; ``run_dir`` new or empty (it is locked and marked as this
+    library's, ``autoencoders.runs.directory``), or with ``unique=True`` a base name whose first free
+    variant (``-2``, ``-3``, ...) is taken. Resume: ``config=None, resume=True``; the run
+    continues after its newest checkpoint with the configuration it was started with, for
+    ``epochs`` epochs in all when given (extending a finished run is how to train longer; it
+    cannot be less than the epochs done), and with ``on_nonfinite`` ("stop" or "skip")
+    replacing the run's policy when given. Either way the process holds the run directory's
+    lock until it returns, and another process refuses it.
+
+    Raises ``NonFiniteLossError`` when a batch's loss is NaN or infinite under the "stop" policy,
+    or when the weights are not finite after an epoch's last step: that step is not applied
+    (or, at the epoch's end, not checkpointed), and the newest checkpoint is the last good state.
+    Raises ``RunDirectoryError`` when ``run_dir`` is taken.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        lock = _lock_for_resume(run_dir)
+    else:
+        run_dir, lock, dataset, backend = _start_new_run(run_dir, config, unique, log)
+    with lock:
+        if resume:
+            config, dataset, backend, history, start_epoch = _resume(run_dir, epochs, on_nonfinite, log)
+        else:
+            history, start_epoch = [], 1
+        if start_epoch > config.epochs:
+            log(f"{run_dir}: all {config.epochs} epochs are done")
+        else:
+            _train_epochs(run_dir, backend, config, dataset, history, start_epoch, progress, log)
+        if history:
+            log(f"done: {run_dir}/metrics.jsonl, {run_dir}/model.safetensors, "
+                f"{run_dir}/reconstructions-epoch{history[-1]['epoch']:03d}.png, {run_dir}/loss.png")
+    return history
+
+
+def _train_epochs(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, history: list,
+                  start_epoch: int, progress: bool, log) -> None:
+    """Epochs ``start_epoch`` to ``config.epochs``: train, check, checkpoint, complete."""
+    steps_per_epoch = math.ceil(len(dataset.train_images) / config.batch_size)
+    step = (start_epoch - 1) * steps_per_epoch
+    if hasattr(backend.model, "step"):  # the β-VAE's capacity schedule counts training steps
+        backend.model.step = step
+    for epoch in range(start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        totals, trained_images, skipped_batches, step = _train_epoch(
+            run_dir, backend, config, dataset, epoch, step, steps_per_epoch, progress, log)
+        _check_weights_after_epoch(run_dir, backend, epoch, step)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            test = evaluate(backend, config, dataset.test_images)
+        entry = {"epoch": epoch, "train": _mean(totals, max(trained_images, 1)), "test": test,
+                 "seconds": time.perf_counter() - started}
+        if skipped_batches:
+            entry["skipped_batches"] = skipped_batches
+        history.append(entry)
+        write_checkpoint(run_dir, epoch, backend.weights(), backend.optimizer_state(),
+                         {"metrics": history, "threads": current_thread_counts(config.backend)})
+        complete_epoch(run_dir, backend, config, dataset, history)
+        log(_format_metrics(entry))
+
+
+def _train_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int, step: int,
+                 steps_per_epoch: int, progress: bool, log) -> tuple[dict[str, float], int, int, int]:
+    """One epoch's steps: (image-weighted loss totals, images trained on, batches skipped, last step)."""
+    dtype = np.dtype(config.dtype)
+    kill_at = int(os.environ.get(KILL_AT_STEP_VARIABLE, "0") or 0)
+    rng = epoch_rng(config.seed, epoch)
+    order = rng.permutation(len(dataset.train_images))
+    totals: dict[str, float] = {}
+    skipped_batches, trained_images = 0, 0
+    batches = _batches(dataset.train_images, config.batch_size, order)
+    for batch in _progress(batches, steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress):
+        step += 1
+        if kill_at and step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
+        noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
+        guard = _StepGuard(run_dir, config, backend, x, noise, epoch, step, step - (epoch - 1) * steps_per_epoch)
+        parts = _guarded_step(backend, guard, log)
+        if parts is None:
+            skipped_batches += 1
+            continue
+        weight = _batch_weight(backend, len(x))
+        trained_images += len(x)
+        for key, value in parts.items():
+            totals[key] = totals.get(key, 0.0) + float(value) * weight
+    return totals, trained_images, skipped_batches, step
+
+
+class _StepGuard:
+    """One training step's non-finite policy: ``check`` runs between the loss and the backward pass."""
+
+    def __init__(self, run_dir: Path, config: TrainConfig, backend, x, noise, epoch: int, step: int, in_epoch: int):
+        self.run_dir, self.config, self.backend, self.x, self.noise, self.epoch = run_dir, config, backend, x, noise, epoch
+        self.where = f"epoch {epoch}, step {step} (batch {in_epoch} of the epoch)"
+
+    def nonfinite(self, cause: str, what: str, detail: str = "") -> str:
+        """Stop the run (raise), or return the line to log when the batch may be skipped."""
+        if cause != "weights" and self.config.on_nonfinite == "skip":
+            return f"{self.run_dir}: {what} at {self.where}{detail}: batch skipped (--on-nonfinite skip)"
+        advice = ("an earlier update overflowed, and skipping batches cannot repair weights; a lower "
+                  "--lr may get past it" if cause == "weights"
+                  else "a lower --lr, or --on-nonfinite skip, may get past it")
+        raise NonFiniteLossError(f"{self.run_dir}: {what} at {self.where}{detail}; stopped before that step "
+                                 f"changed anything; {_last_good_state(self.epoch)}; {advice}")
+
+    def check(self, parts) -> None:
+        """Raise (stop, or ``_SkipBatch``) when the loss is NaN or infinite."""
+        loss = float(parts["loss"])
+        if not math.isfinite(loss):
+            cause = _nonfinite_cause(self.backend, self.x, self.noise) or "loss"
+            detail = "" if cause == "loss" else f" ({_HOLDS[cause]})"
+            raise _SkipBatch(self.nonfinite(cause, f"loss {loss}", detail))
+
+
+def _guarded_step(backend, guard: _StepGuard, log) -> dict | None:
+    """One optimizer step under ``guard``; the loss parts, or None when the batch was skipped (logged)."""
+    try:
+        with warnings.catch_warnings():  # NaN/inf are reported by the checks here, once, clearly
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return backend.train_step(guard.x, guard.noise, before_update=guard.check)
+    except _SkipBatch as skipped:
+        log(str(skipped))
+        return None
+    except (ValueError, RuntimeError, FloatingPointError) as error:
+        # NaN or inf in the batch, the noise or the weights makes the outputs NaN, which the
+        # losses refuse (torch's BCE too) before a loss exists: a non-finite loss all the same.
+        cause = None if isinstance(error, NonFiniteLossError) else _nonfinite_cause(backend, guard.x, guard.noise)
+        if cause is None:
+            raise
+        failed = str(error).splitlines()[0] if str(error) else type(error).__name__
+        log(guard.nonfinite(cause, _HOLDS[cause], f", so the loss failed ({failed})"))
+        return None
+
+
+def _check_weights_after_epoch(run_dir: Path, backend, epoch: int, step: int) -> None:
+    """The epoch's last update may have overflowed the weights: then nothing is evaluated nor saved."""
+    if not backend.weights_finite():
+        raise NonFiniteLossError(f"{run_dir}: the weights hold NaN or inf after epoch {epoch}, step {step} "
+                                 f"(the epoch's last step overflowed them); {_last_good_state(epoch)}; "
+                                 f"a lower --lr may get past it")
+
+
+_HOLDS = {"weights": "the weights hold NaN or inf", "batch": "the batch holds NaN or inf",
+          "noise": "the noise holds NaN or inf"}
+
+
+def _nonfinite_cause(backend, x: np.ndarray, noise) -> str | None:
+    """"weights", "batch" or "noise": which of the step's inputs holds NaN or inf (None: none)."""
+    if not backend.weights_finite():
+        return "weights"
+    if not np.isfinite(x).all():
+        return "batch"
+    if noise is not None and not np.isfinite(noise).all():
+        return "noise"
+    return None
+
+
+def _last_good_state(epoch: int) -> str:
+    """Where a run stopped in ``epoch`` can continue from: its newest checkpoint, if any."""
+    if epoch > 1:
+        return f"its newest checkpoint, epoch {epoch - 1}, is the last good state (--resume continues from it)"
+    return "no checkpoint was written yet (it stopped in its first epoch): start it again"
+
+
+def _rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
+    """metrics.jsonl as the checkpoint knows it: drops lines of epochs a crash undid."""
+    text = "".join(json.dumps(entry) + "\n" for entry in history)
+    atomic_write_bytes(run_dir / "metrics.jsonl", text.encode())
+
+
+# -- thread counts -------------------------------------------------------------------------
+# Float32 results depend on how many threads BLAS splits a product over (the order of the sums
+# changes). Each checkpoint records the counts it was trained under and a resume sets them again,
+# so that a resumed run equals an uninterrupted one on any machine that can run those counts.
+
+
+def current_thread_counts(backend: str) -> dict[str, int]:
+    """{"blas": n, "numba": n, and "torch": n for the torch backend}: the counts in force now."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    counts = {"numba": int(numba.get_num_threads())}
+    blas = [int(info["num_threads"]) for info in threadpool_info() if info.get("user_api") == "blas"]
+    if blas:
+        counts["blas"] = max(blas)
+    if backend == "torch":
+        import torch
+
+        counts["torch"] = int(torch.get_num_threads())
+    return dict(sorted(counts.items()))
+
+
+def _recorded_threads(state: dict, source: Path) -> dict[str, int]:
+    """state.json's "threads" ({} for a checkpoint written before they were recorded)."""
+    threads = state.get("threads", {})
+    if not (isinstance(threads, dict) and all(key in ("blas", "numba", "torch") and isinstance(value, int)
+                                               and not isinstance(value, bool) and 1 <= value <= 4096
+                                               for key, value in threads.items())):
+        raise CheckpointError(f"{source}: 'threads' must map blas, numba and torch to thread counts, "
+                              f"found {str(threads)[:60]}")
+    return threads
+
+
+def restore_thread_counts(recorded: dict[str, int], backend: str, log) -> None:
+    """Set the thread counts a run recorded, and say so; say too which cannot be set (Numba's
+    count cannot exceed the NUMBA_NUM_THREADS this process started with)."""
+    current = current_thread_counts(backend)
+    differing = {key: value for key, value in recorded.items() if key in current and current[key] != value}
+    if not differing:
+        return
+    if "blas" in differing:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=differing["blas"], user_api="blas")
+    if "numba" in differing:
+        import numba
+
+        if differing["numba"] <= numba.config.NUMBA_NUM_THREADS:
+            numba.set_num_threads(differing["numba"])
+    if "torch" in differing:
+        import torch
+
+        torch.set_num_threads(differing["torch"])
+    now = current_thread_counts(backend)
+    applied = ", ".join(f"{key} {current[key]} -> {value}" for key, value in differing.items() if now[key] == value)
+    missed = ", ".join(f"{key} {now[key]} (the run used {value})" for key, value in differing.items() if now[key] != value)
+    if applied:
+        log(f"thread counts set as the run recorded them: {applied}")
+    if missed:
+        log(f"warning: cannot set the thread counts the run recorded: {missed}; float32 results may differ "
+            f"in the last bits from an uninterrupted run's")
