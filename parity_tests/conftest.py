@@ -19,9 +19,20 @@ settings.register_profile("ci", max_examples=20, derandomize=True, **_common)
 settings.register_profile("thorough", max_examples=400, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
 
-try:  # torch and Numba each run on the same, fixed thread count, so runs are comparable
-    import torch
+# One thread count for the whole suite, so that no pool waits on another: torch and Numba each
+# run min(2, cores) threads (Numba's parallel kernels keep running on more than one), and BLAS
+# runs one, because OpenBLAS's threads busy-wait ~0.1 s after each call and then slow whichever
+# of torch or Numba runs next (autoencoders/bench/harness.py measured up to 2x). Tests that are
+# about thread counts set them explicitly.
+THREADS = min(2, os.cpu_count() or 1)
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-except ImportError:  # pragma: no cover - torch is a test dependency
+try:
+    import numba
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(THREADS)
+    numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(limits=1, user_api="blas")
+except ImportError:  # pragma: no cover - all three are dependencies
     pass

@@ -22,7 +22,7 @@ from parity_tests import strategies as S
 from parity_tests.test_reliability_inputs import refused
 from scratch import nn, optim
 from scratch.kernels import fingerprint as K
-from scratch.models import MODELS, build
+from scratch.models import MODELS, build, model_names
 from scratch.nn import inplace
 from scratch.nn.inplace import InplaceModificationError
 
@@ -387,7 +387,11 @@ def test_the_vaes_refuse_noise_edited_between_loss_and_backward(name):
             rf"^{type(model).__name__}\.backward: its noise \(ε\) {EDITED}", model)
 
 
-@pytest.mark.parametrize("name", ["mlp-ae", "denoising-ae", "conv-ae"])
+# the models whose forward(x) returns x̂ and whose backward starts from dL/dx̂
+RECONSTRUCTING = model_names(family="plain") + model_names(family="denoising") + model_names(family="conv")
+
+
+@pytest.mark.parametrize("name", RECONSTRUCTING)
 def test_models_refuse_an_edited_reconstruction_before_backward_from_it(name):
     """model.forward(x) returns x̂ (the Sigmoid's output, which its backward reads); editing x̂,
     then model.backward(dL/dx̂), is refused."""
@@ -398,7 +402,7 @@ def test_models_refuse_an_edited_reconstruction_before_backward_from_it(name):
     refused(lambda: model.backward(grad), InplaceModificationError, rf"'s output {EDITED}", model)
 
 
-@pytest.mark.parametrize("name", ["mlp-ae", "vae"])
+@pytest.mark.parametrize("name", [model_names(family="plain")[0], model_names(family="variational")[0]])
 def test_a_training_step_hashes_the_batch_once_at_loss_and_once_at_backward(name, monkeypatch):
     """The cost design: everything between the batch and the loss is private to the model's pass,
     and the batch (kept by the first layer and, as the target, by the loss) is one buffer."""

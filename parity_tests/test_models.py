@@ -143,7 +143,7 @@ def test_model_gradients_match_finite_differences(case, seed):
     # The conv models' ReLUs are fixed by their geometry; with thousands of pre-activations a
     # perturbation of a shared bias moves one of them across 0 often enough to matter. This test
     # checks how the model composes its layers' backward passes (each layer's own ReLU is covered
-    # by test_finite_differences), so the ReLUs are swapped for Tanh here.
+    # by parity_tests/ops/test_linear.py and test_activations.py), so the ReLUs are swapped for Tanh here.
     _smooth_relus(model)
     gradcheck_model(model, x, noise, rng=rng, max_elements=60 if name.startswith("conv") else None, **GRADCHECK)
 
@@ -231,6 +231,7 @@ def _relu_feeders(model) -> dict:
 MAX_FLIPPED_UNITS = 3  # a wrong formula changes many units' masks at once; rounding flips one or two
 
 
+@pytest.mark.slow  # 30 Adam steps per model and dtype on real MNIST: `python -m pytest -m slow`
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_adam_training_run_tracks_torch(name, dtype):

@@ -3,7 +3,7 @@
 (1) torch: the loss, its parts and every gradient (parameters and input) against the twins, whose
 contractive penalty is autograd's Jacobian, not the closed form; (2) float64 central differences
 of each penalty alone, of the whole loss and of dL/dx; (3) the kernels against their NumPy
-references (parity_tests/test_kernels.py). Then a 30-step Adam run on MNIST against torch.
+references (parity_tests/ops/test_penalties.py). Then a 30-step Adam run on MNIST against torch.
 Derivations: docs/penalties.md.
 """
 
@@ -320,6 +320,7 @@ TRAINING_CONFIG = {"sparse-ae": {}, "contractive-ae": {"hidden_dim": 64}, "tied-
 # contractive model: the twin's autograd Jacobian is (H, N, D), 64·128·784 here
 
 
+@pytest.mark.slow  # 30 Adam steps per model and dtype on real MNIST: `python -m pytest -m slow`
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", NAMES)
 def test_adam_training_run_tracks_torch(name, dtype):

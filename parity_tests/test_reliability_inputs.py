@@ -24,7 +24,7 @@ from hypothesis import given
 from parity_tests import strategies as S
 from scratch import nn, optim
 from scratch.gradcheck import gradcheck, gradcheck_model
-from scratch.models import MODELS, build
+from scratch.models import MODELS, REGISTRY, build, model_names
 from scratch.nn import Parameter
 from scratch.nn.losses import _Loss
 
@@ -723,7 +723,7 @@ SMALL = {  # small enough to build and run in milliseconds; every input is (N, 1
     "tied-ae": {"hidden_dim": 6},
 }
 assert set(SMALL) == set(MODELS), "a model was added: give it a small configuration here"
-NOISY = ("denoising-ae", "vae", "seed-vae", "beta-vae", "conv-vae")
+NOISY = tuple(name for name in REGISTRY if REGISTRY[name].noise_kind != "none")
 CONV = ("conv-ae", "conv-vae")
 
 
@@ -868,7 +868,11 @@ GRAD_OUTPUT_FAULTS = [
 ]
 
 
-@pytest.mark.parametrize("name", ["mlp-ae", "denoising-ae", "conv-ae"])
+# the models whose forward(x) returns x̂ and whose backward starts from dL/dx̂
+RECONSTRUCTING = model_names(family="plain") + model_names(family="denoising") + model_names(family="conv")
+
+
+@pytest.mark.parametrize("name", RECONSTRUCTING)
 @pytest.mark.parametrize("fault, make, error, message", GRAD_OUTPUT_FAULTS, ids=[f[0] for f in GRAD_OUTPUT_FAULTS])
 def test_model_backward_refuses_a_bad_grad_output(name, fault, make, error, message):
     model, x, _ = _model(name)

@@ -61,6 +61,7 @@ def holder(tmp_path):
         process.wait()
 
 
+@pytest.mark.slow  # several real processes racing for one directory, ~8 s
 def test_n_processes_started_together_on_one_out_leave_exactly_one_whole_run(tmp_path):
     """Six `train` processes, each with its own --lr, on one --out: one trains, five refuse in one
     line; the directory is that one run, file for file as if it had run alone."""

@@ -101,7 +101,13 @@ KILL_POINTS = [
 ]
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
+# The default run kills at one point of each kind (inside a checkpoint write, inside an atomic
+# write, in the completion step); `-m slow` kills at every one of them.
+DEFAULT_KILL_POINTS = ("checkpoint-2:renamed", "write:state.json", "artifacts-3")
+
+
+@pytest.mark.parametrize("point", [point if point in DEFAULT_KILL_POINTS else pytest.param(point, marks=pytest.mark.slow)
+                                   for point in KILL_POINTS])
 def test_sigkill_at_any_point_then_resume_ends_with_the_uninterrupted_weights(tmp_path, uninterrupted, point):
     killed = cli(*COMMON, "--out", "run", cwd=tmp_path, env={KILL_AT_VARIABLE: point})
     assert killed.returncode == -signal.SIGKILL, f"{point} was never reached: {killed.stderr}"

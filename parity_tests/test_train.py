@@ -3,6 +3,8 @@ that the torch twin loads, and every user error as one line with exit status 2."
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -24,14 +26,37 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden-dims", "32", "--latent-dim", "8", "--quiet"]
 
 
-def cli(*args, cwd, env=None, check_status=None):
-    """Run ``autoencoders ARGS`` as a user would (``python -m autoencoders.cli`` is the same entry point)."""
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "autoencoders.cli", *map(str, args)], cwd=cwd,
-                            capture_output=True, text=True, env=environment, timeout=600)
+def cli(*args, cwd, env=None, check_status=None, process=False):
+    """``autoencoders ARGS`` as a user would run it: in a fresh process when ``process`` or ``env``
+    is given (a SIGKILL, an environment variable), otherwise through the same entry point,
+    ``autoencoders.cli.main``, in this process (a new Python costs ~2 s of imports per call)."""
+    args = [str(arg) for arg in args]
+    if process or env is not None:
+        environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        result = subprocess.run([sys.executable, "-m", "autoencoders", *args], cwd=cwd,
+                                capture_output=True, text=True, env=environment, timeout=600)
+    else:
+        result = _in_process(args, cwd)
     if check_status is not None:
         assert result.returncode == check_status, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result
+
+
+def _in_process(args: list[str], cwd) -> subprocess.CompletedProcess:
+    """``main(args)`` run in ``cwd`` with its stdout and stderr captured; argparse's exits are statuses."""
+    from autoencoders.cli import main
+
+    stdout, stderr, before = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                status = main(args)
+            except SystemExit as exit:  # --help, --version and argparse's usage errors
+                status = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["autoencoders", *args], status, stdout.getvalue(), stderr.getvalue())
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -67,7 +92,11 @@ def test_both_backends_train_the_same_run(tmp_path, model, model_config, parts):
     assert histories["scratch"][1]["test"]["loss"] < histories["scratch"][0]["test"]["loss"]
 
 
-@pytest.mark.parametrize("backend, kill_at", [("scratch", 18), ("scratch", 5), ("torch", 30)])
+@pytest.mark.parametrize("backend, kill_at", [
+    ("scratch", 5),
+    pytest.param("scratch", 18, marks=pytest.mark.slow),
+    pytest.param("torch", 30, marks=pytest.mark.slow),
+])
 def test_resume_after_sigkill_ends_with_the_uninterrupted_weights(tmp_path, backend, kill_at):
     """Kill a real training process with SIGKILL mid-epoch (12 steps per epoch on the digits),
     resume it, and end bit-for-bit where an uninterrupted run ends (float64, same seed)."""
@@ -173,9 +202,21 @@ def test_corrupt_checkpoint_and_occupied_run_dir_are_refused(tmp_path):
 
 
 def test_every_command_has_help(tmp_path):
-    for command in ("train", "eval", "reconstruct", "convert", "compare", "gradcheck"):
+    for command in ("train", "eval", "reconstruct", "convert", "compare", "gradcheck", "bench"):
         result = cli(command, "--help", cwd=tmp_path, check_status=0)
         assert "usage: autoencoders" in result.stdout
+
+
+def test_the_installed_entry_points_run_in_a_process_of_their_own(tmp_path):
+    """``python -m autoencoders`` and the console script reach the same main, with its statuses."""
+    assert cli("--version", cwd=tmp_path, process=True, check_status=0).stdout.startswith("autoencoders ")
+    refused = cli("train", "mlp-ae", "--epochs", "0", cwd=tmp_path, process=True)
+    assert refused.returncode == 2 and "expected a positive integer" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    script = Path(sys.executable).with_name("autoencoders")
+    if script.exists():  # installed with pip install -e: the console script
+        result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0 and result.stdout.startswith("autoencoders ")
 
 
 def test_compare_prints_both_backends_and_writes_a_plot(tmp_path):
@@ -307,6 +348,7 @@ def _constant_predictor_bce() -> float:
     return float(-(target * np.log(frequency) + (1 - target) * np.log1p(-frequency)).mean())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists(), reason="real MNIST not available")
 def test_conv_ae_trains_on_real_mnist(tmp_path):
     """conv-ae from the command line: learns, leaves the same artifacts, and torch loads its weights."""
@@ -321,6 +363,7 @@ def test_conv_ae_trains_on_real_mnist(tmp_path):
     torch_build("conv-ae").load_state_dict(load_file(run_dir / "model.safetensors"), strict=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists(), reason="real MNIST not available")
 def test_trains_on_real_mnist(tmp_path):
     """The issue's acceptance command, two epochs instead of five: the test BCE falls, and ends
@@ -344,6 +387,7 @@ def test_a_vae_run_leaves_samples_interpolation_traversals_and_a_latent_map(tmp_
     assert test["recon"] == pytest.approx(64 * test["bce"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_capacity_schedule_resumes_exactly_after_sigkill(tmp_path):
     """The β-VAE's capacity C depends on the step count: a resumed run must restore it."""
     common = ["train", "beta-vae", "--epochs", "3", "--dtype", "float64", "--capacity-max", "5",

@@ -1,5 +1,10 @@
 """Convolution and pooling: torch parity, float64 central differences, Numba kernels against
-their NumPy references, and the parallel kernels against their serial twins."""
+their NumPy references, and the parallel kernels against their serial twins (docs/conv.md).
+
+The three oracles of docs/README.md, for ``scratch/functional/conv.py``, ``scratch/kernels/conv.py``
+and ``scratch.nn.Conv2d`` / ``ConvTranspose2d`` / ``MaxPool2d``: (1) torch parity against
+``torch.nn.Conv2d`` / ``ConvTranspose2d`` / ``MaxPool2d``, and the functional calls' defaults are
+torch's; (2) central differences; (3) kernels against their references."""
 
 from __future__ import annotations
 
@@ -243,3 +248,19 @@ def test_int_arguments_and_default_pool_stride_match_torch(seed, kernel, stride,
     assert pool.stride == pool.kernel_size
     expected = torch.nn.MaxPool2d(pool_kernel, padding=padding)(torch.tensor(x)).numpy()
     np.testing.assert_array_equal(pool(x), expected)
+
+
+@pytest.mark.parametrize("name, weight_shape, x_shape", [
+    ("conv2d", (4, 3, 3, 2), (2, 3, 6, 5)),            # stride, padding, dilation left out
+    ("conv_transpose2d", (3, 4, 3, 2), (2, 3, 4, 5)),  # and output_padding
+])
+def test_conv_forward_defaults_are_torchs(name, weight_shape, x_shape):
+    """With its optional arguments left out, each public functional call equals torch's with its
+    own left out (the layers always pass them, so no other test reaches these defaults)."""
+    rng = np.random.default_rng(2)
+    # float64, both signs: a padding shows
+    x, weight = rng.standard_normal(x_shape), rng.standard_normal(weight_shape)
+    bias = rng.standard_normal(weight_shape[1] if name == "conv_transpose2d" else weight_shape[0])
+    out, _ = getattr(F, f"{name}_forward")(x, weight, bias)
+    expected = getattr(torch.nn.functional, name)(*map(torch.from_numpy, (x, weight, bias)))
+    assert_close(out, expected, "torch", np.float64, f"{name} defaults")

@@ -1,5 +1,15 @@
-"""Optimizers: 30 steps from identical weights and gradients track torch.optim; kernels match
-their NumPy references; state_dict round-trips, and loads torch's."""
+"""Optimizers: SGD, Adam, AdamW (docs/optim.md).
+
+The oracles of docs/README.md that apply, for ``scratch/optim.py`` and ``scratch/kernels/optim.py``:
+
+1. torch parity (``torch.optim.SGD`` / ``Adam`` / ``AdamW``): 30 steps from identical weights and
+   gradients track torch.optim, every dispatch branch and parameter groups; state_dict
+   round-trips, and loads torch's;
+2. central differences do not apply: an update rule has no backward pass to check;
+3. the update kernels against their NumPy references.
+
+Plus Adam over one flat parameter buffer held bit for bit to Adam per parameter.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +21,11 @@ from hypothesis import strategies as st
 
 from parity_tests import strategies as S
 from parity_tests.tolerances import assert_close
-from scratch import optim
+from scratch import nn, optim
 from scratch.kernels import optim as K
+from scratch.models import MODELS, build
 from scratch.nn import Parameter
+from scratch.nn.module import flat_layout
 
 STEPS = 30
 SHAPES = [(3, 4), (4,), (2, 1, 3)]
@@ -207,3 +219,84 @@ def test_zero_grad_zeroes_in_place():
     p.grad[...] = 3.0
     optim.SGD([p]).zero_grad()
     assert p.grad is grad_buffer and not p.grad.any()
+
+
+# -- Adam over a flat parameter buffer ---------------------------------------------------------
+# The fast path held *bit for bit* to the per-parameter path it replaces (same ops, same order).
+
+
+def test_flatten_parameters_keeps_values_and_makes_views():
+    model = build("mlp-ae", dtype=np.float64, rng=0)  # build() flattens
+    plain = MODELS["mlp-ae"](rng=0, dtype=np.float64)
+    for (key, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=key)
+    data, grad = flat_layout(model.parameters())
+    assert data.size == grad.size == model.num_parameters()
+    assert flat_layout(plain.parameters()) is None
+    model.parameters()[0].data[0, 0] = 123.0
+    assert data[0] == 123.0, "a parameter is a view of the flat buffer"
+    with pytest.raises(ValueError, match="several dtypes"):
+        nn.Sequential(nn.Linear(2, 2, dtype=np.float32), nn.Linear(2, 2, dtype=np.float64)).flatten_parameters()
+
+
+def _train(model, optimizer, steps, seed, break_at=None, make_optimizer=None):
+    rng = np.random.default_rng(seed)
+    for step in range(steps):
+        if step == break_at:
+            saved = optimizer.state_dict()
+            optimizer = make_optimizer(model)
+            optimizer.load_state_dict(saved)
+        for parameter in model.parameters():
+            parameter.grad[...] = rng.standard_normal(parameter.shape).astype(parameter.dtype)
+        optimizer.step()
+    return optimizer
+
+
+@given(dtype=S.dtypes, seed=S.seeds, name=st.sampled_from(["Adam", "AdamW"]), amsgrad=st.booleans(),
+       weight_decay=st.sampled_from([0.0, 1e-2]))
+def test_flat_adam_equals_adam_per_parameter(dtype, seed, name, amsgrad, weight_decay):
+    """One kernel call over the flat buffer, bit for bit the per-parameter calls; same state_dict."""
+    flat = build("mlp-ae", dtype=dtype, rng=0, hidden_dims=(6,), latent_dim=3, input_dim=5)
+    plain = MODELS["mlp-ae"](rng=0, dtype=dtype, hidden_dims=(6,), latent_dim=3, input_dim=5)
+    settings = dict(lr=1e-2, amsgrad=amsgrad, weight_decay=weight_decay)
+    flat_optimizer = getattr(optim, name)(flat.parameters(), **settings)
+    plain_optimizer = getattr(optim, name)(plain.parameters(), **settings)
+    _train(flat, flat_optimizer, 5, seed)
+    _train(plain, plain_optimizer, 5, seed)
+    assert flat_optimizer._flat_cache[0][1] is not None, "the flat path ran"
+    assert plain_optimizer._flat_cache[0][1] is None
+    for (key, a), (_, b) in zip(flat.named_parameters(), plain.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=key)
+    flat_state, plain_state = flat_optimizer.state_dict(), plain_optimizer.state_dict()
+    assert flat_state["param_groups"] == plain_state["param_groups"]
+    for index, entries in plain_state["state"].items():
+        for key, value in entries.items():
+            np.testing.assert_array_equal(flat_state["state"][index][key], value, err_msg=f"{index} {key}")
+
+
+@given(seed=S.seeds, break_at=st.integers(1, 5))
+def test_flat_adam_resumes_exactly_from_a_state_dict(seed, break_at):
+    def make(model):
+        return optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-3)
+
+    straight, resumed = (build("mlp-ae", dtype=np.float64, rng=0, hidden_dims=(6,), latent_dim=3, input_dim=5)
+                         for _ in range(2))
+    _train(straight, make(straight), 6, seed)
+    optimizer = _train(resumed, make(resumed), 6, seed, break_at=break_at, make_optimizer=make)
+    assert optimizer._flat_cache[0][1] is not None, "the loaded state moved into flat buffers"
+    for (key, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=key)
+
+
+def test_flat_adam_falls_back_when_a_parameter_is_rebound():
+    """Rebinding ``.data`` breaks the flat layout: the optimizer notices and updates the new array."""
+    model = build("mlp-ae", dtype=np.float64, rng=0, hidden_dims=(6,), latent_dim=3, input_dim=5)
+    optimizer = optim.Adam(model.parameters(), lr=0.1)
+    _train(model, optimizer, 2, 0)
+    parameter = model.parameters()[0]
+    parameter.data = parameter.data.copy()  # no longer a view of the flat buffer
+    before = parameter.data.copy()
+    _train(model, optimizer, 1, 1)
+    assert optimizer._flat_cache[0][1] is None
+    assert not np.array_equal(parameter.data, before), "the rebound parameter was updated"
+    assert optimizer.state[id(parameter)]["step"] == 3.0

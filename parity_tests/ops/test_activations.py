@@ -1,0 +1,156 @@
+"""ReLU, LeakyReLU, Sigmoid and Tanh (docs/activations.md).
+
+The three oracles of docs/README.md, for ``scratch/functional/activations.py``,
+``scratch/kernels/activations.py`` and ``scratch.nn.ReLU`` / ``LeakyReLU`` / ``Sigmoid`` / ``Tanh``:
+
+1. torch parity (``torch.nn.ReLU`` / ``LeakyReLU`` / ``Sigmoid`` / ``Tanh``): output and dx through
+   a random cotangent, exact zeros included (the gradient at the kink is torch's convention);
+   NaN and ±inf propagate as in torch; the functional default slope is torch's;
+2. central differences: the functional pair and the module, inputs kept away from the kink;
+3. kernels against their NumPy references, exact zeros included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parity_tests import strategies as S
+from parity_tests.tolerances import GRADCHECK, activation_backward_terms, assert_close
+from scratch import functional as F
+from scratch import nn
+from scratch.gradcheck import gradcheck
+from scratch.kernels import activations as E
+from scratch.testing import assert_matches_torch
+
+# ---------------------------------------------------------------------------- oracle 1: torch
+
+ACTIVATIONS = {
+    "ReLU": (lambda: nn.ReLU(), lambda: torch.nn.ReLU()),
+    "Sigmoid": (lambda: nn.Sigmoid(), lambda: torch.nn.Sigmoid()),
+    "Tanh": (lambda: nn.Tanh(), lambda: torch.nn.Tanh()),
+}
+
+
+@given(name=st.sampled_from(sorted(ACTIVATIONS)), shape=S.shapes(), dtype=S.dtypes, seed=S.seeds,
+       scale=st.sampled_from([1.0, 10.0]))
+def test_activation_matches_torch(name, shape, dtype, seed, scale):
+    rng = np.random.default_rng(seed)
+    make_scratch, make_torch = ACTIVATIONS[name]
+    # exact zeros included: the gradient convention at the kink must match torch's too
+    x = (scale * rng.standard_normal(shape) * (rng.random(shape) > 0.1)).astype(dtype)
+    # dx against the magnitude of the terms its formula combines (it cancels where |y| -> 1)
+    terms = {"grad_input[0]": lambda cotangent, output: activation_backward_terms(name, cotangent, output)}
+    assert_matches_torch(make_scratch(), make_torch(), x, rng=rng, what=name, scale=terms)
+
+
+@given(slope=S.negative_slopes, shape=S.shapes(), dtype=S.dtypes, seed=S.seeds)
+def test_leaky_relu_matches_torch(slope, shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * (rng.random(shape) > 0.1)).astype(dtype)
+    assert_matches_torch(nn.LeakyReLU(slope), torch.nn.LeakyReLU(slope), x, rng=rng, what="LeakyReLU")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["ReLU", "LeakyReLU", "Sigmoid", "Tanh"])
+def test_activations_propagate_nan_and_inf_like_torch(name, dtype):
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 40.0], dtype=dtype)  # exact results only
+    layer, twin = getattr(nn, name)(), getattr(torch.nn, name)()
+    tx = torch.tensor(x, requires_grad=True)
+    ty = twin(tx)
+    grad_output = np.arange(1, 7, dtype=dtype)
+    ty.backward(torch.tensor(grad_output))
+    np.testing.assert_array_equal(layer(x), ty.detach().numpy())
+    np.testing.assert_array_equal(layer.backward(grad_output), tx.grad.numpy())
+
+
+def test_leaky_relu_forward_default_slope_is_torchs():
+    """With its optional slope left out, the public functional call equals torch's with its own
+    left out (the layers always pass it, so no other test reaches this default)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 5))  # float64, both signs: a slope shows
+    out, _ = F.leaky_relu_forward(x)
+    assert_close(out, torch.nn.functional.leaky_relu(torch.from_numpy(x)), "torch", np.float64, "leaky_relu default")
+
+
+# ---------------------------------------------------------------------------- oracle 2: central differences
+
+SMOOTH = {
+    "sigmoid": ((F.sigmoid_forward, F.sigmoid_backward), nn.Sigmoid),
+    "tanh": ((F.tanh_forward, F.tanh_backward), nn.Tanh),
+}
+
+
+@given(name=st.sampled_from(sorted(SMOOTH)), shape=S.shapes(), seed=S.seeds, scale=st.sampled_from([1.0, 5.0]))
+def test_smooth_activations(name, shape, seed, scale):
+    rng = np.random.default_rng(seed)
+    pair, module = SMOOTH[name]
+    x = scale * rng.standard_normal(shape)
+    gradcheck(pair, x, rng=rng, **GRADCHECK)
+    gradcheck(module(), x, rng=rng, **GRADCHECK)
+
+
+@given(shape=S.shapes(), seed=S.seeds)
+def test_relu(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = S.away_from_zero(rng, shape)
+    gradcheck((F.relu_forward, F.relu_backward), x, rng=rng, **GRADCHECK)
+    gradcheck(nn.ReLU(), x, rng=rng, **GRADCHECK)
+
+
+@given(shape=S.shapes(), seed=S.seeds, slope=S.negative_slopes)
+def test_leaky_relu(shape, seed, slope):
+    rng = np.random.default_rng(seed)
+    x = S.away_from_zero(rng, shape)
+    gradcheck((F.leaky_relu_forward, F.leaky_relu_backward), x, slope, rng=rng, **GRADCHECK)
+    gradcheck(nn.LeakyReLU(slope), x, rng=rng, **GRADCHECK)
+
+
+# ---------------------------------------------------------------------------- oracle 3: kernels
+
+
+def _flat(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(int(np.prod(shape)))).astype(dtype)
+
+
+UNARY = ["relu", "sigmoid", "tanh"]
+
+
+@given(name=st.sampled_from(UNARY), shape=S.shapes(max_dims=3, max_side=40), dtype=S.dtypes, seed=S.seeds,
+       scale=st.sampled_from([1.0, 100.0]))
+def test_unary_kernels(name, shape, dtype, seed, scale):
+    rng = np.random.default_rng(seed)
+    x = _flat(rng, shape, dtype, scale)
+    x[rng.random(x.size) < 0.1] = 0  # exact zeros: the kink convention must agree too
+    out = np.empty_like(x)
+    if name == "tanh":  # its forward is NumPy's ufunc, no kernel (torch parity checks it): the backward's input
+        out = np.tanh(x)
+    else:
+        if name == "sigmoid":
+            E.sigmoid_forward(x, np.exp(-np.abs(x)), out)
+        else:
+            E.relu_forward(x, out)
+        assert_close(out, getattr(E, f"{name}_forward_reference")(x), "kernel", dtype, f"{name}_forward")
+    grad_output = _flat(rng, shape, dtype)
+    grad_input = np.empty_like(x)
+    getattr(E, f"{name}_backward")(grad_output, out, grad_input)
+    expected = getattr(E, f"{name}_backward_reference")(grad_output, out)
+    terms = activation_backward_terms(name, grad_output, out)
+    assert_close(grad_input, expected, "kernel", dtype, f"{name}_backward", scale=terms)
+
+
+@given(shape=S.shapes(max_dims=3, max_side=40), dtype=S.dtypes, seed=S.seeds, slope=S.negative_slopes)
+def test_leaky_relu_kernels(shape, dtype, seed, slope):
+    rng = np.random.default_rng(seed)
+    x = _flat(rng, shape, dtype)
+    slope = np.dtype(dtype).type(slope)
+    out = np.empty_like(x)
+    E.leaky_relu_forward(x, slope, out)
+    assert_close(out, E.leaky_relu_forward_reference(x, slope), "kernel", dtype, "leaky_relu_forward")
+    grad_output, grad_input = _flat(rng, shape, dtype), np.empty_like(x)
+    E.leaky_relu_backward(grad_output, x, slope, grad_input)
+    assert_close(grad_input, E.leaky_relu_backward_reference(grad_output, x, slope), "kernel", dtype,
+                 "leaky_relu_backward")
