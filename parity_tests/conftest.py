@@ -23,8 +23,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.enviro
 # run min(2, cores) threads (Numba's parallel kernels keep running on more than one), and BLAS
 # runs one, because OpenBLAS's threads busy-wait ~0.1 s after each call and then slow whichever
 # of torch or Numba runs next (autoencoders/bench/harness.py measured up to 2x). Tests that are
-# about thread counts set them explicitly.
+# about thread counts set them explicitly. The processes the tests start get the same counts
+# through the environment, so that a run killed in a process and resumed in this one (or the
+# other way round) computes with the same threads as the uninterrupted run it is compared with,
+# bit for bit.
 THREADS = min(2, os.cpu_count() or 1)
+os.environ.update(OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS=str(THREADS),
+                  OMP_NUM_THREADS=str(THREADS))
 
 try:
     import numba
