@@ -10,6 +10,7 @@ Profiles (choose with HYPOTHESIS_PROFILE=...):
 from __future__ import annotations
 
 import os
+import sys
 
 from hypothesis import HealthCheck, settings
 
@@ -31,13 +32,42 @@ THREADS = min(2, os.cpu_count() or 1)
 os.environ.update(OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS=str(THREADS),
                   OMP_NUM_THREADS=str(THREADS))
 
-try:
-    import numba
-    import torch
-    from threadpoolctl import threadpool_limits
+import numba  # noqa: E402 - after the environment above, which Numba reads at import
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from threadpoolctl import ThreadpoolController  # noqa: E402
 
-    torch.set_num_threads(THREADS)
-    numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
-    threadpool_limits(limits=1, user_api="blas")
-except ImportError:  # pragma: no cover - all three are dependencies
-    pass
+NUMBA_THREADS = min(THREADS, numba.config.NUMBA_NUM_THREADS)
+_blas = {"modules": -1, "controller": None}
+
+
+def _blas_libraries():
+    """The BLAS libraries loaded now (scipy brings its own OpenBLAS later than NumPy's); rescanned,
+    at ~3 ms, only when a module was imported since the last scan."""
+    if len(sys.modules) != _blas["modules"]:
+        _blas["controller"] = ThreadpoolController().select(user_api="blas")
+        _blas["modules"] = len(sys.modules)
+    return _blas["controller"]
+
+
+def _set_suite_thread_counts() -> None:
+    """torch and Numba at THREADS, BLAS at 1; only what differs is set (each check costs microseconds)."""
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
+    if numba.get_num_threads() != NUMBA_THREADS:
+        numba.set_num_threads(NUMBA_THREADS)
+    blas = _blas_libraries()
+    if any(library.num_threads != 1 for library in blas.lib_controllers):
+        blas.limit(limits=1)
+
+
+_set_suite_thread_counts()
+
+
+@pytest.fixture(autouse=True)
+def _suite_thread_counts():
+    """Each test starts with the suite's thread counts: a run resumed in this process sets the
+    counts its checkpoint recorded (as it should), and that must not leak into the next test."""
+    _set_suite_thread_counts()
+    yield
+    _set_suite_thread_counts()  # before the next test's wider-scoped fixtures run, too

@@ -347,6 +347,7 @@ def test_the_readme_example_benchmarks_a_kernel_of_ones_own():
     assert result["checked_after_timing"] and result["gflops_scratch"] > 0 and len(result["scratch_samples_ms"]) == 5
 
 
+@pytest.mark.slow  # a real process timing a suite, ~6 s
 def test_autoencoders_bench_runs_as_a_command_and_writes_to_bench_results(tmp_path):
     import subprocess
     import sys

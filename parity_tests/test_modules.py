@@ -113,8 +113,12 @@ def test_scratch_never_imports_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_cli_gradcheck_demo_and_errors():
-    run = lambda *args: subprocess.run([sys.executable, "-m", "autoencoders.cli", *args], capture_output=True, text=True)  # noqa: E731
+def test_cli_gradcheck_demo_and_errors(tmp_path):
+    from parity_tests.test_train import cli
+
+    def run(*args):  # through autoencoders.cli.main in this process
+        return cli(*args, cwd=tmp_path)
+
     ok = run("gradcheck", "mlp-ae")
     assert ok.returncode == 0, ok.stderr
     assert "gradcheck passed" in ok.stdout and "encoder.0.weight" in ok.stdout

@@ -115,6 +115,7 @@ def test_default_run_directories_started_in_the_same_second_never_collide(tmp_pa
     assert "run directory runs/mlp-ae-digits-20261202-120000-3" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # three real processes racing, ~6 s
 def test_default_names_started_together_in_processes_are_distinct(tmp_path):
     processes = [_start("train", "mlp-ae", "--epochs", "1", "--seed", seed, *SMALL, cwd=tmp_path) for seed in (1, 2, 3)]
     assert [process.wait(timeout=600) for process in processes] == [0, 0, 0], [p.communicate()[1] for p in processes]
