@@ -5,6 +5,7 @@ Profiles (choose with HYPOTHESIS_PROFILE=...):
 - ``ci``: the same size, derandomized, so a red CI run reproduces exactly (picked automatically
   when the CI environment variable is set).
 - ``thorough``: many more examples, for a deliberate hunt.
+- ``ci-thorough``: as many, derandomized; CI runs the op families (parity_tests/ops/) with it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], prin
 settings.register_profile("default", max_examples=20, **_common)
 settings.register_profile("ci", max_examples=20, derandomize=True, **_common)
 settings.register_profile("thorough", max_examples=400, **_common)
+settings.register_profile("ci-thorough", max_examples=400, derandomize=True, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
 
 # One thread count for the whole suite, so that no pool waits on another: torch and Numba each
