@@ -414,3 +414,23 @@ def test_eval_of_a_vae_reports_elbo_kl_per_dimension_active_units_and_nll(tmp_pa
     assert variational["negative_elbo"] == pytest.approx(result["test"]["loss"], rel=0.05)
     bad = cli("eval", "run", "--nll-samples", "-1", cwd=tmp_path)
     assert bad.returncode == 2 and "non-negative integer" in bad.stderr
+
+
+def test_load_run_gives_the_model_with_its_newest_weights_in_either_backend(tmp_path):
+    """``autoencoders.load_run``, the application's Python face (DESIGN.md's contract)."""
+    import autoencoders
+
+    config = TrainConfig(model="mlp-ae", epochs=2, dtype="float64", seed=5, model_config={"hidden_dims": [8], "latent_dim": 2})
+    history = run(tmp_path / "run", config, progress=False, log=lambda _: None)
+    saved = load_tensors(tmp_path / "run" / "model.safetensors")
+    for backend in ("scratch", "torch"):
+        loaded = autoencoders.load_run(tmp_path / "run", backend=backend)
+        assert loaded.config.backend == backend and loaded.config.model == "mlp-ae"
+        assert loaded.metrics == history and len(loaded.metrics) == 2
+        weights = loaded.backend.weights()
+        assert weights.keys() == saved.keys()
+        for key in saved:
+            np.testing.assert_array_equal(weights[key], saved[key], err_msg=f"{backend}: {key}")
+    assert isinstance(autoencoders.load_run(tmp_path / "run", backend="torch").model, torch.nn.Module)
+    with pytest.raises(ValueError, match="backend must be one of scratch, torch, got 'jax'"):
+        autoencoders.load_run(tmp_path / "run", backend="jax")
