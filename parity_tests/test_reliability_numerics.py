@@ -32,13 +32,13 @@ from parity_tests.tolerances import (
     reduce_terms,
     to_numpy,
 )
+from parity_tests.twins import twin_of
 from scratch import functional as F
 from scratch import nn
 from scratch.functional.activations import sigmoid_zero_below
 from scratch.kernels import activations as E
 from scratch.models import MODELS, build
 from torch_impl.functional import gaussian_kl
-from torch_impl.models import build as torch_build
 from torch_impl.models.regularized import SparseAutoencoder as TorchSparse
 from torch_impl.models.regularized import TiedDecoder
 
@@ -472,12 +472,6 @@ def extreme_model_cases(draw, name):
     return config, (batch, width), magnitude, seed
 
 
-def _twin_of(model, dtype):
-    twin = torch_build(model.name, dtype=dtype, **model.config)
-    twin.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}, strict=True)
-    return twin
-
-
 def _torch_loss(twin, x, noise):
     return twin.loss(torch.from_numpy(x), noise=None if noise is None else torch.from_numpy(noise))
 
@@ -494,7 +488,7 @@ def _drive_to_extremes(model, x, noise, dtype, magnitude, rng):
     rounding error moves only what the saturated units make exactly 0 or ±1. The tied decoder
     shares the encoder's weight and only gets its bias set.
     """
-    twin = _twin_of(model, dtype)
+    twin = twin_of(model, dtype)
     modules = dict(twin.named_modules())
     order, outputs, stop_at = [], {}, [None]
 
@@ -583,8 +577,8 @@ def _assert_model_matches_torch(model, x, noise, dtype, what):
         out = model.loss(x, noise=noise)
         model.zero_grad()
         model.backward()
-    twin = _twin_of(model, dtype)
-    terms = _gradient_terms(_twin_of(model, dtype), x, noise)
+    twin = twin_of(model, dtype)
+    terms = _gradient_terms(twin_of(model, dtype), x, noise)
     tout = _torch_loss(twin, x, noise)
     tout["loss"].backward()
     assert set(out) == set(tout)

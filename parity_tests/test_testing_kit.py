@@ -204,3 +204,30 @@ def test_importing_the_kit_imports_neither_torch_nor_needs_hypothesis():
             "try:\n    T.conv2d_cases()\nexcept ImportError as error:\n    assert 'hypothesis' in str(error)\n"
             "else:\n    raise SystemExit('no ImportError')")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_model_matches_its_twin_and_a_wrong_gradient_is_named():
+    """assert_model_matches_torch: loss parts and every gradient of a model against its twin;
+    a planted error in one parameter's gradient fails naming that parameter."""
+    from scratch.models import build
+    from scratch.testing import assert_model_matches_torch
+    from torch_impl.models import build as torch_build
+
+    model = build("vae", dtype=np.float64, rng=0, input_dim=12, hidden_dim=5, latent_dim=3)
+    x = np.random.default_rng(1).random((4, 12))
+    noise = model.draw_noise(x.shape)
+    result = assert_model_matches_torch(model, torch_build("vae", **model.config), x, noise)
+    assert set(result.max_rel_error) == {"loss", "recon", "kl"} | {f"grad {k!r}" for k, _ in model.named_parameters()}
+    sparse = build("sparse-ae", dtype=np.float64, rng=0, input_dim=12, hidden_dim=5)
+    result = assert_model_matches_torch(sparse, torch_build("sparse-ae", **sparse.config), x, input_grad=True)
+    assert {"loss", "recon", "penalty", "grad_input"} <= set(result.max_rel_error)
+    backward = model.backward
+
+    def wrong_backward(**options):
+        grad = backward(**options)
+        model.fc21.bias.grad *= 1.01
+        return grad
+
+    model.backward = wrong_backward
+    with pytest.raises(AssertionError, match="grad 'fc21.bias'"):
+        assert_model_matches_torch(model, torch_build("vae", **model.config), x, noise)

@@ -62,7 +62,7 @@ try:  # the strategies need hypothesis (a test dependency); nothing else here do
 except ImportError:  # pragma: no cover - exercised where hypothesis is absent
     st = None
 
-__all__ = [
+__all__ = ["assert_model_matches_torch", 
     "GRADCHECK", "TOLERANCES", "TorchMatch", "assert_close", "assert_close_in_norm", "assert_matches_torch",
     "conv2d_cases", "conv_transpose2d_cases", "flatten_cases", "layer_arguments", "linear_cases",
     "max_pool2d_cases", "shapes", "to_numpy", "tolerance", "unflatten_cases",
@@ -530,3 +530,49 @@ def max_pool2d_cases(draw):
 def layer_arguments(case: dict) -> dict:
     """The constructor arguments in a case (everything but the input shape)."""
     return {k: v for k, v in case.items() if k != "x_shape"}
+
+
+# ---------------------------------------------------------------------------- a model against its twin
+
+
+def assert_model_matches_torch(model, twin, x, noise=None, *, dtype=None, input_grad: bool = False,
+                               load_weights: bool = True, what: str = "", scale=None) -> TorchMatch:
+    """Assert that a scratch model's loss, its parts and every gradient equal its torch twin's.
+
+    ``model.loss(x, noise=noise)`` (a dict of floats) and ``twin.loss(x, noise=noise)`` (a dict of
+    0-d tensors) run on the same batch, the same explicit noise and, with ``load_weights``, the
+    same weights (the model's state_dict loaded into the twin, strictly); then the loss goes back
+    through both (``model.backward()``, ``loss.backward()``). Compared under the table's
+    ``("torch", dtype)`` row: every part ("loss", "recon", "kl", ...; the two dicts must name the
+    same parts), every parameter gradient by name ("grad 'fc1.weight'"), and with ``input_grad``
+    dL/dx ("grad_input"; torch differentiates through every use of x, so this suits twins whose
+    loss treats x as a constant target, as the regularized models' do). ``scale``: {quantity: magnitude} where a gradient sums terms that cancel
+    (see ``assert_close``). The twin is any torch module with ``loss(x, noise=None)``; scratch
+    imports no twin itself.
+
+    Parameters
+    ----------
+    model : a scratch model (``scratch.models.build``)
+    twin : its torch counterpart (``torch_impl.models.build(name, **model.config)``)
+    x : (N, D) or (N, C, H, W) batch in the model's dtype
+    noise : the model's explicit noise (``model.draw_noise``), or None
+    """
+    torch = _torch()
+    dtype = _comparison_dtype([x], dtype if dtype is not None else model.dtype)
+    _prepare_torch_layer(torch, model, twin, dtype, load_weights)
+    compare = _Comparison(dtype, what, scale)
+    out = model.loss(x, noise=noise)
+    model.zero_grad()
+    grad_input = model.backward(input_grad=input_grad)
+    tx = torch.tensor(np.array(x), requires_grad=input_grad)
+    twin.zero_grad(set_to_none=True)
+    tout = twin.loss(tx, noise=None if noise is None else torch.from_numpy(np.array(noise)))
+    tout["loss"].backward()
+    if set(out) != set(tout):
+        raise AssertionError(f"{compare.prefix}the loss parts differ: scratch gives {sorted(out)}, torch {sorted(tout)}")
+    for part in out:
+        compare(part, np.asarray(out[part]), tout[part].detach())
+    _compare_parameter_grads(compare, dict(model.named_parameters()), dict(twin.named_parameters()))
+    if input_grad:
+        compare("grad_input", grad_input, tx.grad)
+    return compare.finish()
