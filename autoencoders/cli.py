@@ -367,7 +367,7 @@ def _gradcheck(args) -> int:
     model = build(args.model, dtype=np.float64, rng=rng, input_dim=args.input_dim, **config)
     model.eval()  # fixes the β-VAE's capacity step while the loss is evaluated again and again
     x = rng.random((args.batch_size, args.input_dim))
-    noise = model.draw_noise(x.shape) if hasattr(model, "draw_noise") else None
+    noise = None if REGISTRY[args.model].noise_kind == "none" else model.draw_noise(x.shape)
     loss = model.loss(x, noise=noise)["loss"]
     print(f"{args.model}: {model.num_parameters()} parameters, float64, batch {args.batch_size}, loss {loss:.6f}")
     result = gradcheck_model(model, x, noise, rng=rng, raise_on_failure=False)

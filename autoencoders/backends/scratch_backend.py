@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratch import optim
-from scratch.models import build
+from scratch.models import REGISTRY, build
 
 
 class ScratchBackend:
@@ -15,6 +15,7 @@ class ScratchBackend:
 
     def __init__(self, config, model_config: dict):
         self.model = build(config.model, dtype=np.dtype(config.dtype), rng=config.seed, **model_config)
+        self.spec = REGISTRY[config.model]
         self.optimizer = optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     def train_step(self, x: np.ndarray, noise, before_update=None) -> dict[str, float]:
@@ -53,7 +54,7 @@ class ScratchBackend:
         self.optimizer.load_state_dict(state)
 
     def corrupted_input(self, x: np.ndarray, noise) -> np.ndarray | None:
-        return self.model.corrupt(x, noise) if hasattr(self.model, "corrupt") else None
+        return self.model.corrupt(x, noise) if self.spec.family == "denoising" else None
 
     def encode(self, x: np.ndarray):
         """(μ, logvar) of a VAE's posterior for flat images (N, D)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from scratch.models import REGISTRY
 from torch_impl.models import build
 
 
@@ -16,6 +17,7 @@ class TorchBackend:
     def __init__(self, config, model_config: dict):
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
         self.model = build(config.model, dtype=self.dtype, **model_config)
+        self.spec = REGISTRY[config.model]
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     @staticmethod
@@ -75,7 +77,7 @@ class TorchBackend:
         self.optimizer.load_state_dict({"state": converted, "param_groups": groups})
 
     def corrupted_input(self, x: np.ndarray, noise) -> np.ndarray | None:
-        if not hasattr(self.model, "corrupt"):
+        if self.spec.family != "denoising":
             return None
         with torch.no_grad():
             return self.model.corrupt(self._tensor(x), self._tensor(noise)).numpy()
