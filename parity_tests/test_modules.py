@@ -144,3 +144,11 @@ def test_reassigning_a_submodule_keeps_its_place_like_torch():
 def test_bce_refuses_what_is_not_a_probability(bad):
     with pytest.raises(ValueError, match=r"BCELoss: input must be probabilities in \[0, 1\]"):
         nn.BCELoss()(np.array(bad, np.float32), np.array([0, 1], np.float32))
+
+
+def test_a_0d_parameter_stays_0d_like_torchs():
+    """torch.nn.Parameter(torch.tensor(2.0)) is 0-d; so is scratch's (ascontiguousarray made it (1,))."""
+    from scratch.nn.module import Parameter
+
+    parameter = Parameter(np.array(2.0))
+    assert parameter.data.shape == parameter.grad.shape == () and float(parameter.data) == 2.0

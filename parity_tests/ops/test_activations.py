@@ -154,3 +154,23 @@ def test_leaky_relu_kernels(shape, dtype, seed, slope):
     E.leaky_relu_backward(grad_output, x, slope, grad_input)
     assert_close(grad_input, E.leaky_relu_backward_reference(grad_output, x, slope), "kernel", dtype,
                  "leaky_relu_backward")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("make, twin", [(nn.ReLU, torch.nn.ReLU), (nn.LeakyReLU, torch.nn.LeakyReLU),
+                                        (nn.Sigmoid, torch.nn.Sigmoid), (nn.Tanh, torch.nn.Tanh)],
+                         ids=["relu", "leaky_relu", "sigmoid", "tanh"])
+def test_a_0d_input_gives_0d_output_and_gradient_like_torch(make, twin, dtype):
+    """Issue 15: LeakyReLU's backward returned (1,) for a 0-d input, where torch returns ()."""
+    rng = np.random.default_rng(3)
+    for value in (-1.5, 0.7, rng.normal()):
+        x, cotangent = np.array(value, dtype=dtype), np.array(rng.standard_normal(), dtype=dtype)
+        layer = make()
+        out = layer(x)
+        grad = layer.backward(cotangent)
+        tx = torch.tensor(x, requires_grad=True)
+        tout = twin()(tx)
+        tout.backward(torch.from_numpy(cotangent))
+        assert out.shape == grad.shape == tuple(tout.shape) == tuple(tx.grad.shape) == ()
+        assert_close(out, tout.detach(), "torch", dtype, f"{make.__name__} 0-d output")
+        assert_close(grad, tx.grad, "torch", dtype, f"{make.__name__} 0-d gradient")

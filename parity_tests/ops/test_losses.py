@@ -315,3 +315,30 @@ def test_workspaces_never_change_a_returned_or_cached_array():
     once = linear.weight.grad.copy()
     linear.backward(grad)  # the same product again: accumulates
     np.testing.assert_array_equal(linear.weight.grad, once + once)
+
+
+# -- 0-d inputs (issue 15): the output and the gradient are 0-d, as torch's ---------------------------
+
+
+ZERO_D_LOSSES = [(nn.MSELoss, torch.nn.MSELoss, "value"), (nn.BCELoss, torch.nn.BCELoss, "probability"),
+                 (nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss, "value")]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("scratch_loss, torch_loss, kind", ZERO_D_LOSSES, ids=["mse", "bce", "bce_with_logits"])
+def test_a_0d_input_gives_0d_output_and_gradient_like_torch(scratch_loss, torch_loss, kind, reduction, dtype):
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        value = rng.uniform(0.05, 0.95) if kind == "probability" else rng.normal(scale=3.0)
+        x, target = np.array(value, dtype=dtype), np.array(rng.uniform(), dtype=dtype)
+        cotangent = rng.standard_normal()
+        loss = scratch_loss(reduction=reduction)
+        out = loss(x, target)
+        grad = loss.backward(np.array(cotangent, dtype=dtype) if reduction == "none" else cotangent)
+        tx = torch.tensor(x, requires_grad=True)
+        tout = torch_loss(reduction=reduction)(tx, torch.tensor(target))
+        tout.backward(torch.tensor(cotangent, dtype=tx.dtype))
+        assert np.shape(out) == tuple(tout.shape) == () and grad.shape == tuple(tx.grad.shape) == ()
+        assert_close(np.asarray(out), tout.detach(), "torch", dtype, f"{scratch_loss.__name__} 0-d output")
+        assert_close(grad, tx.grad, "torch", dtype, f"{scratch_loss.__name__} 0-d gradient")

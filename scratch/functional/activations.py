@@ -16,7 +16,7 @@ from scratch.kernels import activations as kernels
 
 def _flat(a: np.ndarray) -> np.ndarray:
     # Kernels take flat contiguous arrays; ravel copies only when ``a`` is not contiguous.
-    return np.ascontiguousarray(a).reshape(-1)
+    return np.asarray(a, order="C").reshape(-1)
 
 
 def _apply(kernel, *arrays):
@@ -42,7 +42,7 @@ def leaky_relu_forward(x, negative_slope=0.01):
     slope = x.dtype.type(negative_slope)  # torch multiplies in the tensor's dtype
     out = np.empty(x.shape, dtype=x.dtype)
     kernels.leaky_relu_forward(_flat(x), slope, out.reshape(-1))
-    return out, (np.ascontiguousarray(x), slope)
+    return out, (np.asarray(x, order="C"), slope)
 
 
 def leaky_relu_backward(grad_output, cache):

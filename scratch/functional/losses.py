@@ -14,7 +14,7 @@ from scratch.kernels import losses as kernels
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a).reshape(-1)
+    return np.asarray(a, order="C").reshape(-1)
 
 
 def _reduce(elementwise: np.ndarray, reduction: str) -> np.ndarray:
@@ -37,7 +37,7 @@ def _upstream(grad_output, shape, dtype, reduction) -> np.ndarray:
 def _binary_loss_forward(kernel, input, target, reduction):
     elementwise = np.empty(input.shape, dtype=input.dtype)
     kernel(_flat(input), _flat(target), elementwise.reshape(-1))
-    cache = (np.ascontiguousarray(input), np.ascontiguousarray(target), reduction)
+    cache = (np.asarray(input, order="C"), np.asarray(target, order="C"), reduction)
     return _reduce(elementwise, reduction), cache
 
 
@@ -55,7 +55,7 @@ def bce_forward(probabilities, target, reduction="mean", workspace=None):
     ``workspace`` (a ``scratch.workspace.Workspace``): where log p, log(1 - p) and, for a
     reduced loss, the per-element terms are computed, reused from call to call.
     """
-    p = np.ascontiguousarray(probabilities)
+    p = np.asarray(probabilities, order="C")
 
     def temporary(name):
         return np.empty(p.shape, p.dtype) if workspace is None else workspace.get(name, p.shape, p.dtype)
@@ -67,7 +67,7 @@ def bce_forward(probabilities, target, reduction="mean", workspace=None):
         np.log1p(log_1mp, out=log_1mp)
     elementwise = np.empty(p.shape, dtype=p.dtype) if reduction == "none" else temporary("terms")
     kernels.bce_forward(p.reshape(-1), _flat(target), log_p.reshape(-1), log_1mp.reshape(-1), elementwise.reshape(-1))
-    return _reduce(elementwise, reduction), (p, np.ascontiguousarray(target), reduction)
+    return _reduce(elementwise, reduction), (p, np.asarray(target, order="C"), reduction)
 
 
 def bce_backward(grad_output, cache):
@@ -86,18 +86,18 @@ def sigmoid_bce_backward(grad_output, cache):
 
 def _exp_neg_abs(x: np.ndarray) -> np.ndarray:
     """e^{-|x|} by NumPy's SIMD loops, a new array (every exponent <= 0: no overflow)."""
-    e = np.abs(x)
+    e = np.abs(x, out=np.empty_like(x))  # out=: a 0-d x gives a 0-d array, not a NumPy scalar
     np.negative(e, out=e)
     return np.exp(e, out=e)
 
 
 def bce_with_logits_forward(logits, target, reduction="mean"):
     """ℓ = (1 - y) x + softplus(-x) = BCE(σ(x), y) without forming σ(x); x, y: (*)."""
-    x = np.ascontiguousarray(logits)
+    x = np.asarray(logits, order="C")
     tail = np.log1p(_exp_neg_abs(x))  # log1p(e^{-|x|}), the part of softplus that needs a log
     elementwise = np.empty(x.shape, dtype=x.dtype)
     kernels.bce_with_logits_forward(x.reshape(-1), _flat(target), tail.reshape(-1), elementwise.reshape(-1))
-    return _reduce(elementwise, reduction), (x, np.ascontiguousarray(target), reduction)
+    return _reduce(elementwise, reduction), (x, np.asarray(target, order="C"), reduction)
 
 
 def bce_with_logits_backward(grad_output, cache):
@@ -131,7 +131,7 @@ def gaussian_kl_forward(mean, logvar, reduction="sum"):
     """
     elementwise = np.empty(mean.shape, dtype=mean.dtype)
     kernels.gaussian_kl_forward(_flat(mean), _flat(logvar), elementwise.reshape(-1))
-    cache = (np.ascontiguousarray(mean), np.ascontiguousarray(logvar), reduction)
+    cache = (np.asarray(mean, order="C"), np.asarray(logvar, order="C"), reduction)
     if reduction == "batchmean":
         total = elementwise.sum(dtype=elementwise.dtype)
         return total / mean.dtype.type(mean.shape[0]), cache

@@ -37,7 +37,7 @@ class Parameter:
     __slots__ = ("data", "grad")
 
     def __init__(self, data: np.ndarray):
-        data = np.ascontiguousarray(data)
+        data = np.asarray(data, order="C")  # keeps a 0-d array 0-d (ascontiguousarray makes it (1,))
         check_float_dtype(data.dtype, "Parameter")
         if not data.flags.writeable:
             data = data.copy()
