@@ -152,3 +152,19 @@ def test_a_0d_parameter_stays_0d_like_torchs():
 
     parameter = Parameter(np.array(2.0))
     assert parameter.data.shape == parameter.grad.shape == () and float(parameter.data) == 2.0
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.Linear(3, 2, rng=0, dtype=np.float64), (4, 3)),
+    (lambda: nn.ReLU(), (4, 3)), (lambda: nn.LeakyReLU(0.2), (4, 3)), (lambda: nn.Sigmoid(), (4, 3)),
+    (lambda: nn.Tanh(), (4, 3)), (lambda: nn.Flatten(), (2, 3, 4)), (lambda: nn.Unflatten(1, (2, 2)), (3, 4)),
+    (lambda: nn.Sequential(nn.Linear(3, 2, rng=0, dtype=np.float64), nn.ReLU()), (4, 3)),
+    (lambda: nn.Conv2d(2, 3, 3, rng=0, dtype=np.float64), (1, 2, 5, 5)),
+    (lambda: nn.ConvTranspose2d(2, 3, 3, rng=0, dtype=np.float64), (1, 2, 5, 5)),
+    (lambda: nn.MaxPool2d(2), (1, 2, 4, 4)),
+], ids=["Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "Unflatten", "Sequential", "Conv2d",
+        "ConvTranspose2d", "MaxPool2d"])
+def test_forward_takes_torchs_keyword_input(make, shape):
+    """torch's modules name forward's argument ``input``: layer(input=x) is layer(x)."""
+    x = np.random.default_rng(0).standard_normal(shape)
+    np.testing.assert_array_equal(make()(input=x), make()(x))

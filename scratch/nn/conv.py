@@ -97,7 +97,8 @@ class Conv2d(_ConvBase):
                  *, rng=None, dtype=np.float32):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias, rng, dtype, 1)
 
-    def forward(self, x):
+    def forward(self, input):
+        x = input  # torch's name for the argument (forward(input=...)); x below
         _check_input(self, x, self.in_channels)
         sizes = [conv2d_output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a], self.dilation[a])
                  for a in (0, 1)]
@@ -127,7 +128,8 @@ class ConvTranspose2d(_ConvBase):
                 raise ValueError(f"ConvTranspose2d: output_padding {self.output_padding} must be smaller than "
                                  f"stride or dilation ({self.stride}, {self.dilation}) in each dimension")
 
-    def forward(self, x):
+    def forward(self, input):
+        x = input  # torch's name for the argument (forward(input=...)); x below
         _check_input(self, x, self.in_channels)
         sizes = [conv_transpose2d_output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a],
                                               self.output_padding[a], self.dilation[a]) for a in (0, 1)]
@@ -159,7 +161,8 @@ class MaxPool2d(_CachingModule):
             raise ValueError(f"MaxPool2d: padding {self.padding} must be at most half the kernel size "
                              f"{self.kernel_size}, as torch requires")
 
-    def forward(self, x):
+    def forward(self, input):
+        x = input  # torch's name for the argument (forward(input=...)); x below
         owner = repr(self)
         check_array(x, owner, ndim=4, allow_empty=False)
         sizes = [conv2d_output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a], self.dilation[a])

@@ -104,7 +104,8 @@ class Linear(_CachingModule):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"{owner}: input's last dimension must be {self.in_features}, got shape {x.shape}")
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        x = input  # torch's name for the argument (forward(input=...)); x below
         self._check_input(x)
         y, cache = F.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
         self._save(cache, y, x, (("input", cache[0]),))  # x as (M, in_features), a view when it can be
@@ -162,7 +163,8 @@ class _Activation(_CachingModule):
     _backward = None
     _KEEPS = "output"
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        x = input  # torch's name for the argument (forward(input=...)); x below
         check_array(x, type(self).__name__, allow_empty=False)
         out, cache = type(self)._forward(x, *self._arguments())
         kept = cache if self._KEEPS == "output" else cache[0]
@@ -251,7 +253,8 @@ class TiedLinear(_CachingModule):
             check_parameter(f"TiedLinear({self.in_features}, {self.out_features})", "bias", (self.out_features,), dtype)
         self.bias = Parameter(np.zeros(source.in_features, dtype=dtype)) if bias else None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        x = input  # torch's name for the argument (forward(input=...)); x below
         weight = self.source.weight
         owner = f"TiedLinear({self.in_features}, {self.out_features})"
         check_array(x, owner, dtype=weight.dtype, min_ndim=1, allow_empty=False)
@@ -280,7 +283,8 @@ class Flatten(_CachingModule):
         self.start_dim = check_integer(start_dim, "Flatten", "start_dim")
         self.end_dim = check_integer(end_dim, "Flatten", "end_dim")
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        x = input  # torch's name for the argument (forward(input=...)); x below
         # An empty input is refused: reshape(..., -1, ...) cannot infer the merged size of nothing.
         check_array(x, "Flatten", min_ndim=1, allow_empty=False)
         start = _normalize_dim(self.start_dim, x.ndim, "Flatten")
@@ -311,7 +315,8 @@ class Unflatten(_CachingModule):
         self.unflattened_size = tuple(check_integer(size, "Unflatten", f"unflattened_size[{index}]")
                                       for index, size in enumerate(unflattened_size))
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        x = input  # torch's name for the argument (forward(input=...)); x below
         check_array(x, "Unflatten", allow_empty=False)
         dim = _normalize_dim(self.dim, max(x.ndim, 1), "Unflatten")
         if x.ndim == 0 or math.prod(self.unflattened_size) != x.shape[dim]:

@@ -315,7 +315,7 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, input: np.ndarray) -> np.ndarray:
         """Run the children in order; a pair that fuses (Linear then ReLU) runs as one.
 
         A child that refuses its input (a later layer finding the image too small, say) leaves
@@ -326,6 +326,7 @@ class Sequential(Module):
         (the activations in between cannot be reached from outside). A child that is not a
         library module runs outside the pass (see ``Module._KEEPS_ARRAYS_PRIVATE``).
         """
+        x = input  # torch's name for the argument (forward(input=...)); x below
         modules = list(self._modules.values())
         saved = [(module, module._forward_state()) for module in self._caching_modules()]
         index = 0
