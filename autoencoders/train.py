@@ -119,7 +119,7 @@ class TrainConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be a {low} number, got {value!r}")
         if not isinstance(self.model_config, dict) or not all(isinstance(key, str) for key in self.model_config):
             raise ValueError(f"model_config must be an object of named options, got {self.model_config!r}")
-        accepted = _constructor_options(self.model)
+        accepted = REGISTRY[self.model].options  # the constructor's keyword arguments
         unknown = sorted(set(self.model_config) - accepted)
         if unknown:
             raise ValueError(f"model_config has options {unknown} that {self.model} does not take "
@@ -132,11 +132,6 @@ class TrainConfig:
             return cls(**value).validate()
         except (TypeError, ValueError) as error:
             raise CheckpointError(f"{where}: not a valid training configuration ({error})") from None
-
-
-def _constructor_options(model: str) -> frozenset[str]:
-    """The configuration keys model ``model`` accepts: its constructor's keyword arguments."""
-    return REGISTRY[model].options
 
 
 # -- data ----------------------------------------------------------------------------------

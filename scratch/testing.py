@@ -4,6 +4,8 @@
   through both, then the output, the gradient of each input and of every parameter compared
   under the tolerance table, with a *random* cotangent (an all-ones cotangent hides a backward
   that ignores its ``grad_output``, or errors that cancel in the sum).
+- ``assert_model_matches_torch(model, twin, x, noise)``: a model's loss parts and every gradient
+  against its torch twin, the same way.
 - ``TOLERANCES``, ``tolerance(check, dtype)``, ``GRADCHECK``: the one tolerance table, and why
   each entry is what it is (below).
 - ``assert_close``, ``assert_close_in_norm``, ``to_numpy``: the comparisons behind it.
@@ -62,10 +64,10 @@ try:  # the strategies need hypothesis (a test dependency); nothing else here do
 except ImportError:  # pragma: no cover - exercised where hypothesis is absent
     st = None
 
-__all__ = ["assert_model_matches_torch", 
+__all__ = [
     "GRADCHECK", "TOLERANCES", "TorchMatch", "assert_close", "assert_close_in_norm", "assert_matches_torch",
-    "conv2d_cases", "conv_transpose2d_cases", "flatten_cases", "layer_arguments", "linear_cases",
-    "max_pool2d_cases", "shapes", "to_numpy", "tolerance", "unflatten_cases",
+    "assert_model_matches_torch", "conv2d_cases", "conv_transpose2d_cases", "flatten_cases", "layer_arguments",
+    "linear_cases", "max_pool2d_cases", "shapes", "to_numpy", "tolerance", "unflatten_cases",
 ]
 
 # ---------------------------------------------------------------------------- the tolerance table
@@ -279,9 +281,10 @@ def _input_gradients(grads, count: int) -> dict[int, object]:
 class _Comparison:
     """Compares quantity after quantity under one tolerance; raises on the first mismatch."""
 
-    def __init__(self, dtype: np.dtype, what: str, scale):
+    def __init__(self, dtype: np.dtype, what: str, scale, caller: str = "assert_matches_torch"):
         self.dtype, self.prefix = dtype, f"{what}: " if what else ""
         self.scale = dict(scale or {})
+        self.caller = caller
         self.used: set[str] = set()
         self.cotangent = self.torch_output = None  # what a scale function is given, once known
         rtol, atol = tolerance("torch", dtype)
@@ -302,7 +305,7 @@ class _Comparison:
     def finish(self) -> TorchMatch:
         unknown = sorted(set(self.scale) - self.used)
         if unknown:
-            raise ValueError(f"assert_matches_torch: scale names {unknown}, which were not compared; "
+            raise ValueError(f"{self.caller}: scale names {unknown}, which were not compared; "
                              f"compared: {sorted(self.used)}")
         return self.result
 
@@ -560,7 +563,7 @@ def assert_model_matches_torch(model, twin, x, noise=None, *, dtype=None, input_
     torch = _torch()
     dtype = _comparison_dtype([x], dtype if dtype is not None else model.dtype)
     _prepare_torch_layer(torch, model, twin, dtype, load_weights)
-    compare = _Comparison(dtype, what, scale)
+    compare = _Comparison(dtype, what, scale, caller="assert_model_matches_torch")
     out = model.loss(x, noise=noise)
     model.zero_grad()
     grad_input = model.backward(input_grad=input_grad)

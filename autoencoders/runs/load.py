@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoencoders.backends import Backend
-from autoencoders.data import Dataset
+from autoencoders.backends import Backend, make_backend
+from autoencoders.data import Dataset, load_dataset
+from autoencoders.runs.checkpoint import check_finite_weights, latest_checkpoint, read_checkpoint
+from autoencoders.train import BACKENDS, TrainConfig, load_run_config, model_config_for
 
 
 @dataclass
@@ -15,7 +17,7 @@ class Run:
     the newest checkpoint's weights; ``metrics`` one dict per finished epoch, as metrics.jsonl."""
 
     directory: Path
-    config: "TrainConfig"  # noqa: F821 - autoencoders.train.TrainConfig, imported lazily
+    config: TrainConfig
     dataset: Dataset
     backend: Backend
     state: dict            # the checkpoint's state.json; its weights under "weights"
@@ -38,11 +40,6 @@ def load_run(run_dir, backend: str | None = None) -> Run:
     and dtypes); weights holding NaN or inf are refused naming the first such tensor. Raises
     ``CheckpointError`` / ``RunDirectoryError`` / ``DataError`` (all ValueErrors) naming the file.
     """
-    from autoencoders.backends import make_backend
-    from autoencoders.data import load_dataset
-    from autoencoders.runs.checkpoint import check_finite_weights, latest_checkpoint, read_checkpoint
-    from autoencoders.train import BACKENDS, load_run_config, model_config_for
-
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"load_run: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     run_dir = Path(run_dir)
