@@ -1,4 +1,4 @@
-"""Draw the pictures in docs/conv.md: conv-matrix.png, conv-stride2-dx.png, conv-maxpool.png.
+"""Draw the pictures in docs/conv.md (conv-matrix.png, conv-stride2-dx.png) and docs/pooling.md (conv-maxpool.png).
 
 Run from anywhere with the project's venv: ``.venv/bin/python docs/images/make_conv_figures.py``.
 Every matrix entry and number drawn is computed with torch.nn.functional (the oracle that

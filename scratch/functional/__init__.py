@@ -15,8 +15,6 @@ from scratch.functional.conv import (
     conv2d_forward,
     conv_transpose2d_backward,
     conv_transpose2d_forward,
-    max_pool2d_backward,
-    max_pool2d_forward,
 )
 from scratch.functional.linear import (
     activation_backward_bias,
@@ -44,6 +42,7 @@ from scratch.functional.penalties import (
     l1_activity_backward,
     l1_activity_forward,
 )
+from scratch.functional.pooling import max_pool2d_backward, max_pool2d_forward
 from scratch.functional.vae import reparameterize_backward, reparameterize_forward
 
 __all__ = [name for name in dir() if name.endswith(("_forward", "_backward", "_bias", "_accumulate"))]

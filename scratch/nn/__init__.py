@@ -1,10 +1,11 @@
 """Modules per the contract: parameters with ``.data``/``.grad``, torch's ``state_dict`` keys."""
 
-from scratch.nn.conv import Conv2d, ConvTranspose2d, MaxPool2d
+from scratch.nn.conv import Conv2d, ConvTranspose2d
 from scratch.nn.inplace import InplaceModificationError
 from scratch.nn.layers import Flatten, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, TiedLinear, Unflatten
 from scratch.nn.losses import BCELoss, BCEWithLogitsLoss, GaussianKL, MSELoss
 from scratch.nn.module import Module, Parameter, Sequential
+from scratch.nn.pooling import MaxPool2d
 
 __all__ = [
     "BCELoss", "BCEWithLogitsLoss", "Conv2d", "ConvTranspose2d", "MaxPool2d", "Flatten", "GaussianKL", "InplaceModificationError",
