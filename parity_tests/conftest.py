@@ -73,3 +73,11 @@ def _suite_thread_counts():
     _set_suite_thread_counts()
     yield
     _set_suite_thread_counts()  # before the next test's wider-scoped fixtures run, too
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fourth oracle's counts (ran, passed, excluded per torch entry), when its tests ran."""
+    database = sys.modules.get("parity_tests.torch_database")
+    if database is not None and database.COUNTS:
+        terminalreporter.write_sep("-", "torch's own sample inputs (parity_tests/torch_database.py)")
+        terminalreporter.write_line(database.report())

@@ -13,12 +13,19 @@ from hypothesis import strategies as st
 
 from scratch.models.registry import model_names
 from scratch.testing import (  # noqa: F401 - re-exported: the tests take every strategy from here
+    avg_pool2d_cases,
+    broadcastable_shapes,
     conv2d_cases,
     conv_transpose2d_cases,
+    conv_transpose2d_output_size_cases,
     flatten_cases,
     layer_arguments,
     linear_cases,
+    loss_cases,
     max_pool2d_cases,
+    max_unpool2d_cases,
+    max_unpool2d_scatter_cases,
+    mse_broadcast_cases,
     shapes,
     unflatten_cases,
 )
@@ -61,7 +68,8 @@ optimizer_settings = st.one_of(
         "weight_decay": st.sampled_from([0.0, 1e-2]),
         "nesterov": st.booleans(),
         "maximize": st.booleans(),
-    }).map(lambda s: {**s, "dampening": 0.0} if s["nesterov"] else s)
+    }, optional={"foreach": st.sampled_from([None, False, True]), "fused": st.sampled_from([None, False])})
+      .map(lambda s: {**s, "dampening": 0.0} if s["nesterov"] else s)
       .map(lambda s: {**s, "momentum": 0.9} if s["nesterov"] else s),
     st.fixed_dictionaries({
         "name": st.sampled_from(["Adam", "AdamW"]),
@@ -71,7 +79,10 @@ optimizer_settings = st.one_of(
         "weight_decay": st.sampled_from([0.0, 1e-5, 0.1]),
         "amsgrad": st.booleans(),
         "maximize": st.booleans(),
-    }),
+    }, optional={"foreach": st.sampled_from([None, False, True]), "fused": st.sampled_from([None, False]),
+                 "decoupled_weight_decay": st.booleans()})
+      # AdamW takes no decoupled_weight_decay (it is always on), in torch as here
+      .map(lambda s: {k: v for k, v in s.items() if not (k == "decoupled_weight_decay" and s["name"] == "AdamW")}),
 )
 
 

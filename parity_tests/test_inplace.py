@@ -98,8 +98,10 @@ LAYERS = {
     "ConvTranspose2d": (lambda: nn.ConvTranspose2d(2, 3, 3, stride=2, rng=0, dtype=F64), (2, 2, 3, 3), False, False),
     "ConvTranspose2d batch 1": (lambda: nn.ConvTranspose2d(2, 3, 3, stride=2, rng=0, dtype=F64), (1, 2, 3, 3),
                                 True, False),
-    # MaxPool2d keeps the argmax positions only; Flatten and Unflatten the input's shape
+    # MaxPool2d keeps the argmax positions only, AvgPool2d its geometry; Flatten and Unflatten the input's shape
     "MaxPool2d": (lambda: nn.MaxPool2d(2), (2, 2, 4, 4), False, False),
+    "MaxPool2d unbatched, ceil_mode": (lambda: nn.MaxPool2d(3, 2, ceil_mode=True), (2, 4, 4), False, False),
+    "AvgPool2d": (lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True), (2, 2, 4, 4), False, False),
     "Flatten": (nn.Flatten, (2, 3, 4), False, False),
     "Unflatten": (lambda: nn.Unflatten(1, (2, 3)), (4, 6), False, False),
 }
@@ -313,6 +315,83 @@ def test_a_failed_forward_keeps_the_last_pass_watched():
     with pytest.raises(InplaceModificationError, match=r"child 0 \(Linear\)'s input"):
         short.backward(np.ones_like(y))
     assert inplace._state.open_pass is None and not inplace._state.verified
+
+
+# ---------------------------------------------------------------------------- layers that run in place (inplace=True)
+# torch bumps the version of the array an in-place layer writes; a layer that saved it for its
+# backward then refuses. scratch compares contents: a layer that kept an array the write changed
+# refuses at its backward (inside a Sequential's pass too), and an in-place layer's own output
+# is watched like any other.
+
+
+@pytest.mark.parametrize("writer", ["ReLU", "LeakyReLU"])
+@pytest.mark.parametrize("between", ["nothing", "Flatten", "Unflatten"])
+def test_an_inplace_write_into_an_array_an_earlier_child_kept_is_refused_like_torch(between, writer):
+    """Tanh keeps its output for backward; an in-place ReLU / LeakyReLU after it overwrites that
+    output (through a Flatten's or Unflatten's view too): the backward refuses, naming the child
+    that kept it, and changes nothing. torch refuses the same backward."""
+    def layers(m):
+        middle = {"nothing": [], "Flatten": [m.Flatten(0)], "Unflatten": [m.Unflatten(1, (2, 2))]}[between]
+        write = m.ReLU(inplace=True) if writer == "ReLU" else m.LeakyReLU(0.2, inplace=True)
+        return [m.Linear(3, 4, **({"rng": 0, "dtype": F64} if m is nn else {})), m.Tanh(), *middle, write]
+
+    seq, twin = nn.Sequential(*layers(nn)), torch.nn.Sequential(*layers(torch.nn)).double()
+    x = _rng().standard_normal((5, 3))
+    y = seq(x)
+    refused(lambda: seq.backward(np.ones_like(y)), InplaceModificationError,
+            rf"^Sequential\.backward: child 1 \(Tanh\)'s output {EDITED}", seq)
+    ty = twin(torch.tensor(x))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        ty.backward(torch.ones_like(ty))
+
+
+def test_an_inplace_write_after_a_layer_ran_on_its_own_is_caught_too():
+    """Outside a container the kept output was fingerprinted at forward: the write shows."""
+    tanh, relu = nn.Tanh(), nn.ReLU(inplace=True)
+    x = _rng().standard_normal((4, 3))
+    t = tanh(x)
+    assert relu(t) is t
+    refused(lambda: tanh.backward(np.ones_like(t)), InplaceModificationError, rf"^Tanh\.backward: its output {EDITED}",
+            tanh)
+    np.testing.assert_array_equal(relu.backward(np.ones_like(t)), (t > 0).astype(F64))
+
+
+@pytest.mark.parametrize("make", [lambda: nn.ReLU(inplace=True), lambda: nn.LeakyReLU(0.2, inplace=True)])
+def test_an_inplace_layers_own_output_is_watched(make):
+    """Its input is its output; the fingerprint is taken after its own write, so only a later
+    edit is refused."""
+    layer = make()
+    x = _rng().standard_normal((4, 3))
+    y = layer(x)
+    layer.backward(np.ones_like(y))  # its own write is not an edit
+    y = layer(x)
+    x[0, 0] += 0.5
+    refused(lambda: layer.backward(np.ones_like(y)), InplaceModificationError,
+            rf"^{type(layer).__name__}\.backward: its output {EDITED}", layer)
+
+
+def test_an_inplace_write_that_changes_no_byte_is_not_an_error():
+    """ReLU(inplace=True) after a ReLU rewrites the same bytes: the earlier ReLU's gradient is
+    unchanged, so the backward runs (torch, counting writes, refuses)."""
+    seq, plain = (nn.Sequential(nn.Linear(3, 4, rng=0, dtype=F64), nn.Tanh(), nn.ReLU(), nn.ReLU(inplace=inplace))
+                  for inplace in (True, False))
+    x = _rng().standard_normal((5, 3))
+    for model in (seq, plain):
+        model.backward(np.ones_like(model(x)))
+    for a, b in zip(seq.parameters(), plain.parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad)
+
+
+def test_a_sequential_with_an_inplace_leaky_relu_of_negative_slope_refuses_before_any_child_runs():
+    """torch refuses that LeakyReLU's backward; scratch refuses before the children after it
+    have added their gradients."""
+    seq = nn.Sequential(nn.Linear(3, 4, rng=0, dtype=F64), nn.LeakyReLU(-0.5, inplace=True),
+                        nn.Linear(4, 2, rng=1, dtype=F64))
+    y = seq(_rng().standard_normal((5, 3)))
+    refused(lambda: seq.backward(np.ones_like(y)), RuntimeError,
+            r"^Sequential\.backward: child 1 \(LeakyReLU\): LeakyReLU\(negative_slope=-0\.5, inplace=True\) ran its "
+            r"forward in place with a negative slope", seq)
+    seq.backward(np.ones((5, 4)), start=0)  # entering at the first Linear, the LeakyReLU is not crossed: allowed
 
 
 # ---------------------------------------------------------------------------- losses

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -70,7 +71,14 @@ def test_non_strict_load_ignores_missing_and_extra_but_not_shapes():
     (lambda: nn.Linear(3, 2)(np.zeros((2, 4), dtype=np.float32)), ValueError, r"Linear\(3, 2\): input's last dimension must be 3, got shape \(2, 4\)"),
     (lambda: nn.Linear(3, 2)(np.zeros((2, 3))), TypeError, "float64 but the layer's parameters are float32"),
     (lambda: nn.Linear(3, 2)(np.zeros((2, 3), dtype=np.int64)), TypeError, "float32 or float64, got int64"),
-    (lambda: nn.Linear(0, 2), ValueError, "in_features must be a positive int"),
+    (lambda: nn.Linear(-1, 2), ValueError, r"in_features must be an int >= 0, got -1"),
+    (lambda: nn.Linear(2, 2, device="cuda"), ValueError, r"^Linear: device must be None or 'cpu' .*, got 'cuda'$"),
+    (lambda: nn.ReLU(inplace="yes"), TypeError, r"^ReLU: inplace must be True or False, got 'yes' \(str\)$"),
+    (lambda: nn.LeakyReLU("0.1"), TypeError, r"^LeakyReLU: negative_slope must be a number, got '0\.1' \(str\)$"),
+    (lambda: nn.ReLU(inplace=True)(np.broadcast_to(np.zeros(3), (2, 3))), ValueError,
+     r"^ReLU: inplace=True writes the result into the input, which is read-only"),
+    (lambda: nn.Sequential(OrderedDict(forward=nn.ReLU())), KeyError, "the attribute already exists"),
+    (lambda: nn.Sequential(OrderedDict([("a.b", nn.ReLU())])), KeyError, "without '.'"),
     (lambda: nn.Linear(2, 2, dtype=np.int32), TypeError, "dtype must be float32 or float64"),
     (lambda: nn.ReLU()("abc"), TypeError, "ReLU: input must be a NumPy array, got str"),
     (lambda: nn.Sigmoid().backward(np.zeros(2)), RuntimeError, "Sigmoid.backward called before forward"),
@@ -99,7 +107,7 @@ def test_backward_checks_the_gradient_it_gets():
 
 
 def test_none_reduction_needs_an_upstream_gradient():
-    loss = nn.MSELoss("none")
+    loss = nn.MSELoss(reduction="none")
     loss(np.zeros((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"array of shape \(2, 3\)"):
         loss.backward()
@@ -161,10 +169,17 @@ def test_a_0d_parameter_stays_0d_like_torchs():
     (lambda: nn.Sequential(nn.Linear(3, 2, rng=0, dtype=np.float64), nn.ReLU()), (4, 3)),
     (lambda: nn.Conv2d(2, 3, 3, rng=0, dtype=np.float64), (1, 2, 5, 5)),
     (lambda: nn.ConvTranspose2d(2, 3, 3, rng=0, dtype=np.float64), (1, 2, 5, 5)),
-    (lambda: nn.MaxPool2d(2), (1, 2, 4, 4)),
+    (lambda: nn.MaxPool2d(2), (1, 2, 4, 4)), (lambda: nn.AvgPool2d(2), (1, 2, 4, 4)),
 ], ids=["Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "Unflatten", "Sequential", "Conv2d",
-        "ConvTranspose2d", "MaxPool2d"])
+        "ConvTranspose2d", "MaxPool2d", "AvgPool2d"])
 def test_forward_takes_torchs_keyword_input(make, shape):
     """torch's modules name forward's argument ``input``: layer(input=x) is layer(x)."""
     x = np.random.default_rng(0).standard_normal(shape)
     np.testing.assert_array_equal(make()(input=x), make()(x))
+
+
+def test_max_unpool2d_forward_takes_torchs_keywords():
+    """torch's MaxUnpool2d.forward(input, indices, output_size=None), by keyword too."""
+    values, indices = nn.MaxPool2d(2, return_indices=True)(np.random.default_rng(0).standard_normal((1, 2, 5, 4)))
+    np.testing.assert_array_equal(nn.MaxUnpool2d(2)(input=values, indices=indices, output_size=(5, 4)),
+                                  nn.MaxUnpool2d(2)(values, indices, (5, 4)))

@@ -177,6 +177,7 @@ LAYERS = {
     "Conv2d": (lambda: nn.Conv2d(2, 3, 3, rng=0, dtype=F64), (2, 2, 5, 5)),
     "ConvTranspose2d": (lambda: nn.ConvTranspose2d(2, 3, 3, stride=2, rng=0, dtype=F64), (2, 2, 3, 3)),
     "MaxPool2d": (lambda: nn.MaxPool2d(2), (2, 2, 4, 4)),
+    "AvgPool2d": (lambda: nn.AvgPool2d(2), (2, 2, 4, 4)),
     "ReLU": (nn.ReLU, (4, 3)),
     "LeakyReLU": (lambda: nn.LeakyReLU(0.1), (4, 3)),
     "Sigmoid": (nn.Sigmoid, (4, 3)),
@@ -191,6 +192,7 @@ WITH_PARAMETERS = ("Linear", "TiedLinear", "Conv2d", "ConvTranspose2d", "Sequent
 OWNER = {
     "Linear": r"Linear\(3, 2\)", "TiedLinear": r"TiedLinear\(2, 3\)", "Conv2d": r"Conv2d\(2, 3, kernel_size",
     "ConvTranspose2d": r"ConvTranspose2d\(2, 3, kernel_size", "MaxPool2d": r"MaxPool2d\(kernel_size",
+    "AvgPool2d": r"AvgPool2d\(kernel_size",
     "Sequential": r"Linear\(3, 4\)",  # the first child checks the Sequential's input
 }
 
@@ -214,8 +216,6 @@ def _forward_faults(name):
          rf"^{owner}.*: input must be float32 or float64, got int64$"),
         ("float16", lambda x: x.astype(np.float16), TypeError,
          rf"^{owner}.*: input must be float32 or float64, got float16$"),
-        ("empty batch", lambda x: x[:0], ValueError,
-         rf"^{owner}.*: input is empty \(shape \(0, [0-9, ]+\)\); expected at least one element$"),
     ]
     if name in WITH_PARAMETERS:
         faults.append(("float32 into float64", lambda x: x.astype(np.float32), TypeError,
@@ -228,21 +228,34 @@ def _forward_faults(name):
             ("wrong features", lambda x: np.ones((4, features + 2)), ValueError,
              rf"^{owner}: input's last dimension must be {features}, got shape \(4, {features + 2}\)$"),
         ]
-    if name in ("Conv2d", "ConvTranspose2d", "MaxPool2d"):
+    if name in ("MaxPool2d", "AvgPool2d"):  # (C, H, W) is unbatched and N = 0 passes, as in torch
         faults += [
-            ("rank 3", lambda x: x[0], ValueError, rf"^{owner}.*: input must have 4 dimensions, got shape \(2, \d, \d\)$"),
-            ("empty image", lambda x: x[:, :, :0], ValueError,
-             rf"^{owner}.*: input is empty \(shape \(2, 2, 0, \d\)\); expected at least one element$"),
+            ("rank 2", lambda x: x[0, 0], ValueError, rf"^{owner}.*: input must have 3 or 4 dimensions, got shape \(\d, \d\)$"),
+            ("rank 5", lambda x: x[None], ValueError,
+             rf"^{owner}.*: input must have 3 or 4 dimensions, got shape \(1, 2, 2, \d, \d\)$"),
+            ("empty image", lambda x: x[:, :, :0], ValueError,  # torch refuses every empty axis but the batch
+             rf"^{owner}.*: input has an empty channel, row or column axis \(shape \(2, 2, 0, \d\)\); expected C, H, W >= 1"),
+            ("no channels", lambda x: x[:, :0], ValueError,
+             rf"^{owner}.*: input has an empty channel, row or column axis \(shape \(2, 0, \d, \d\)\)"),
         ]
-    if name in ("Conv2d", "ConvTranspose2d"):
-        faults.append(("wrong channels", lambda x: np.ones((2, 5, 5, 5)), ValueError,
-                       rf"^{owner}.*: expected input \(N, 2, H, W\), got shape \(2, 5, 5, 5\)$"))
-    if name in ("Conv2d", "MaxPool2d"):
+    if name in ("Conv2d", "ConvTranspose2d"):  # (C, H, W) is an unbatched image, as in torch
+        faults += [
+            ("rank 2", lambda x: x[0, 0], ValueError, rf"^{owner}.*: input must have 3 or 4 dimensions, got shape \(\d, \d\)$"),
+            ("rank 5", lambda x: x[None], ValueError,
+             rf"^{owner}.*: input must have 3 or 4 dimensions, got shape \(1, 2, 2, \d, \d\)$"),
+            ("empty image", lambda x: x[:, :, :0], ValueError,  # only an empty batch may have one
+             rf"^{owner}.*: input has an empty image \(shape \(2, 2, 0, \d\)\); expected H, W >= 1 "),
+            ("wrong channels", lambda x: np.ones((2, 5, 5, 5)), ValueError,
+             rf"^{owner}.*: expected input \(N, 2, H, W\), got shape \(2, 5, 5, 5\)$"),
+            ("wrong channels, unbatched", lambda x: np.ones((5, 5, 5)), ValueError,
+             rf"^{owner}.*: expected input \(2, H, W\) \(unbatched\), got shape \(5, 5, 5\)$"),
+        ]
+    if name in ("Conv2d", "MaxPool2d", "AvgPool2d"):
         faults.append(("image too small", lambda x: np.ones((2, 2, 1, 1)), ValueError,
                        rf"^{owner}.*: input (of spatial size|of shape) .* too small for this (kernel|window)"))
-    if name == "Flatten":
+    if name == "Flatten":  # torch wraps a 0-d input's dims as one dimension's: start_dim 1 is out of range
         faults.append(("0-d", lambda x: np.array(1.0), ValueError,
-                       r"^Flatten: input must have at least 1 dimension, got shape \(\)$"))
+                       r"^Flatten: start_dim 1 out of range for an input of shape \(\) \(expected a dim in \[-1, 0\]"))
     if name == "Unflatten":
         faults.append(("size does not split", lambda x: np.ones((4, 5)), ValueError,
                        r"^Unflatten: dimension 1 of shape \(4, 5\) cannot be split into \(2, 3\)$"))
@@ -266,6 +279,29 @@ def test_fused_linear_relu_refuses_like_the_plain_pair():
     assert net[0].fuses_with(net[1])
     refused(lambda: net(np.ones((2, 5))), ValueError,
             r"^Linear\(3, 4\): input's last dimension must be 3, got shape \(2, 5\)$", net)
+
+
+INPLACE_FAULTS = [
+    ("integer dtype", lambda x: x.astype(np.int64), TypeError, r"input must be float32 or float64, got int64$"),
+    ("not an array", lambda x: x.tolist(), TypeError, r"input must be a NumPy array, got list$"),
+    ("read-only", lambda x: np.broadcast_to(x, x.shape), ValueError,
+     r"inplace=True writes the result into the input, which is read-only; pass a writeable array \(e\.g\. x\.copy\(\)\) "
+     r"or use inplace=False$"),
+]
+
+
+@pytest.mark.parametrize("make", [lambda: nn.ReLU(inplace=True), lambda: nn.LeakyReLU(0.1, inplace=True)],
+                         ids=["ReLU", "LeakyReLU"])
+@pytest.mark.parametrize("fault, corrupt, error, message", INPLACE_FAULTS, ids=[f[0] for f in INPLACE_FAULTS])
+def test_an_inplace_layer_refuses_bad_input_before_writing_into_it(make, fault, corrupt, error, message):
+    """``inplace=True`` writes into the input: a refused call must leave that array alone too."""
+    layer = make()
+    x = _rng().standard_normal((4, 3))
+    layer.backward(np.ones((4, 3)) + 0 * layer(x.copy()))
+    bad = corrupt(x)
+    before = copy.deepcopy(bad)
+    refused(lambda: layer(bad), error, rf"^{type(layer).__name__}: " + message, layer)
+    np.testing.assert_array_equal(np.asarray(bad), np.asarray(before))
 
 
 def test_sequential_failing_in_a_later_child_leaves_every_cache_as_it_was():
@@ -363,7 +399,7 @@ LOSSES = {
 
 def _loss_ready(name, reduction=None):
     make, _, _ = LOSSES[name]
-    loss = make() if reduction is None else make(reduction)
+    loss = make() if reduction is None else make(reduction=reduction)
     a = np.full((2, 3), 0.25)
     loss(a, np.full((2, 3), 0.5))
     return loss, a
@@ -378,11 +414,17 @@ def _loss_faults(name):
         ("integer dtype", (a.astype(np.int64), a), TypeError, rf"^{name}: {first} must be float32 or float64, got int64$"),
         ("dtypes differ", (a, a.astype(np.float32)), TypeError,
          rf"^{name}: {second} has dtype float32 but {first} is float64"),
-        ("shapes differ", (a, a[:1]), ValueError,
-         rf"^{name}: {first} and {second} must have the same shape, got \(2, 3\) and \(1, 3\)$"),
-        ("empty", (a[:0], a[:0]), ValueError,
-         rf"^{name}: {first} is empty \(shape \(0, 3\)\); expected at least one element$"),
     ]
+    if name == "MSELoss":  # torch's MSELoss broadcasts a target of another shape (with a warning)
+        faults.append(("shapes do not broadcast", (a, a[:, :2]), ValueError,
+                       r"^MSELoss: input and target must have the same shape, or shapes that broadcast "
+                       r"\(torch's rules\), got \(2, 3\) and \(2, 2\)$"))
+    else:
+        faults.append(("shapes differ", (a, a[:1]), ValueError,
+                       rf"^{name}: {first} and {second} must have the same shape, got \(2, 3\) and \(1, 3\)$"))
+    if name == "GaussianKL":  # not a torch op: it keeps refusing an empty batch (torch's losses take one)
+        faults.append(("empty", (a[:0], a[:0]), ValueError,
+                       rf"^{name}: {first} is empty \(shape \(0, 3\)\); expected at least one element$"))
     if name == "BCELoss":
         faults.append(("not probabilities", (a + 1, a), ValueError,
                        r"^BCELoss: input must be probabilities in \[0, 1\], got values in \[1\.25, 1\.25\]"))
@@ -399,6 +441,23 @@ LOSS_CASES = [pytest.param(name, *fault, id=f"{name}-{fault[0]}") for name in LO
 def test_loss_refuses_bad_input_and_keeps_its_cache(name, fault, arguments, error, message):
     loss, _ = _loss_ready(name)
     refused(lambda: loss(*arguments), error, message, loss)
+
+
+WEIGHT_FAULTS = [  # (loss, its weights: they fit the (2, 3) input it ran on, not the (2, 4) one it is given)
+    ("BCELoss", dict(weight=np.ones(3)), "weight", r"\(3,\)"),
+    ("BCEWithLogitsLoss", dict(weight=np.ones((1, 2, 3))[0]), "weight", r"\(2, 3\)"),
+    ("BCEWithLogitsLoss", dict(pos_weight=np.ones(3)), "pos_weight", r"\(3,\)"),
+]
+
+
+@pytest.mark.parametrize("name, weights, what, shape", WEIGHT_FAULTS, ids=[f"{f[0]}-{f[2]}" for f in WEIGHT_FAULTS])
+def test_loss_refuses_a_weight_that_does_not_broadcast_and_keeps_its_cache(name, weights, what, shape):
+    """torch refuses a weight or pos_weight that does not broadcast to the input's shape."""
+    loss = LOSSES[name][0](**weights)
+    loss(np.full((2, 3), 0.25), np.full((2, 3), 0.5))
+    x = np.full((2, 4), 0.25)
+    refused(lambda: loss(x, x), ValueError,
+            rf"^{name}: {what} must broadcast to the input's shape \(2, 4\) \(torch's rules.*got shape {shape}", loss)
 
 
 LOSS_BACKWARD_CASES = [
@@ -539,6 +598,16 @@ HYPERPARAMETER_FAULTS = [
     ("Adam AdamW", {"eps": None}, TypeError, r"invalid eps: eps must be a finite number >= 0, got None \(NoneType\)$"),
     ("Adam AdamW", {"eps": -1e-8}, ValueError, r"invalid eps: eps must be a finite number >= 0, got -1e-08$"),
     ("Adam AdamW", {"amsgrad": "no"}, TypeError, r"amsgrad must be True or False, got 'no'$"),
+    # torch's implementation switches and Tensor-valued hyper-parameters (scratch.optim's docstring)
+    ("SGD Adam AdamW", {"foreach": "yes"}, TypeError, r"foreach must be True, False or None, got 'yes'$"),
+    ("SGD Adam AdamW", {"fused": True}, NotImplementedError, r"fused=True is not implemented: torch's fused CPU kernel "),
+    ("SGD Adam AdamW", {"fused": True, "foreach": True}, RuntimeError,
+     r"`fused` and `foreach` cannot be `True` together \(torch refuses them too\); got fused=True, foreach=True$"),
+    ("SGD Adam AdamW", {"differentiable": True}, NotImplementedError, r"differentiable=True is not implemented: "),
+    ("SGD Adam AdamW", {"lr": torch.tensor(0.1)}, TypeError,
+     r"lr is a torch Tensor \(tensor\(0\.1000\)\); scratch takes Python numbers \(it has no tensors\): pass float\(lr\)"),
+    ("Adam AdamW", {"capturable": True}, ValueError, r"capturable=True is for CUDA-graph capture on an accelerator "),
+    ("Adam", {"decoupled_weight_decay": "on"}, TypeError, r"decoupled_weight_decay must be True or False, got 'on'$"),
 ]
 
 
@@ -570,6 +639,20 @@ PARAMS_FAULTS = [
      r"a parameter appears in more than one group$"),
     ("an unknown hyper-parameter in a group", lambda ps: [{"params": ps, "speed": 1}], ValueError,
      r"unknown hyper-parameters \['speed'\]$"),
+    ("a parameter twice in a group", lambda ps: [ps[0], ps[1], ps[0]], ValueError,
+     r"a parameter appears twice in group 0 \(torch warns, then updates it twice per step\); list each parameter once$"),
+    ("named and unnamed parameters", lambda ps: [("a", ps[0]), ps[1]], ValueError,
+     r"all optimizer params should be with/without names\. Some param names are missing: group 0 names 1 of its 2 "
+     r"parameters$"),
+    ("a named group and an unnamed one", lambda ps: [{"params": [("a", ps[0])]}, {"params": [ps[1]]}], ValueError,
+     r"all optimizer param groups should be with/without names\. cannot add param group without names to the "
+     r"optimizer \(group 1\)$"),
+    ("a named parameter of three parts", lambda ps: [("a", ps[0], 1)], TypeError,
+     r"a named parameter is a \(name, Parameter\) pair, got a tuple of 3 in group 0$"),
+    ("param_names of another length", lambda ps: [{"params": ps, "param_names": ["a"]}], ValueError,
+     r"group 0: 'param_names' must be a list of one name per parameter \(2\), got 1 names$"),
+    ("a set of parameters in a group", lambda ps: [{"params": set(ps)}], TypeError,
+     r"optimizer parameters need to be organized in ordered collections, .* group 0's 'params' is a set: pass a list$"),
 ]
 
 
@@ -672,6 +755,10 @@ OPTIMIZER_STATE_FAULTS = [
      r"state 1/'\w+': expected a NumPy array or torch tensor, got list$"),
     ("a saved lr that is text", lambda sd, b: sd["param_groups"][0].update(lr="0.1") or sd, TypeError,
      r"saved parameter group 0: \w+: invalid learning rate: lr must be a number >= 0, got '0\.1' \(str\)$"),
+    ("a saved fused=True", lambda sd, b: sd["param_groups"][0].update(fused=True) or sd, NotImplementedError,
+     r"saved parameter group 0: \w+: fused=True is not implemented"),
+    ("saved param_names of another length", lambda sd, b: sd["param_groups"][0].update(param_names=["a"]) or sd,
+     ValueError, r"saved parameter group 0: 'param_names' must be a list of one name per parameter \(2\), got 1 names$"),
 ]
 ADAM_STATE_FAULTS = [
     ("a step that is text", lambda sd, b: sd["state"][1].update(step="3") or sd, TypeError,

@@ -173,7 +173,7 @@ def test_sigmoid_then_bce_matches_torch_at_saturating_logits(shape, reduction, d
     logits = np.where(rng.random(shape) < 0.3, window, logits).astype(dtype)
     target = S.targets(rng, shape, kind).astype(dtype)
     cotangent = _cotangent(rng, reduction, shape, dtype)
-    sigmoid, bce = nn.Sigmoid(), nn.BCELoss(reduction)
+    sigmoid, bce = nn.Sigmoid(), nn.BCELoss(reduction=reduction)
     with stable():
         p = sigmoid(logits)
         loss = bce(p, target)
@@ -198,7 +198,7 @@ def test_bce_with_logits_matches_torch_at_extremes(shape, reduction, dtype, seed
     x = S.extreme_values(rng, shape, low=low, high=1e4 if low == 1e2 else 1e30).astype(dtype)
     y = S.targets(rng, shape, kind).astype(dtype)
     cotangent = _cotangent(rng, reduction, shape, dtype)
-    loss_fn = nn.BCEWithLogitsLoss(reduction)
+    loss_fn = nn.BCEWithLogitsLoss(reduction=reduction)
     with stable():
         loss = loss_fn(x, y)
         dx = loss_fn.backward(cotangent)
@@ -221,7 +221,7 @@ def test_bce_matches_torch_at_probabilities_zero_and_one(shape, reduction, dtype
     p = S.saturating_probabilities(rng, shape, dtype)
     y = S.targets(rng, shape, kind).astype(dtype)
     cotangent = _cotangent(rng, reduction, shape, dtype)
-    loss_fn = nn.BCELoss(reduction)
+    loss_fn = nn.BCELoss(reduction=reduction)
     with stable():
         loss = loss_fn(p, y)
         dp = loss_fn.backward(cotangent)
@@ -240,7 +240,7 @@ def test_bce_clamps_are_torchs_exactly(dtype):
     EPSILON is a C++ float: 1e-12 rounded to float32) or 0, as torch."""
     p = np.array([0, 0, 1, 1, 0, 1], dtype=dtype)
     y = np.array([0, 1, 0, 1, 0.25, 0.25], dtype=dtype)
-    loss_fn = nn.BCELoss("none")
+    loss_fn = nn.BCELoss(reduction="none")
     with stable():
         values = loss_fn(p, y)
         grads = loss_fn.backward(np.ones_like(p))
@@ -261,7 +261,7 @@ def test_mse_matches_torch_at_large_values(shape, reduction, dtype, seed, high):
     x = S.extreme_values(rng, shape, low=1e2, high=high).astype(dtype)
     y = S.extreme_values(rng, shape, low=1e2, high=high).astype(dtype)
     cotangent = _cotangent(rng, reduction, shape, dtype)
-    loss_fn = nn.MSELoss(reduction)
+    loss_fn = nn.MSELoss(reduction=reduction)
     with stable():
         loss = loss_fn(x, y)
         dx = loss_fn.backward(cotangent)
@@ -281,7 +281,7 @@ def test_mse_overflows_where_torch_does(reduction):
     NaN: the squared error really is not representable. Its gradient 2(x - y) is finite in both."""
     x = np.array([3e19, -1e19, 1.0], dtype=np.float32)
     y = np.array([-3e19, 1e19, 0.0], dtype=np.float32)
-    loss_fn = nn.MSELoss(reduction)
+    loss_fn = nn.MSELoss(reduction=reduction)
     with np.errstate(over="ignore"):  # the overflow is the point
         loss = np.asarray(loss_fn(x, y))
     dx = loss_fn.backward(np.ones_like(x) if reduction == "none" else 1.0)

@@ -46,7 +46,8 @@ class _LinearIgnoringCotangent(nn.Linear):
 
 
 class _GroupedConv2d(nn.Module):
-    """A user's layer: Conv2d with ``groups`` (scratch's has none), built on the functional pair.
+    """A user's layer: Conv2d with ``groups``, built group by group on the functional pair (scratch's
+    own Conv2d takes ``groups=`` in its kernels; this one shows the kit checking a layer of one's own).
 
     x (N, C_in, H, W) -> (N, C_out, H', W'); weight (C_out, C_in / groups, kH, kW), torch's layout.
     """

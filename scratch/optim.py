@@ -1,9 +1,22 @@
 """SGD, Adam and AdamW with torch.optim's exact update rules, as Numba kernels.
 
 Derivations: docs/optim.md. Each optimizer updates ``Parameter.data`` in place from
-``Parameter.grad``; like torch, ``params`` may be an iterable of Parameters or of dicts
-(parameter groups with their own hyper-parameters). ``state_dict()`` mirrors torch's layout:
-``{"state": {index: {...}}, "param_groups": [{..., "params": [index, ...]}]}``.
+``Parameter.grad``; like torch, ``params`` may be an iterable of Parameters, of named parameters
+(``(name, Parameter)`` pairs, as ``model.named_parameters()`` yields them) or of dicts (parameter
+groups with their own hyper-parameters, whose 'params' may be named too). ``state_dict()`` mirrors
+torch's layout: ``{"state": {index: {...}}, "param_groups": [{..., "params": [index, ...]}]}``, with
+``"param_names"`` in each group that was given names.
+
+torch's implementation switches (``foreach``, ``fused``, ``capturable``, ``differentiable``) are
+taken with the values that leave the numbers of a CPU float step as torch's single-tensor rule
+gives them, which is the rule the kernels follow: ``foreach`` None, False or True (torch's
+multi-tensor path gives the same bits on CPU tensors); ``fused`` None or False; ``capturable``
+and ``differentiable`` False. The others are refused at construction, each with its reason:
+``fused=True`` (torch's fused CPU kernel rounds differently, by up to an ulp), ``differentiable=True``
+(an update differentiated by autograd: scratch has none; for Adam it also changes the numbers),
+``capturable=True`` (CUDA-graph capture: torch itself refuses it at step for CPU tensors), and the
+combinations torch refuses (``fused`` with ``foreach`` or ``differentiable``). A torch Tensor as a
+hyper-parameter (``lr``, ``betas``, ``weight_decay``) is refused: scratch has no tensors.
 """
 
 from __future__ import annotations
@@ -17,10 +30,84 @@ from scratch.kernels import optim as kernels
 from scratch.nn.module import Module, Parameter, flat_layout
 from scratch.validate import as_numpy_array, check_real_array, check_real_number, is_integer, is_real_number, is_torch_tensor
 
+#: the flags an optimizer's group may hold: True/False (or 0/1); torch's "foreach" and "fused"
+#: may also be None (let torch choose, which on CPU tensors is the single-tensor rule)
+_FLAGS = ("maximize", "nesterov", "amsgrad", "capturable", "differentiable", "decoupled_weight_decay")
+_OPTIONAL_FLAGS = ("foreach", "fused")
+#: the hyper-parameters torch takes as a Tensor too (for torch.compile / CUDA-graph capture)
+_TENSOR_VALUED = ("lr", "weight_decay", "betas")
+
 
 def _is_flag(value) -> bool:
     """True/False, or 0/1 as torch also takes them."""
     return isinstance(value, (bool, np.bool_)) or (is_real_number(value) and value in (0, 1))
+
+
+def _refuse_tensors(group: dict, owner: str) -> None:
+    """A torch Tensor where torch also takes one (``lr=torch.tensor(0.01)``) is refused by name:
+    scratch has no tensors, and its kernels take the value as a scalar of the parameters' dtype."""
+    for name in _TENSOR_VALUED:
+        value = group.get(name)
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        if any(is_torch_tensor(v) for v in values):
+            raise TypeError(f"{owner}: {name} is a torch Tensor ({value!r}); scratch takes Python numbers "
+                            f"(it has no tensors): pass float({name}) instead")
+
+
+def _check_switches(group: dict, owner: str) -> None:
+    """torch's implementation switches: the values that keep torch's single-tensor numbers on
+    CPU float tensors pass; the combinations torch refuses raise as torch does; the rest are
+    refused with the reason (module docstring)."""
+    for flag in _FLAGS:
+        if flag in group and not _is_flag(group[flag]):
+            raise TypeError(f"{owner}: {flag} must be True or False, got {group[flag]!r}")
+    for flag in _OPTIONAL_FLAGS:
+        if flag in group and group[flag] is not None and not _is_flag(group[flag]):
+            raise TypeError(f"{owner}: {flag} must be True, False or None, got {group[flag]!r}")
+    if group.get("fused"):
+        if group.get("foreach"):
+            raise RuntimeError(f"{owner}: `fused` and `foreach` cannot be `True` together (torch refuses "
+                               f"them too); got fused=True, foreach=True")
+        if group.get("differentiable"):
+            raise RuntimeError(f"{owner}: `fused` does not support `differentiable` (torch refuses them "
+                               f"too); got fused=True, differentiable=True")
+        raise NotImplementedError(
+            f"{owner}: fused=True is not implemented: torch's fused CPU kernel rounds differently from its "
+            f"single-tensor rule, which scratch follows bit for bit; pass fused=None or False")
+    if group.get("differentiable"):
+        raise NotImplementedError(
+            f"{owner}: differentiable=True is not implemented: it makes torch record the update for "
+            f"autograd (and for Adam changes its numbers); scratch has no autograd; pass differentiable=False")
+    if group.get("capturable"):
+        raise ValueError(f"{owner}: capturable=True is for CUDA-graph capture on an accelerator (torch refuses "
+                         f"it at step for CPU tensors) and scratch runs on the CPU; pass capturable=False")
+
+
+def _split_names(members: list, owner: str, number: int) -> tuple[list, list | None]:
+    """``(parameters, names)`` of a group's 'params': torch's named parameters are ``(name,
+    Parameter)`` tuples (``model.named_parameters()``), all or none of them; names is None when
+    the group has none."""
+    parameters, names = [], []
+    for member in members:
+        if isinstance(member, tuple):
+            if len(member) != 2:
+                raise TypeError(f"{owner}: a named parameter is a (name, Parameter) pair, got a tuple of "
+                                f"{len(member)} in group {number}")
+            names.append(member[0])
+            member = member[1]
+        parameters.append(member)
+    if names and len(names) != len(parameters):
+        raise ValueError(f"{owner}: all optimizer params should be with/without names. Some param names are "
+                         f"missing: group {number} names {len(names)} of its {len(parameters)} parameters")
+    return parameters, (names or None)
+
+
+def _check_names(names, count: int, where: str) -> list:
+    """A group's 'param_names' given as such (not as pairs): one per parameter."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)) or len(names) != count:
+        got = f"{len(names)} names" if isinstance(names, (list, tuple)) else repr(names)
+        raise ValueError(f"{where}: 'param_names' must be a list of one name per parameter ({count}), got {got}")
+    return list(names)
 
 
 def _parameter_list(params, owner: str, where: str) -> list:
@@ -110,43 +197,75 @@ class Optimizer:
         params = _parameter_list(params, owner, "params")
         if not params:
             raise ValueError(f"{owner}: got an empty parameter list")
+        self.defaults = dict(defaults)
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups: list[dict] = []
-        seen: set[int] = set()
-        for number, group in enumerate(groups):
-            if not isinstance(group, dict) or "params" not in group:
-                raise TypeError(f"{owner}: parameter groups must be dicts with a 'params' entry, "
-                                f"got {type(group).__name__} at position {number}")
-            unknown = set(group) - set(defaults) - {"params"}
-            if unknown:
-                raise ValueError(f"{owner}: unknown hyper-parameters {sorted(unknown)}")
-            members = group["params"]
-            members = [members] if isinstance(members, Parameter) else members  # as torch takes one tensor
-            group = {**defaults, **group, "params": _parameter_list(members, owner, f"group {number}'s 'params'")}
-            for parameter in group["params"]:
-                if not isinstance(parameter, Parameter):
-                    raise TypeError(f"{owner}: expected scratch Parameters, got {type(parameter).__name__}")
-                if id(parameter) in seen:
-                    raise ValueError(f"{owner}: a parameter appears in more than one group")
-                if not parameter.data.flags.c_contiguous:
-                    raise ValueError(f"{owner}: parameter data must be C-contiguous")
-                seen.add(id(parameter))
-            self._check_hyperparameters(group)
-            self.param_groups.append(group)
         self.state: dict[int, dict] = {}  # keyed by id(parameter)
         self._flat_cache: dict[int, tuple] = {}  # group index -> (arrays it was built from, layout)
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group of parameters with its own hyper-parameters (the rest from the defaults),
+        as torch's ``add_param_group``: its 'params' a Parameter, a list of them or of
+        ``(name, Parameter)`` pairs (then ``param_names`` records the names). Everything is
+        checked before the group is added."""
+        owner = type(self).__name__
+        number = len(self.param_groups)
+        if not isinstance(param_group, dict) or "params" not in param_group:
+            raise TypeError(f"{owner}: parameter groups must be dicts with a 'params' entry, "
+                            f"got {type(param_group).__name__} at position {number}")
+        unknown = set(param_group) - set(self.defaults) - {"params", "param_names"}
+        if unknown:
+            raise ValueError(f"{owner}: unknown hyper-parameters {sorted(unknown)}")
+        members = param_group["params"]
+        if isinstance(members, (set, frozenset)):
+            raise TypeError(f"{owner}: optimizer parameters need to be organized in ordered collections, but "
+                            f"the ordering of tensors in sets will change between runs; group {number}'s 'params' "
+                            f"is a set: pass a list")
+        members = [members] if isinstance(members, Parameter) else members  # as torch takes one tensor
+        members = _parameter_list(members, owner, f"group {number}'s 'params'")
+        parameters, names = _split_names(members, owner, number)
+        group = {**self.defaults, **param_group, "params": parameters}
+        if names is not None:
+            group["param_names"] = names
+        elif "param_names" in group:
+            group["param_names"] = _check_names(group["param_names"], len(parameters), f"{owner}: group {number}")
+        self._check_members(parameters, owner, number)
+        if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
+            kind = "with names" if "param_names" in group else "without names"
+            raise ValueError(f"{owner}: all optimizer param groups should be with/without names. cannot add "
+                             f"param group {kind} to the optimizer (group {number})")
+        self._check_hyperparameters(group)
+        self.param_groups.append(group)
+
+    def _check_members(self, parameters: list, owner: str, number: int) -> None:
+        """Each one a C-contiguous scratch Parameter, in no group yet and not twice in this one
+        (torch warns about a repeat within a group, then updates it twice per step)."""
+        held = {id(p) for group in self.param_groups for p in group["params"]}
+        seen: set[int] = set()
+        for parameter in parameters:
+            if not isinstance(parameter, Parameter):
+                raise TypeError(f"{owner}: expected scratch Parameters, got {type(parameter).__name__}")
+            if id(parameter) in held:
+                raise ValueError(f"{owner}: a parameter appears in more than one group")
+            if id(parameter) in seen:
+                raise ValueError(f"{owner}: a parameter appears twice in group {number} (torch warns, then "
+                                 f"updates it twice per step); list each parameter once")
+            if not parameter.data.flags.c_contiguous:
+                raise ValueError(f"{owner}: parameter data must be C-contiguous")
+            seen.add(id(parameter))
 
     def _check_hyperparameters(self, group: dict) -> None:
         """Refuse a value torch.optim refuses, and anything that is not a number (or flag) at all.
 
         lr may be inf, as torch allows; NaN is refused everywhere."""
         owner = type(self).__name__
+        _refuse_tensors(group, owner)
         check_real_number(group["lr"], f"{owner}: invalid learning rate", "lr", minimum=0.0, allow_inf=True)
         check_real_number(group.get("weight_decay", 0.0), f"{owner}: invalid weight_decay", "weight_decay",
                           minimum=0.0)
-        for flag in ("maximize", "nesterov", "amsgrad"):
-            if flag in group and not _is_flag(group[flag]):
-                raise TypeError(f"{owner}: {flag} must be True or False, got {group[flag]!r}")
+        _check_switches(group, owner)
 
     def zero_grad(self) -> None:
         """Fill every gradient with zeros in place."""
@@ -188,8 +307,18 @@ class Optimizer:
                 raise ValueError(f"{owner}: parameter {index} (shape {parameter.data.shape}) is read-only (its "
                                  f"{label} array is not writeable, and {writer} in place); {remedy}")
 
-    def step(self) -> None:
+    def step(self, closure=None):
+        """One update of every parameter from its ``.grad``. ``closure`` (optional, as torch's): a
+        callable that recomputes the loss and the gradients, called first; its value is returned."""
+        if closure is not None and not callable(closure):
+            raise TypeError(f"{type(self).__name__}.step: closure must be callable or None, "
+                            f"got {type(closure).__name__}")
+        loss = closure() if closure is not None else None
         self._check_step()
+        self._step()
+        return loss
+
+    def _step(self) -> None:
         for group in self.param_groups:
             for parameter in group["params"]:
                 self._update(parameter, group, self.state.setdefault(id(parameter), {}))
@@ -279,12 +408,15 @@ class Optimizer:
         new_groups = []
         for number, (saved, own) in enumerate(zip(groups, self.param_groups)):
             # Only the hyper-parameters this optimizer knows; torch adds flags such as "foreach".
-            group = {**own, **{k: saved[k] for k in own if k != "params" and k in saved}}
+            group = {**own, **{k: saved[k] for k in own if k not in ("params", "param_names") and k in saved}}
             if isinstance(group.get("betas"), list):  # torch's and JSON's lists, as a tuple
                 group["betas"] = tuple(group["betas"])
+            if "param_names" in saved:  # torch: the saved names replace the optimizer's; else it keeps its own
+                group["param_names"] = _check_names(saved["param_names"], len(own["params"]),
+                                                    f"{owner}: saved parameter group {number}")
             try:
                 self._check_hyperparameters(group)
-            except (TypeError, ValueError) as error:
+            except (TypeError, ValueError, RuntimeError) as error:  # NotImplementedError is a RuntimeError
                 raise type(error)(f"{owner}: saved parameter group {number}: {error}") from None
             new_groups.append(group)
         return new_groups
@@ -296,19 +428,23 @@ class Optimizer:
         pass
 
     def __repr__(self) -> str:
-        settings = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        settings = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "param_names")}
         return f"{type(self).__name__}({settings})"
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with torch's momentum, dampening, Nesterov and weight decay."""
+    """Stochastic gradient descent with torch's momentum, dampening, Nesterov, weight decay and
+    ``maximize`` (ascend: the step uses −g). torch's signature; ``foreach`` (None, False or True),
+    ``differentiable`` (False) and ``fused`` (None or False) are taken where they leave torch's
+    numbers unchanged on CPU float tensors and refused otherwise (module docstring)."""
 
     _state_names = ("momentum_buffer",)
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, *, maximize=False):
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False, fused=None):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                                      foreach=foreach, differentiable=differentiable, fused=fused))
 
     def _check_hyperparameters(self, group):
         super()._check_hyperparameters(group)
@@ -336,12 +472,16 @@ def sgd_scalars(group: dict, dtype) -> tuple:
             scalar(group["weight_decay"]), bool(group["nesterov"]), bool(group["maximize"]))
 
 
-def adam_scalars(group: dict, step: float, dtype, decoupled: bool) -> tuple:
+def adam_scalars(group: dict, step: float, dtype, decoupled: bool | None = None) -> tuple:
     """``adam_step``'s scalar arguments for a parameter group at step ``step`` (1, 2, ...).
 
     The bias corrections and step size are computed in Python float64 from the step count, as
     torch does; then each is cast to ``dtype``, as each torch op casts its Python scalar.
+    ``decoupled``: AdamW's weight decay p ← p(1 − lr·wd) instead of Adam's g ← g + wd·p; None
+    takes the group's ``decoupled_weight_decay`` (False when it has none).
     """
+    if decoupled is None:
+        decoupled = bool(group.get("decoupled_weight_decay", False))
     beta1, beta2 = (float(b) for b in group["betas"])
     lr, weight_decay = float(group["lr"]), float(group["weight_decay"])
     step_size = lr / (1 - beta1 ** step)
@@ -358,19 +498,25 @@ def adam_scalars(group: dict, step: float, dtype, decoupled: bool) -> tuple:
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) as torch.optim.Adam: ``weight_decay`` adds wd·p to the gradient."""
-
-    _decoupled = False
+    """Adam (Kingma & Ba) as torch.optim.Adam: ``weight_decay`` adds wd·p to the gradient, or,
+    with ``decoupled_weight_decay=True``, shrinks p by (1 − lr·wd) first (AdamW's rule, the same
+    numbers as ``AdamW``). ``maximize`` ascends (the step uses −g). torch's signature; ``foreach``
+    (None, False or True), ``capturable`` and ``differentiable`` (False) and ``fused`` (None or
+    False) are taken where they leave torch's numbers unchanged on CPU float tensors and refused
+    otherwise (module docstring)."""
 
     _state_names = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False):
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False, differentiable=False,
+                 fused=None, decoupled_weight_decay=False):
         # betas stay as given here (a tuple when they can be one); _check_hyperparameters says
         # what is wrong with anything that is not a pair
         betas = tuple(betas) if isinstance(betas, (list, tuple)) else betas
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad, maximize=maximize))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize, foreach=foreach, capturable=capturable,
+                                      differentiable=differentiable, fused=fused,
+                                      decoupled_weight_decay=decoupled_weight_decay))
 
     def _check_hyperparameters(self, group):
         super()._check_hyperparameters(group)
@@ -387,8 +533,7 @@ class Adam(Optimizer):
         if entry and not required <= set(entry):
             raise ValueError(f"{where}: {type(self).__name__} state needs {sorted(required)}, got {sorted(entry)}")
 
-    def step(self) -> None:
-        self._check_step()
+    def _step(self) -> None:
         for index, group in enumerate(self.param_groups):
             flat = self._flat_state(index, group)
             if flat is None:  # parameters not in one flat buffer, or their step counts differ
@@ -419,7 +564,7 @@ class Adam(Optimizer):
     def _kernel(self, group, step, data, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None):
         """One Adam step on flat arrays."""
         kernels.adam_step(data, grad, exp_avg, exp_avg_sq, exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq,
-                          *adam_scalars(group, step, data.dtype, self._decoupled))
+                          *adam_scalars(group, step, data.dtype))
 
     def _flat_state(self, index, group):
         """``(data, grad, state buffers, per-parameter states)``, each a flat array over the whole
@@ -470,11 +615,22 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter): p ← p(1 - lr·wd) before the step."""
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p ← p(1 - lr·wd) before the step.
 
-    _decoupled = True
+    torch's AdamW: ``Adam`` with ``decoupled_weight_decay=True`` (which it does not take as an
+    argument) and a default weight decay of 1e-2. A group may still set the flag, as in torch;
+    a loaded state gets it back, as torch's ``AdamW.__setstate__`` does.
+    """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize)
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False, differentiable=False,
+                 fused=None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable, fused=fused, decoupled_weight_decay=True)
+
+    def _load_param_groups(self, groups: list, owner: str) -> list:
+        loaded = super()._load_param_groups(groups, owner)
+        for group in loaded:
+            group["decoupled_weight_decay"] = True
+        return loaded

@@ -66,8 +66,11 @@ except ImportError:  # pragma: no cover - exercised where hypothesis is absent
 
 __all__ = [
     "GRADCHECK", "TOLERANCES", "TorchMatch", "assert_close", "assert_close_in_norm", "assert_matches_torch",
-    "assert_model_matches_torch", "conv2d_cases", "conv_transpose2d_cases", "flatten_cases", "layer_arguments",
-    "linear_cases", "max_pool2d_cases", "shapes", "to_numpy", "tolerance", "unflatten_cases",
+    "assert_model_matches_torch", "conv2d_cases", "conv_transpose2d_cases", "conv_transpose2d_output_size_cases",
+    "flatten_cases", "layer_arguments",
+    "linear_cases", "max_pool2d_cases", "avg_pool2d_cases", "max_unpool2d_cases", "max_unpool2d_scatter_cases", "shapes", "to_numpy", "tolerance",
+    "unflatten_cases",
+    "broadcastable_shapes", "loss_cases", "mse_broadcast_cases",
 ]
 
 # ---------------------------------------------------------------------------- the tolerance table
@@ -430,24 +433,71 @@ def _composite(function):
 
 
 @_composite
-def shapes(draw, min_dims=1, max_dims=4, max_side=6):
-    """Any shape with 1..max_side per axis (batch 1 and channels 1 included)."""
+def shapes(draw, min_dims=1, max_dims=4, max_side=6, min_side=1):
+    """Any shape with min_side..max_side per axis (batch 1 and channels 1 included; empty axes
+    too with ``min_side=0``)."""
     ndim = draw(st.integers(min_dims, max_dims))
-    return tuple(draw(st.integers(1, max_side)) for _ in range(ndim))
+    return tuple(draw(st.integers(min_side, max_side)) for _ in range(ndim))
+
+
+def _empty_axis(draw, shape) -> tuple:
+    """``shape`` with one of its axes (drawn) set to 0 half the time: an empty batch or axis."""
+    shape = list(shape)
+    if shape and draw(st.booleans()):
+        shape[draw(st.integers(0, len(shape) - 1))] = 0
+    return tuple(shape)
 
 
 @_composite
-def linear_cases(draw):
+def broadcastable_shapes(draw, shape):
+    """A shape that broadcasts to ``shape`` by construction (torch's rules): ``shape`` with some
+    leading axes dropped (all of them: ``()``) and some of the others set to 1."""
+    dropped = draw(st.integers(0, len(shape)))
+    return tuple(1 if draw(st.booleans()) else side for side in shape[dropped:])
+
+
+@_composite
+def loss_cases(draw, max_dims=4, max_side=5):
+    """dict(shape, weight, pos_weight): an element-wise loss's input shape (0-d, and now and then
+    an empty axis, included) and the shapes of a ``weight`` and a ``pos_weight`` that broadcast to
+    it (``broadcastable_shapes``), each None (not given) a third of the time."""
+    shape = list(draw(shapes(min_dims=0, max_dims=max_dims, max_side=max_side)))
+    if shape and draw(st.integers(0, 7)) == 0:
+        shape[draw(st.integers(0, len(shape) - 1))] = 0
+    shape = tuple(shape)
+    weight, pos_weight = (draw(st.one_of(st.none(), broadcastable_shapes(shape), broadcastable_shapes(shape)))
+                          for _ in range(2))
+    return dict(shape=shape, weight=weight, pos_weight=pos_weight)
+
+
+@_composite
+def mse_broadcast_cases(draw):
+    """(input shape, target shape): two shapes that broadcast together (both broadcast to one drawn
+    shape), the same shape now and then, 0-d and empty ones included."""
+    full = draw(loss_cases())["shape"]
+    return draw(broadcastable_shapes(full)), draw(broadcastable_shapes(full))
+
+
+@_composite
+def linear_cases(draw, empty=False):
     """(leading_shape, in_features, out_features, bias): leading dims 0..2 extra axes, like torch;
-    features 1..9."""
+    features 1..9. ``empty``: also what torch takes that holds nothing: a leading axis of size 0
+    (an empty batch) half the time, and 0 input or output features."""
     leading = draw(shapes(min_dims=1, max_dims=3, max_side=4))
-    return leading, draw(st.integers(1, 9)), draw(st.integers(1, 9)), draw(st.booleans())
+    features = (0 if empty else 1, 9)
+    fan_in, fan_out, bias = draw(st.integers(*features)), draw(st.integers(*features)), draw(st.booleans())
+    return (_empty_axis(draw, leading) if empty else leading), fan_in, fan_out, bias
 
 
 @_composite
-def flatten_cases(draw):
-    """(shape, start_dim, end_dim) with start <= end after normalisation; negative dims too."""
+def flatten_cases(draw, empty=False):
+    """(shape, start_dim, end_dim) with start <= end after normalisation; negative dims too.
+    ``empty``: also an axis of size 0 half the time, and now and then a 0-d input (which torch
+    treats as one dimension: start and end in {0, -1})."""
+    if empty and draw(st.integers(0, 5)) == 0:
+        return (), draw(st.sampled_from([0, -1])), draw(st.sampled_from([0, -1]))
     shape = draw(shapes(min_dims=1, max_dims=5, max_side=4))
+    shape = _empty_axis(draw, shape) if empty else shape
     ndim = len(shape)
     start = draw(st.integers(0, ndim - 1))
     end = draw(st.integers(start, ndim - 1))
@@ -457,77 +507,258 @@ def flatten_cases(draw):
 
 
 @_composite
-def unflatten_cases(draw):
-    """(input_shape, dim, unflattened_size): the split sizes multiply to the chosen axis."""
-    sizes = tuple(draw(st.integers(1, 4)) for _ in range(draw(st.integers(1, 3))))
+def unflatten_cases(draw, empty=False, infer=False):
+    """(input_shape, dim, unflattened_size): the split sizes multiply to the chosen axis.
+    ``empty``: sizes of 0 too (then the split axis is empty), and an empty axis elsewhere half
+    the time. ``infer``: half the time one size is -1, torch's inferred size, placed where the
+    other sizes multiply to more than 0 (else the -1 would be ambiguous, which torch refuses)."""
+    sizes = tuple(draw(st.integers(0 if empty else 1, 4)) for _ in range(draw(st.integers(1, 3))))
     before = draw(shapes(min_dims=1, max_dims=2, max_side=3))
     after = draw(shapes(min_dims=0, max_dims=1, max_side=3)) if draw(st.booleans()) else ()
+    if empty:
+        before = _empty_axis(draw, before)
     shape = (*before, int(np.prod(sizes)), *after)
     dim = len(before)
     dim = dim - len(shape) if draw(st.booleans()) else dim
+    if infer and draw(st.booleans()):
+        index = draw(st.integers(0, len(sizes) - 1))
+        if int(np.prod(sizes[:index] + sizes[index + 1:])) > 0:
+            sizes = (*sizes[:index], -1, *sizes[index + 1:])
     return shape, dim, sizes
 
 
+CONV_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+# "empty": an empty batch (N = 0), sometimes with an empty image too (torch allows both there)
+CONV_LAYOUTS = ("batched", "unbatched", "empty")
+
+
 @_composite
-def _axis_for_conv(draw, max_kernel=5):
-    """(input size, kernel, stride, padding, dilation) along one axis, output >= 1."""
-    kernel, stride, dilation = draw(st.integers(1, max_kernel)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+def _axis_for_conv(draw, max_kernel=5, padding_mode="zeros", kind="numbers"):
+    """(input size, kernel, stride, padding, dilation) along one axis, output >= 1.
+
+    ``kind``: "numbers" (padding an int, at most 2), "valid" (padding 0), "same" (stride 1;
+    padding the pair (before, after) that torch's padding="same" pads, the odd one after) or
+    "empty" (input size 0, zero padding wide enough to hold a window: an empty batch's image).
+    The input size meets ``padding_mode``'s rule: reflect pads < size, circular pads <= size,
+    replicate size >= 1.
+    """
+    kernel, dilation = draw(st.integers(1, max_kernel)), draw(st.integers(1, 2))
+    span = dilation * (kernel - 1)  # the window's reach beyond its first pixel
+    if kind == "same":
+        before, after = span // 2, span - span // 2
+        least = {"reflect": after + 1, "circular": max(after, 1)}.get(padding_mode, 1)
+        return least + draw(st.integers(0, 3)), kernel, 1, (before, after), dilation
+    stride = draw(st.integers(1, 3))
+    if kind == "empty":  # 2·padding >= span + 1: the padding alone holds a window
+        return 0, kernel, stride, span // 2 + 1 + draw(st.integers(0, 1)), dilation
     out = draw(st.integers(1, 4))
     extra = draw(st.integers(0, stride - 1))
-    base = (out - 1) * stride + dilation * (kernel - 1) + 1 + extra  # input size with no padding
-    padding = draw(st.integers(0, min(2, (base - 1) // 2)))
+    base = (out - 1) * stride + span + 1 + extra  # the padded input's size
+    # the largest padding p that leaves an input size base - 2p the mode accepts
+    limit = {"reflect": (base - 1) // 3, "circular": base // 3}.get(padding_mode, (base - 1) // 2)
+    padding = 0 if kind == "valid" else draw(st.integers(0, min(2, limit)))
     return base - 2 * padding, kernel, stride, padding, dilation
 
 
-@_composite
-def conv2d_cases(draw):
-    """dict(x_shape, in_channels, out_channels, kernel_size, stride, padding, dilation, bias)."""
-    rows, cols = draw(_axis_for_conv()), draw(_axis_for_conv())
-    batch, channels_in, channels_out = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    return dict(x_shape=(batch, channels_in, rows[0], cols[0]), in_channels=channels_in, out_channels=channels_out,
-                kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]), padding=(rows[3], cols[3]),
-                dilation=(rows[4], cols[4]), bias=draw(st.booleans()))
+def _conv_channels(draw, max_groups):
+    """(groups, in_channels, out_channels): 1 to 3 channels per group on each side, so grouped,
+    depthwise (one input channel per group) and single-channel layers all occur."""
+    groups = draw(st.integers(1, max_groups))
+    return groups, groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+
+
+def _conv_x_shape(draw, layout, channels, height, width):
+    if layout == "unbatched":
+        return (channels, height, width)
+    return (0 if layout == "empty" else draw(st.integers(1, 3)), channels, height, width)
 
 
 @_composite
-def _axis_for_conv_transpose(draw, max_kernel=5):
-    """(input size, kernel, stride, padding, output_padding, dilation) along one axis, output >= 1."""
+def conv2d_cases(draw, padding_modes=CONV_PADDING_MODES, layouts=CONV_LAYOUTS, max_groups=3):
+    """dict(x_shape, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+    bias, padding_mode): every argument of torch's Conv2d.
+
+    ``padding`` is a pair, "valid" or "same" (then stride 1); ``groups`` divides both channel
+    counts (depthwise included); ``x_shape`` is batched, unbatched (C, H, W) or an empty batch
+    (N = 0, with zero padding sometimes an empty image too), each from ``layouts``; the
+    padding mode is one of ``padding_modes``, and the input is large enough for it.
+    """
+    padding_mode = draw(st.sampled_from(padding_modes))
+    layout = draw(st.sampled_from(layouts))
+    kind = draw(st.sampled_from(["numbers", "valid", "same"]))
+    kinds = [kind, kind]
+    if layout == "empty" and padding_mode == "zeros" and kind == "numbers" and draw(st.booleans()):
+        kinds[draw(st.integers(0, 1))] = "empty"
+    rows, cols = (draw(_axis_for_conv(padding_mode=padding_mode, kind=k)) for k in kinds)
+    groups, channels_in, channels_out = _conv_channels(draw, max_groups)
+    padding = kind if kind in ("same", "valid") else (rows[3], cols[3])
+    return dict(x_shape=_conv_x_shape(draw, layout, channels_in, rows[0], cols[0]), in_channels=channels_in,
+                out_channels=channels_out, kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]), padding=padding,
+                dilation=(rows[4], cols[4]), groups=groups, bias=draw(st.booleans()), padding_mode=padding_mode)
+
+
+@_composite
+def _axis_for_conv_transpose(draw, max_kernel=5, kind="numbers", output_padding=True):
+    """(input size, kernel, stride, padding, output_padding, dilation) along one axis, output >= 1.
+
+    ``kind``: "numbers", "empty_batch" (output >= 0: torch allows an empty output there) or
+    "empty" (input size 0, output >= 0). ``output_padding``: False draws 0.
+    """
     kernel, stride, dilation = draw(st.integers(1, max_kernel)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
-    size = draw(st.integers(1, 4))
-    output_padding = draw(st.integers(0, max(stride, dilation) - 1))
+    output_padding = draw(st.integers(0, max(stride, dilation) - 1)) if output_padding else 0
+    size = 0 if kind == "empty" else draw(st.integers(1, 4))
     unpadded = (size - 1) * stride + dilation * (kernel - 1) + output_padding + 1
-    padding = draw(st.integers(0, min(2, (unpadded - 1) // 2)))
+    if unpadded < 0:  # only for size 0: a kernel wide enough to reach past the stride
+        kernel += -(unpadded // dilation)  # ceil(-unpadded / dilation)
+        unpadded = (size - 1) * stride + dilation * (kernel - 1) + output_padding + 1
+    least = 1 if kind == "numbers" else 0  # the smallest output allowed
+    padding = draw(st.integers(0, min(2, (unpadded - least) // 2)))
     return size, kernel, stride, padding, output_padding, dilation
 
 
-@_composite
-def conv_transpose2d_cases(draw):
-    """dict(x_shape, in_channels, out_channels, kernel_size, stride, padding, output_padding, dilation, bias)."""
-    rows, cols = draw(_axis_for_conv_transpose()), draw(_axis_for_conv_transpose())
-    batch, channels_in, channels_out = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    return dict(x_shape=(batch, channels_in, rows[0], cols[0]), in_channels=channels_in, out_channels=channels_out,
-                kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]), padding=(rows[3], cols[3]),
-                output_padding=(rows[4], cols[4]), dilation=(rows[5], cols[5]), bias=draw(st.booleans()))
+def _conv_transpose_case(draw, layouts, max_groups, output_padding=True):
+    layout = draw(st.sampled_from(layouts))
+    kinds = ["numbers", "numbers"] if layout != "empty" else ["empty_batch", "empty_batch"]
+    if layout == "empty" and draw(st.booleans()):
+        kinds[draw(st.integers(0, 1))] = "empty"
+    rows, cols = (draw(_axis_for_conv_transpose(kind=k, output_padding=output_padding)) for k in kinds)
+    groups, channels_in, channels_out = _conv_channels(draw, max_groups)
+    return dict(x_shape=_conv_x_shape(draw, layout, channels_in, rows[0], cols[0]), in_channels=channels_in,
+                out_channels=channels_out, kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]),
+                padding=(rows[3], cols[3]), output_padding=(rows[4], cols[4]), groups=groups, bias=draw(st.booleans()),
+                dilation=(rows[5], cols[5]))
 
 
 @_composite
-def _axis_for_pool(draw):
-    """(input size, kernel, stride, padding, dilation): padding up to half the kernel (torch's
-    limit); the input at least one window wide, so every window holds an element."""
-    kernel, stride, dilation = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
-    effective = dilation * (kernel - 1) + 1
+def conv_transpose2d_cases(draw, layouts=CONV_LAYOUTS, max_groups=3):
+    """dict(x_shape, in_channels, out_channels, kernel_size, stride, padding, output_padding,
+    groups, bias, dilation): every argument of torch's ConvTranspose2d (its only padding_mode
+    is "zeros"). ``groups`` divides both channel counts; ``x_shape`` batched, unbatched or an
+    empty batch (whose image, and output, may be empty too), each from ``layouts``."""
+    return _conv_transpose_case(draw, layouts, max_groups)
+
+
+@_composite
+def conv_transpose2d_output_size_cases(draw, layouts=CONV_LAYOUTS, max_groups=3):
+    """(case, output_size): a ``conv_transpose2d_cases`` case and an ``output_size`` for its
+    forward, in torch's range (the smallest output, up to stride - 1 more per axis), as 2 sizes
+    or as the whole output shape (N, C_out, H, W), or (C_out, H, W) for an unbatched input.
+    The case's own output_padding, which output_size overrides, is any valid one."""
+    case = _conv_transpose_case(draw, layouts, max_groups, output_padding=False)
+    sizes = []
+    for axis in (0, 1):
+        smallest = ((case["x_shape"][-2 + axis] - 1) * case["stride"][axis] - 2 * case["padding"][axis]
+                    + case["dilation"][axis] * (case["kernel_size"][axis] - 1) + 1)
+        sizes.append(smallest + draw(st.integers(0, case["stride"][axis] - 1)))
+    case["output_padding"] = tuple(draw(st.integers(0, max(case["stride"][a], case["dilation"][a]) - 1)) for a in (0, 1))
+    if draw(st.booleans()):
+        sizes = [*case["x_shape"][:-3], case["out_channels"], *sizes]
+    return case, sizes
+
+
+# "empty": an empty batch (N = 0); torch's pools refuse every other empty axis
+POOL_LAYOUTS = ("batched", "unbatched", "empty")
+
+
+@_composite
+def _axis_for_pool(draw, ceil_mode=False, dilate=True):
+    """(input size, kernel, stride, padding, dilation) along one axis, valid for torch: padding up
+    to half the kernel; output >= 1 by torch's rule (with ``ceil_mode`` the input may be up to
+    stride - 1 narrower than the padded window); the input at least ``dilation`` wide, which keeps
+    an input element in every window (docs/pooling.md).
+
+    With ``ceil_mode``, half the draws (where the geometry allows one) build a partial last window
+    on purpose: size = reach + m·stride + r, where reach = dilation·(kernel - 1) + 1 - 2·padding is
+    the input one window needs and r the remainder floor division drops; ceil_mode adds a window
+    for it, which torch keeps when it starts inside the input or its left padding:
+    m·stride + stride - padding < size + padding, i.e. r > stride - reach - padding."""
+    kernel, stride = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    dilation = draw(st.integers(1, 2)) if dilate else 1
     padding = draw(st.integers(0, kernel // 2))
-    size = effective + draw(st.integers(0, 4))
-    return size, kernel, stride, padding, dilation
+    reach = dilation * (kernel - 1) + 1 - 2 * padding
+    remainders = range(max(1, stride - reach - padding + 1), stride)
+    if ceil_mode and remainders and draw(st.booleans()):
+        size = reach + draw(st.integers(0, 2)) * stride + draw(st.sampled_from(remainders))
+        return size, kernel, stride, padding, dilation
+    least = reach - (stride - 1 if ceil_mode else 0)
+    return max(least, dilation, 1) + draw(st.integers(0, 4)), kernel, stride, padding, dilation
+
+
+def _pool_geometry(draw, ceil_mode, dilate=True):
+    """(x_shape, {kernel_size, stride, padding[, dilation]}) of a pool: layout batched (1 to 3
+    images), unbatched or an empty batch; 1 to 3 channels."""
+    rows, cols = draw(_axis_for_pool(ceil_mode, dilate)), draw(_axis_for_pool(ceil_mode, dilate))
+    layout, channels = draw(st.sampled_from(POOL_LAYOUTS)), draw(st.integers(1, 3))
+    image = (channels, rows[0], cols[0])
+    shape = image if layout == "unbatched" else (0 if layout == "empty" else draw(st.integers(1, 3)), *image)
+    geometry = dict(kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]), padding=(rows[3], cols[3]))
+    if dilate:
+        geometry["dilation"] = (rows[4], cols[4])
+    return shape, geometry
 
 
 @_composite
 def max_pool2d_cases(draw):
-    """dict(x_shape, kernel_size, stride, padding, dilation)."""
-    rows, cols = draw(_axis_for_pool()), draw(_axis_for_pool())
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), rows[0], cols[0])
-    return dict(x_shape=shape, kernel_size=(rows[1], cols[1]), stride=(rows[2], cols[2]),
-                padding=(rows[3], cols[3]), dilation=(rows[4], cols[4]))
+    """dict(x_shape, kernel_size, stride, padding, dilation, ceil_mode, return_indices): every
+    argument of torch's MaxPool2d; ``x_shape`` (N, C, H, W), (C, H, W) or an empty batch."""
+    ceil_mode = draw(st.booleans())
+    shape, geometry = _pool_geometry(draw, ceil_mode)
+    return dict(x_shape=shape, **geometry, ceil_mode=ceil_mode, return_indices=draw(st.booleans()))
+
+
+@_composite
+def avg_pool2d_cases(draw):
+    """dict(x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    every argument of torch's AvgPool2d (divisor_override None or a nonzero int, negative too)."""
+    ceil_mode = draw(st.booleans())
+    shape, geometry = _pool_geometry(draw, ceil_mode, dilate=False)
+    return dict(x_shape=shape, **geometry, ceil_mode=ceil_mode, count_include_pad=draw(st.booleans()),
+                divisor_override=draw(st.sampled_from([None, None, 1, 3, -2])))
+
+
+@_composite
+def max_unpool2d_cases(draw):
+    """dict(x_shape, kernel_size, stride, padding, ceil_mode, output_size): MaxPool2d(kernel_size,
+    stride, padding, ceil_mode=ceil_mode) pools an x of ``x_shape`` and MaxUnpool2d(kernel_size,
+    stride, padding) takes back its output and indices, with ``output_size`` the pooled input's
+    (H, W), or its whole shape (batched only: torch takes 2 or 4 sizes; that size is always in
+    torch's range), or None (the default size, drawn only where its plane holds every index)."""
+    from scratch.functional.pooling import max_unpool2d_output_size, pool2d_output_size
+
+    ceil_mode = draw(st.booleans())
+    shape, geometry = _pool_geometry(draw, ceil_mode, dilate=False)
+    default = [max_unpool2d_output_size(pool2d_output_size(shape[-2 + a], geometry["kernel_size"][a],
+                                                           geometry["stride"][a], geometry["padding"][a], 1, ceil_mode),
+                                        geometry["kernel_size"][a], geometry["stride"][a], geometry["padding"][a])
+               for a in (0, 1)]
+    forms = ["pair"] + (["whole"] if len(shape) == 4 else []) + (["none"] if default[0] * default[1] >= shape[-2] * shape[-1]
+                                                                    else [])
+    form = draw(st.sampled_from(forms))
+    output_size = {"pair": tuple(shape[-2:]), "whole": tuple(shape), "none": None}[form]
+    return dict(x_shape=shape, **geometry, ceil_mode=ceil_mode, output_size=output_size)
+
+
+@_composite
+def max_unpool2d_scatter_cases(draw):
+    """dict(x_shape, kernel_size, stride, padding, output_size): MaxUnpool2d's arguments and input
+    shape with an output plane at least as large as the input's, so that each plane can take
+    distinct indices from anywhere in it (the test draws them). Padding below half the kernel
+    keeps the default size (H - 1)·stride - 2·padding + kernel >= H; ``output_size`` is None,
+    (H_out, W_out) anywhere in torch's range that is >= the input's, or (batched) the whole shape."""
+    axes = []
+    for _ in (0, 1):
+        kernel, stride, size = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+        padding = draw(st.integers(0, (kernel - 1) // 2))
+        default = (size - 1) * stride - 2 * padding + kernel
+        axes.append((size, kernel, stride, padding, draw(st.integers(max(size, default - stride + 1), default + stride - 1))))
+    layout, channels = draw(st.sampled_from(POOL_LAYOUTS)), draw(st.integers(1, 3))
+    image = (channels, axes[0][0], axes[1][0])
+    shape = image if layout == "unbatched" else (0 if layout == "empty" else draw(st.integers(1, 3)), *image)
+    sizes = (axes[0][4], axes[1][4])
+    form = draw(st.sampled_from(["none", "pair"] + (["whole"] if len(shape) == 4 else [])))
+    output_size = {"none": None, "pair": sizes, "whole": (*shape[:2], *sizes)}[form]
+    return dict(x_shape=shape, kernel_size=(axes[0][1], axes[1][1]), stride=(axes[0][2], axes[1][2]),
+                padding=(axes[0][3], axes[1][3]), output_size=output_size)
 
 
 def layer_arguments(case: dict) -> dict:

@@ -14,7 +14,7 @@ settings and the layout of a state ``Optimizer.load_state_dict`` is given.)
 
 Each message starts with its owner (who is checking: ``"Linear"``, ``"Adam: invalid
 learning rate"``), then names the argument, what was expected and what was received:
-``"Linear: in_features must be a positive int, got True (bool)"``. Every check runs before
+``"Conv2d: in_channels must be a positive int, got True (bool)"``. Every check runs before
 its caller has changed any state, so a refused call leaves everything as it was.
 
 Integers: ``bool`` is a subclass of ``int`` in Python, and torch takes ``True`` as a size in
@@ -192,7 +192,7 @@ def check_integer(value, owner: str, name: str, *, minimum: int | None = None,
 
     Otherwise an error that names ``owner`` and ``name``, says what was expected and shows the
     value received: a ``TypeError`` for anything that is not an integer, bools included
-    (``"Linear: in_features must be a positive int, got True (bool)"``), a ``ValueError`` for
+    (``"Conv2d: in_channels must be a positive int, got True (bool)"``), a ``ValueError`` for
     an integer below ``minimum`` (``"... got 0"``). ``expected`` replaces the description of
     what is allowed (default ``"an int"``, ``"a positive int"`` for ``minimum=1``, else
     ``"an int >= {minimum}"``), for an argument that may also be something else

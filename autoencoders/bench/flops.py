@@ -13,11 +13,12 @@ The counting rule, one rule for both sides (so GFLOP/s compare like with like):
   tied-ae (784-H-784, one weight) counts what an untied 784-H-784 autoencoder counts: sharing a
   weight halves the parameters, not the arithmetic.
 - ``Conv2d`` on (N, C_in, H, W) giving (N, C_out, H_out, W_out) with a kH x kW kernel: forward
-  ``2·N·C_out·H_out·W_out·C_in·kH·kW`` (padding taps count; they are multiplied by zero but
-  an implementation does them or skips them as it likes); ``dW`` and ``dx`` the same each.
+  ``2·N·C_out·H_out·W_out·(C_in/groups)·kH·kW`` (padding taps count; they are multiplied by zero
+  but an implementation does them or skips them as it likes); ``dW`` and ``dx`` the same each.
+  Each output channel sees only its group's C_in/groups input channels.
 - ``ConvTranspose2d`` on (N, C_in, H, W): every input element meets every kernel tap of every
-  output channel, ``2·N·C_in·H·W·C_out·kH·kW``, also for taps that ``padding`` crops off the
-  output; ``dW`` and ``dx`` the same each.
+  output channel of its group, ``2·N·C_in·H·W·(C_out/groups)·kH·kW``, also for taps that
+  ``padding`` crops off the output; ``dW`` and ``dx`` the same each.
 - Element-wise work (ReLU, LeakyReLU, Sigmoid, Tanh, the losses, the Gaussian KL), max-pooling
   and the optimizer steps count **0 FLOPs: they are memory-bound**. Their cases state instead
   the bytes they must read and write at least (each input read once, each output written once;
@@ -47,7 +48,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-from scratch.functional.conv import conv2d_output_size
+from scratch.functional.conv import conv2d_output_size, padding_sides
 from scratch.nn import Conv2d, ConvTranspose2d, Linear, TiedLinear
 
 COUNTED = (Linear, TiedLinear, Conv2d, ConvTranspose2d)
@@ -59,19 +60,24 @@ def linear_flops(rows: int, in_features: int, out_features: int) -> int:
 
 
 def conv2d_flops(layer: Conv2d, input_shape) -> int:
-    """2·N·C_out·H_out·W_out·C_in·kH·kW: one Conv2d pass on ``input_shape`` (forward, dW or dx)."""
+    """2·N·C_out·H_out·W_out·(C_in/groups)·kH·kW: one Conv2d pass on ``input_shape`` (forward, dW or dx)."""
     n, _, height, width = input_shape
-    out_height, out_width = (conv2d_output_size(size, layer.kernel_size[a], layer.stride[a], layer.padding[a],
-                                                layer.dilation[a]) for a, size in enumerate((height, width)))
+    sides = padding_sides(layer.padding, layer.kernel_size, layer.dilation)  # "same"/"valid" too
+    # conv2d_output_size takes the padding of one side; an uneven split pads sum(sides) in all
+    out_height, out_width = (
+        conv2d_output_size(size + sum(sides[a]), layer.kernel_size[a], layer.stride[a], 0, layer.dilation[a])
+        for a, size in enumerate((height, width)))
     kernel_height, kernel_width = layer.kernel_size
-    return 2 * n * layer.out_channels * out_height * out_width * layer.in_channels * kernel_height * kernel_width
+    in_per_group = layer.in_channels // layer.groups
+    return 2 * n * layer.out_channels * out_height * out_width * in_per_group * kernel_height * kernel_width
 
 
 def conv_transpose2d_flops(layer: ConvTranspose2d, input_shape) -> int:
-    """2·N·C_in·H·W·C_out·kH·kW: one ConvTranspose2d pass on ``input_shape`` (forward, dW or dx)."""
+    """2·N·C_in·H·W·(C_out/groups)·kH·kW: one ConvTranspose2d pass on ``input_shape`` (forward, dW or dx)."""
     n, _, height, width = input_shape
     kernel_height, kernel_width = layer.kernel_size
-    return 2 * n * layer.in_channels * height * width * layer.out_channels * kernel_height * kernel_width
+    out_per_group = layer.out_channels // layer.groups
+    return 2 * n * layer.in_channels * height * width * out_per_group * kernel_height * kernel_width
 
 
 def forward_flops(layer, input_shape) -> int:

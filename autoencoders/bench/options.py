@@ -17,6 +17,8 @@ import os
 import sys
 from functools import cache
 
+import numpy as np
+
 from autoencoders._arguments import non_negative_float, non_negative_int, positive_int, positive_int_list
 from scratch.models.registry import FAMILIES, REGISTRY, model_names
 
@@ -175,7 +177,6 @@ FLOAT32 = 4  # bytes
 def _layer_output_shape(layer, shape: tuple) -> tuple:
     """The per-example shape ``layer`` (a scratch module without children) gives for ``shape``."""
     from scratch import nn
-    from scratch.functional.conv import conv2d_output_size, conv_transpose2d_output_size
 
     if isinstance(layer, (nn.Linear, nn.TiedLinear)):
         return (layer.out_features,)
@@ -183,14 +184,12 @@ def _layer_output_shape(layer, shape: tuple) -> tuple:
         return (math.prod(shape),)
     if isinstance(layer, nn.Unflatten):
         return layer.unflattened_size
-    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d)) and len(shape) == 3:
-        geometry = [(layer.kernel_size[a], layer.stride[a], layer.padding[a], layer.dilation[a]) for a in (0, 1)]
-        if isinstance(layer, nn.ConvTranspose2d):
-            sizes = [conv_transpose2d_output_size(shape[1 + a], k, s, p, layer.output_padding[a], d)
-                     for a, (k, s, p, d) in enumerate(geometry)]
-        else:
-            sizes = [conv2d_output_size(shape[1 + a], k, s, p, d) for a, (k, s, p, d) in enumerate(geometry)]
-        return (getattr(layer, "out_channels", shape[0]), *sizes)
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)) and len(shape) == 3:
+        # the layer's own size rules (padding="same", ceil_mode, ...): one example through it
+        weight = getattr(layer, "weight", None)
+        dtype = np.float32 if weight is None else weight.dtype
+        out = layer(np.zeros(shape, dtype))  # unbatched (C, H, W)
+        return (out[0] if isinstance(out, tuple) else out).shape
     return shape  # element-wise
 
 

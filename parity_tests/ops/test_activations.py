@@ -174,3 +174,126 @@ def test_a_0d_input_gives_0d_output_and_gradient_like_torch(make, twin, dtype):
         assert out.shape == grad.shape == tuple(tout.shape) == tuple(tx.grad.shape) == ()
         assert_close(out, tout.detach(), "torch", dtype, f"{make.__name__} 0-d output")
         assert_close(grad, tx.grad, "torch", dtype, f"{make.__name__} 0-d gradient")
+
+
+# ---------------------------------------------------------------------------- empty and in-place (issue 15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (2, 0, 4)])
+@pytest.mark.parametrize("name", ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ReLU inplace", "LeakyReLU inplace"])
+def test_an_empty_array_passes_through_like_torch(name, shape, dtype):
+    base, _, inplace = name.partition(" ")
+    options = {"inplace": True} if inplace else {}
+    layer, twin = getattr(nn, base)(**options), getattr(torch.nn, base)(**options)
+    x = np.zeros(shape, dtype)
+    out = layer(x)
+    grad = layer.backward(np.zeros(shape, dtype))
+    tx = torch.zeros(shape, dtype=torch.from_numpy(x).dtype, requires_grad=True)
+    tout = twin(tx * 1)  # a non-leaf, as torch's in-place forms need
+    tout.backward(torch.zeros_like(tout))
+    assert out.shape == grad.shape == tuple(tout.shape) == tuple(tx.grad.shape) == shape
+    assert out.dtype == grad.dtype == dtype
+    assert (out is x) == bool(inplace)
+
+
+INPLACE = {  # name: (scratch layer, torch layer), each writing its result into its input
+    "ReLU": (lambda slope: nn.ReLU(inplace=True), lambda slope: torch.nn.ReLU(inplace=True)),
+    "LeakyReLU": (lambda slope: nn.LeakyReLU(slope, inplace=True), lambda slope: torch.nn.LeakyReLU(slope, inplace=True)),
+}
+
+
+@given(name=st.sampled_from(sorted(INPLACE)), shape=S.shapes(min_dims=0), dtype=S.dtypes, seed=S.seeds,
+       slope=S.non_negative_slopes, strided=st.booleans())
+def test_inplace_activations_match_torch(name, shape, dtype, seed, slope, strided):
+    """Oracle 1: the result is written into the input, which is returned (a strided view too, as
+    torch writes through one); the output and dx are torch's, exact zeros included."""
+    rng = np.random.default_rng(seed)
+    make, make_twin = INPLACE[name]
+    base = (rng.standard_normal((*shape, 2)) * (rng.random((*shape, 2)) > 0.1)).astype(dtype)
+    x = base[..., 0] if strided else base[..., 0].copy()  # a strided view of base, or its own array
+    expected_base = base.copy()
+    layer = make(slope)
+    out = layer(x)
+    assert out is x
+    if strided:  # written through the view: the other half of base is as it was
+        np.testing.assert_array_equal(base[..., 1], expected_base[..., 1])
+    tx = torch.tensor(expected_base[..., 0], requires_grad=True)
+    tout = make_twin(slope)(tx * 1)
+    cotangent = rng.standard_normal(shape).astype(dtype)
+    tout.backward(torch.tensor(cotangent))
+    np.testing.assert_array_equal(out, tout.detach().numpy())  # one rounding, the same on both sides
+    np.testing.assert_array_equal(layer.backward(cotangent), tx.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", sorted(INPLACE))
+def test_inplace_layers_give_the_numbers_of_the_plain_ones(name, dtype):
+    """In place or not, the same bits: output, dx, NaN and ±inf included."""
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 40.0, -3.5], dtype=dtype)
+    grad_output = np.arange(1, 8, dtype=dtype)
+    plain = getattr(nn, name)()
+    expected = plain(x.copy()), plain.backward(grad_output)
+    layer = getattr(nn, name)(inplace=True)
+    got = layer(x), layer.backward(grad_output)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("slope", [-0.3, float("nan")])
+def test_inplace_leaky_relu_with_a_negative_slope_refuses_backward_like_torch(slope):
+    """torch refuses that backward (the input is gone and the output's sign is not its sign);
+    the forward itself runs, as torch's does (inference)."""
+    x = np.array([-1.0, 0.5, 2.0])
+    layer = nn.LeakyReLU(slope, inplace=True)
+    out = layer(x)
+    np.testing.assert_array_equal(out, torch.nn.LeakyReLU(slope)(torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64)))
+    with pytest.raises(RuntimeError, match=r"^LeakyReLU\.backward: LeakyReLU\(negative_slope=.*, inplace=True\) ran its "
+                                           r"forward in place with a negative slope"):
+        layer.backward(np.ones(3))
+    tx = torch.tensor([-1.0, 0.5, 2.0], requires_grad=True)
+    tout = torch.nn.LeakyReLU(slope, inplace=True)(tx * 1)
+    with pytest.raises(RuntimeError, match="In-place leakyReLu backward calculation is triggered with a negative slope"):
+        tout.backward(torch.ones(3))
+
+
+def test_inplace_repr_and_arguments_are_torchs():
+    for make in (lambda m: m.ReLU(), lambda m: m.ReLU(inplace=True), lambda m: m.ReLU(True),
+                 lambda m: m.LeakyReLU(), lambda m: m.LeakyReLU(0.2, True), lambda m: m.LeakyReLU(negative_slope=-1.5)):
+        assert repr(make(nn)) == repr(make(torch.nn))
+    assert nn.ReLU().inplace is False and nn.LeakyReLU(inplace=1).inplace is True
+    assert nn.LeakyReLU(2).negative_slope == 2.0
+
+
+@given(shape=S.shapes(), seed=S.seeds, slope=S.non_negative_slopes)
+def test_inplace_activations_by_central_differences(shape, seed, slope):
+    """Oracle 2: the in-place forwards against the backward that reads the output; the functional
+    pairs on a copy (central differences perturb their input, which an in-place forward would
+    overwrite), the modules after a Linear without bias (so that they do not fuse), whose fresh
+    output they overwrite. The kink stays away: the Linear is the identity."""
+    rng = np.random.default_rng(seed)
+    x = S.away_from_zero(rng, shape)
+    gradcheck((lambda a: F.relu_forward(a.copy(), inplace=True), F.relu_backward), x, rng=rng, **GRADCHECK)
+    gradcheck((lambda a, s: F.leaky_relu_forward(a.copy(), s, inplace=True), F.leaky_relu_backward), x, slope,
+              rng=rng, **GRADCHECK)
+    for activation in (nn.ReLU(inplace=True), nn.LeakyReLU(slope, inplace=True)):
+        identity = nn.Linear(shape[-1], shape[-1], bias=False, dtype=np.float64)
+        identity.weight.data[...] = np.eye(shape[-1])
+        model = nn.Sequential(identity, activation)
+        assert not identity.fuses_with(activation)
+        gradcheck(model, x, rng=rng, **GRADCHECK)
+
+
+@given(shape=S.shapes(max_dims=3, max_side=40), dtype=S.dtypes, seed=S.seeds, slope=S.negative_slopes)
+def test_forward_kernels_run_in_place(shape, dtype, seed, slope):
+    """Oracle 3: each forward kernel with its output the input array itself (the in-place
+    forwards) against its NumPy reference."""
+    rng = np.random.default_rng(seed)
+    x = _flat(rng, shape, dtype)
+    x[rng.random(x.size) < 0.1] = 0
+    slope = np.dtype(dtype).type(slope)
+    for kernel, reference, arguments in ((E.relu_forward, E.relu_forward_reference, ()),
+                                         (E.leaky_relu_forward, E.leaky_relu_forward_reference, (slope,))):
+        a = x.copy()
+        kernel(a, *arguments, a)
+        np.testing.assert_array_equal(a, reference(x, *arguments))

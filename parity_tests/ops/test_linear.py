@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -241,3 +242,130 @@ def test_linear_does_not_fuse_where_the_kernel_would_be_wrong():
     assert not linear.fuses_with(nn.LeakyReLU(-0.5)), "a negative slope flips the output's sign"
     assert not nn.Linear(3, 2, bias=False, rng=0).fuses_with(nn.ReLU())
     assert not linear.fuses_with(nn.Sigmoid())
+
+
+# ---------------------------------------------------------------------------- empty inputs (issue 15)
+# torch passes an empty batch through Linear: an empty output and dx, and dW, db get nothing (a sum
+# over no rows). A layer may have no inputs (y = b) or no outputs too. docs/linear.md.
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")  # torch's, for Linear(0, k)
+@given(case=S.linear_cases(empty=True), dtype=S.dtypes, seed=S.seeds)
+def test_linear_on_empty_inputs_and_sizes_matches_torch(case, dtype, seed):
+    """Oracle 1 over what torch takes that holds nothing: a leading axis of 0, 0 in or out features."""
+    leading, fan_in, fan_out, bias = case
+    rng = np.random.default_rng(seed)
+    layer = nn.Linear(fan_in, fan_out, bias=bias, rng=rng, dtype=dtype)
+    twin = torch.nn.Linear(fan_in, fan_out, bias=bias)
+    assert {k: v.shape for k, v in layer.state_dict().items()} == {k: tuple(v.shape) for k, v in twin.state_dict().items()}
+    x = rng.standard_normal((*leading, fan_in)).astype(dtype)
+    assert_matches_torch(layer, twin, x, rng=rng, what="Linear")
+
+
+@given(case=S.linear_cases(empty=True), seed=S.seeds)
+def test_linear_on_empty_inputs_by_central_differences(case, seed):
+    """Oracle 2: every element, of whatever is not empty (the bias of a layer without inputs)."""
+    leading, fan_in, fan_out, bias = case
+    rng = np.random.default_rng(seed)
+    layer = nn.Linear(fan_in, fan_out, bias=bias, rng=rng, dtype=np.float64)
+    gradcheck(layer, rng.standard_normal((*leading, fan_in)), rng=rng, **GRADCHECK)
+
+
+@pytest.mark.parametrize("leading", [(0,), (3, 0), (0, 2)])
+def test_an_empty_batch_adds_nothing_to_the_gradients(leading):
+    """dW and db accumulate: an empty batch's backward leaves what earlier passes added, as torch's."""
+    rng = np.random.default_rng(0)
+    layer = nn.Linear(3, 2, rng=rng, dtype=np.float64)
+    layer(rng.standard_normal((4, 3)))
+    layer.backward(rng.standard_normal((4, 2)))
+    before = [p.grad.copy() for p in layer.parameters()]
+    y = layer(np.zeros((*leading, 3)))
+    dx = layer.backward(np.zeros(y.shape))
+    assert y.shape == (*leading, 2) and dx.shape == (*leading, 3)
+    for got, want in zip((p.grad for p in layer.parameters()), before):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")
+def test_linear_with_no_inputs_is_its_bias_as_torch_builds_it():
+    """torch's Linear(0, k): an empty weight, and a bias drawn from U(-0, 0) = 0 (its bound is 0)."""
+    layer = nn.Linear(0, 3, rng=0, dtype=np.float64)
+    twin = torch.nn.Linear(0, 3).double()
+    assert layer.weight.shape == (3, 0) and not layer.bias.data.any() and not twin.bias.detach().numpy().any()
+    x = np.zeros((5, 0))
+    np.testing.assert_array_equal(layer(x), np.zeros((5, 3)))
+    assert_matches_torch(layer, twin, x, rng=1, what="Linear(0, 3)")
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu inplace", "leaky_relu"])
+@pytest.mark.parametrize("leading", [(0,), (2, 0)])
+def test_the_fused_pair_and_a_sequential_on_an_empty_batch_match_torch(activation, leading):
+    rng = np.random.default_rng(2)
+    act, twin_act = {"relu": (nn.ReLU(), torch.nn.ReLU()),
+                     "relu inplace": (nn.ReLU(inplace=True), torch.nn.ReLU(inplace=True)),
+                     "leaky_relu": (nn.LeakyReLU(0.2), torch.nn.LeakyReLU(0.2))}[activation]
+    model = nn.Sequential(nn.Linear(3, 4, rng=rng, dtype=np.float64), act, nn.Linear(4, 2, rng=rng, dtype=np.float64),
+                          nn.Sigmoid())
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), twin_act, torch.nn.Linear(4, 2), torch.nn.Sigmoid())
+    assert model[0].fuses_with(model[1])
+    assert_matches_torch(model, twin, np.zeros((*leading, 3)), rng=rng, what=f"Sequential with {activation}")
+
+
+def test_tied_linear_on_an_empty_batch_matches_torch():
+    """TiedLinear(source): y = x W + b with W the source's weight, torch's F.linear(x, Wᵀ, b); dW
+    goes into the source's .grad."""
+    rng = np.random.default_rng(3)
+    source = nn.Linear(3, 2, rng=rng, dtype=np.float64)
+    tied = nn.TiedLinear(source)
+    tied.bias.data[...] = rng.standard_normal(3)
+    weight = torch.tensor(source.weight.data, requires_grad=True)
+    bias = torch.tensor(tied.bias.data, requires_grad=True)
+    for leading in [(0,), (4, 0), (2,)]:
+        source.zero_grad()
+        tied.zero_grad()
+        weight.grad = bias.grad = None
+        x = rng.standard_normal((*leading, 2))
+        tx = torch.tensor(x, requires_grad=True)
+        ty = torch.nn.functional.linear(tx, weight.T, bias)
+        cotangent = rng.standard_normal(ty.shape)
+        ty.backward(torch.tensor(cotangent))
+        assert_close(tied(x), ty.detach(), "torch", np.float64, f"TiedLinear {leading} output")
+        assert_close(tied.backward(cotangent), tx.grad, "torch", np.float64, f"TiedLinear {leading} dx")
+        assert_close(source.weight.grad, weight.grad, "torch", np.float64, f"TiedLinear {leading} dW")
+        assert_close(tied.bias.grad, bias.grad, "torch", np.float64, f"TiedLinear {leading} db")
+
+
+def test_no_kernel_runs_on_an_empty_array(monkeypatch):
+    """The functional layer guards the Numba kernels against size 0 (docs/linear.md)."""
+    def refuse(*arrays):
+        assert all(np.size(a) for a in arrays if isinstance(a, np.ndarray)), "a kernel ran on an empty array"
+
+    for name in ("bias_relu_forward", "bias_leaky_relu_forward", "relu_backward_bias", "leaky_relu_backward_bias",
+                 "accumulate_outer_products"):
+        monkeypatch.setattr(K, name, refuse)
+    rng = np.random.default_rng(4)
+    for shapes in [((0, 3), (3, 4)), ((5, 0), (0, 4)), ((2, 3), (3, 0)), ((2, 0, 3), (3, 4))]:
+        (x_shape, (fan_in, fan_out)) = shapes
+        for activation in (nn.ReLU(), nn.LeakyReLU(0.1)):
+            model = nn.Sequential(nn.Linear(fan_in, fan_out, rng=rng, dtype=np.float64), activation)
+            y = model(rng.standard_normal(x_shape))
+            model.backward(np.ones(y.shape))
+
+
+# ---------------------------------------------------------------------------- torch's constructor arguments
+
+
+def test_linear_takes_torchs_positional_device_and_dtype():
+    """torch's Linear(in, out, bias, device, dtype): device None or the CPU, dtype None (float32),
+    NumPy's or torch's float dtypes; scratch's keyword-only rng= besides."""
+    assert nn.Linear(3, 2).weight.dtype == np.float32  # dtype None: torch's default dtype
+    assert nn.Linear(3, 2, True, "cpu", torch.float64).weight.dtype == np.float64
+    assert nn.Linear(3, 2, False, torch.device("cpu"), np.float64, rng=0).bias is None
+    assert nn.Linear(3, 2, device="cpu:0", dtype=torch.float32).weight.dtype == np.float32
+    a, b = nn.Linear(3, 2, True, None, None, rng=5), nn.Linear(3, 2, rng=5, dtype=np.float32)
+    np.testing.assert_array_equal(a.weight.data, b.weight.data)
+    for device in ("cuda", "meta", torch.device("meta"), 0):
+        with pytest.raises(ValueError, match=r"^Linear: device must be None or 'cpu' \(scratch runs on the CPU"):
+            nn.Linear(3, 2, device=device)
+    with pytest.raises(TypeError, match=r"^Linear: dtype must be float32 or float64, got torch\.int64$"):
+        nn.Linear(3, 2, dtype=torch.int64)

@@ -121,13 +121,16 @@ def test_optimizer_kernels_match_reference(settings, dtype, seed, n):
         slow = [a.copy() for a in fast]
         # the magnitude of the terms any of these update formulas combines, element-wise
         scale = 1 + np.abs(grad).astype(np.float64) + sum(np.abs(a).astype(np.float64) for a in slow)
-        group = {k: v for k, v in settings.items() if k != "name"}
+        group = _make(settings, [Parameter(np.zeros(1, dtype))], "scratch").param_groups[0]  # with its defaults
         if settings["name"] == "SGD":
             args = (*optim.sgd_scalars(group, dtype), step == 1)
             K.sgd_step(fast[0], grad, fast[1], *args)
             K.sgd_step_reference(slow[0], grad, slow[1], *args)
-        else:
-            args = optim.adam_scalars(group, step, dtype, decoupled=settings["name"] == "AdamW")
+        else:  # Adam's L2 or (AdamW, decoupled_weight_decay=True) decoupled decay, from the group
+            args = optim.adam_scalars(group, step, dtype)
+            decoupled = settings["name"] == "AdamW" or settings.get("decoupled_weight_decay", False)
+            assert args[9] == (K.NO_DECAY if not group["weight_decay"] else K.DECOUPLED_DECAY if decoupled
+                               else K.L2_DECAY)
             K.adam_step(fast[0], grad, fast[1], fast[2], fast[3], *args)
             K.adam_step_reference(slow[0], grad, slow[1], slow[2], slow[3], *args)
         for name, a, b in zip(("param", "buffer 1", "buffer 2", "buffer 3"), fast, slow):
@@ -300,3 +303,223 @@ def test_flat_adam_falls_back_when_a_parameter_is_rebound():
     assert optimizer._flat_cache[0][1] is None
     assert not np.array_equal(parameter.data, before), "the rebound parameter was updated"
     assert optimizer.state[id(parameter)]["step"] == 3.0
+
+
+# -- named parameters, torch's switches, decoupled weight decay (issue 15) ---------------------
+
+
+def _twins(seed=0, dtype=np.float64):
+    """A scratch Sequential and its torch twin holding the same weights."""
+    rng = np.random.default_rng(seed)
+    model = nn.Sequential(nn.Linear(3, 4, rng=rng, dtype=dtype), nn.Tanh(), nn.Linear(4, 2, rng=rng, dtype=dtype))
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).to(
+        torch.float64 if dtype == np.float64 else torch.float32)
+    twin.load_state_dict({k: torch.tensor(v) for k, v in model.state_dict().items()})
+    return model, twin
+
+
+def _step_models(model, twin, opt, topt, rng, steps=5):
+    for _ in range(steps):
+        for (name, p), t in zip(model.named_parameters(), twin.parameters()):
+            grad = rng.standard_normal(p.shape).astype(p.dtype)
+            p.grad[...] = grad
+            t.grad = torch.tensor(grad)
+        opt.step()
+        topt.step()
+    for (name, p), t in zip(model.named_parameters(), twin.parameters()):
+        assert_close(p.data, t, "optim", p.dtype, f"{type(opt).__name__} {name}")
+
+
+def _groups_without_params(state_dict):
+    return [{k: v for k, v in group.items()} for group in state_dict["param_groups"]]
+
+
+NAMED_SETTINGS = [("SGD", dict(lr=0.1, momentum=0.9, foreach=True)), ("Adam", dict(lr=1e-2, amsgrad=True)),
+                  ("AdamW", dict(lr=1e-2, maximize=True, foreach=False)),
+                  ("Adam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, fused=False))]
+
+
+@pytest.mark.parametrize("name, settings", NAMED_SETTINGS, ids=[f"{n}-{s}" for n, s in NAMED_SETTINGS])
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_named_parameters_track_torch_and_record_their_names(name, settings, grouped, dtype):
+    """``model.named_parameters()``, or groups of its (name, Parameter) pairs: the same steps as
+    torch's, and the state_dict's groups equal torch's, 'param_names' included."""
+    model, twin = _twins(0, dtype)
+
+    def params(m):
+        named = list(m.named_parameters())
+        return [{"params": named[:2], "lr": 0.05}, {"params": named[2:]}] if grouped else m.named_parameters()
+
+    opt = getattr(optim, name)(params(model), **settings)
+    topt = getattr(torch.optim, name)(params(twin), **settings)
+    _step_models(model, twin, opt, topt, np.random.default_rng(1))
+    assert _groups_without_params(opt.state_dict()) == _groups_without_params(topt.state_dict())
+    assert opt.state_dict()["param_groups"][-1]["param_names"][-2:] == ["2.weight", "2.bias"]
+    saved = opt.state_dict()
+    fresh = getattr(optim, name)(params(model), **settings)
+    fresh.load_state_dict(saved)  # the names do not steer the loading (torch's rule), the positions do
+    assert _groups_without_params(fresh.state_dict()) == _groups_without_params(saved)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+@pytest.mark.parametrize("extra", [{}, dict(foreach=True), dict(foreach=False, fused=False), dict(maximize=True)])
+def test_param_groups_hold_what_torchs_hold(name, extra):
+    model, twin = _twins()
+    opt, topt = getattr(optim, name)(model.parameters(), **extra), getattr(torch.optim, name)(twin.parameters(), **extra)
+    assert opt.state_dict()["param_groups"] == topt.state_dict()["param_groups"]
+    assert opt.defaults == topt.defaults
+
+
+def test_loading_names_follows_torch():
+    """A saved state's names replace the optimizer's; a state without names leaves them; an
+    optimizer without names takes the saved ones. As torch.optim does, step for step."""
+    def both(named):
+        model, twin = _twins()
+        return (optim.Adam(model.named_parameters() if named else model.parameters()),
+                torch.optim.Adam(twin.named_parameters() if named else twin.parameters()))
+
+    for target_named, source_named in [(True, False), (False, True), (True, True)]:
+        (opt, topt), (source, tsource) = both(target_named), both(source_named)
+        saved, tsaved = source.state_dict(), tsource.state_dict()
+        if source_named:  # names the optimizer did not have: they are recorded, unchecked
+            saved["param_groups"][0]["param_names"] = tsaved["param_groups"][0]["param_names"] = list("abcd")
+        opt.load_state_dict(saved)
+        topt.load_state_dict(tsaved)
+        assert opt.param_groups[0].get("param_names") == topt.param_groups[0].get("param_names")
+        assert _groups_without_params(opt.state_dict()) == _groups_without_params(topt.state_dict())
+
+
+@pytest.mark.parametrize("make, error", [
+    (lambda ps: [("a", ps[0]), ps[1]], ValueError),
+    (lambda ps: [{"params": [("a", ps[0])]}, {"params": [ps[1]]}], ValueError),
+    (lambda ps: [{"params": [ps[0]]}, {"params": [("b", ps[1])]}], ValueError),
+    (lambda ps: [{"params": {ps[0]}}], TypeError),
+])
+def test_named_parameter_mistakes_are_refused_as_torch_refuses_them(make, error):
+    model, twin = _twins()
+    with pytest.raises(error):
+        optim.SGD(make(model.parameters()))
+    with pytest.raises(error):
+        torch.optim.SGD(make(list(twin.parameters())))
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+@pytest.mark.parametrize("switches, error, message", [
+    (dict(fused=True, foreach=True), RuntimeError, r"`fused` and `foreach` cannot be `True` together"),
+    (dict(fused=True, differentiable=True), RuntimeError, r"`fused` does not support `differentiable`"),
+])
+def test_switch_combinations_torch_refuses_are_refused(name, switches, error, message):
+    model, twin = _twins()
+    with pytest.raises(error, match=rf"^{name}: {message}"):
+        getattr(optim, name)(model.parameters(), **switches)
+    with pytest.raises(error, match=message):
+        getattr(torch.optim, name)(twin.parameters(), **switches)
+
+
+REFUSED_SWITCHES = [  # (optimizers, arguments, error, message after "<name>: ")
+    ("SGD Adam AdamW", dict(fused=True), NotImplementedError, r"fused=True is not implemented: torch's fused CPU kernel"),
+    ("SGD Adam AdamW", dict(differentiable=True), NotImplementedError, r"differentiable=True is not implemented"),
+    ("SGD Adam AdamW", dict(lr=torch.tensor(0.01)), TypeError, r"lr is a torch Tensor"),
+    ("Adam AdamW", dict(capturable=True), ValueError, r"capturable=True is for CUDA-graph capture"),
+    ("Adam AdamW", dict(betas=(torch.tensor(0.9), torch.tensor(0.99))), TypeError, r"betas is a torch Tensor"),
+]
+
+
+@pytest.mark.parametrize("name, switches, error, message", [
+    (name, *case) for names, *case in REFUSED_SWITCHES for name in names.split()])
+def test_switches_that_would_change_the_numbers_are_refused(name, switches, error, message):
+    """What scratch cannot give torch's numbers for (or, for capturable, what torch refuses on
+    the CPU at step) is refused at construction, saying why."""
+    with pytest.raises(error, match=rf"^{name}: {message}"):
+        getattr(optim, name)(_twins()[0].parameters(), **switches)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_true_changes_torchs_numbers_which_is_why_it_is_refused(dtype):
+    """The reason given above, measured: torch's fused CPU Adam and single-tensor Adam differ."""
+    differs = False
+    for seed in range(5):
+        model, twin = _twins(seed, dtype)
+        _, other = _twins(seed, dtype)
+        topt = torch.optim.Adam(twin.parameters(), lr=1e-2, betas=(0.3, 0.5))
+        fused = torch.optim.Adam(other.parameters(), lr=1e-2, betas=(0.3, 0.5), fused=True)
+        rng = np.random.default_rng(seed)
+        for _ in range(5):
+            for a, b in zip(twin.parameters(), other.parameters()):
+                a.grad = torch.tensor(rng.standard_normal(a.shape).astype(dtype))
+                b.grad = a.grad.clone()
+            topt.step()
+            fused.step()
+        differs |= any(not torch.equal(a, b) for a, b in zip(twin.parameters(), other.parameters()))
+    assert differs
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("maximize", [False, True])
+def test_adam_with_decoupled_weight_decay_is_adamw_bit_for_bit_and_torchs(dtype, amsgrad, maximize):
+    settings = dict(lr=1e-2, weight_decay=0.1, amsgrad=amsgrad, maximize=maximize)
+    model, twin = _twins(3, dtype)
+    adamw_model, _ = _twins(3, dtype)
+    opt = optim.Adam(model.parameters(), decoupled_weight_decay=True, **settings)
+    adamw = optim.AdamW(adamw_model.parameters(), **settings)
+    topt = torch.optim.Adam(twin.parameters(), decoupled_weight_decay=True, **settings)
+    rng = np.random.default_rng(4)
+    for _ in range(6):
+        for p, q, t in zip(model.parameters(), adamw_model.parameters(), twin.parameters()):
+            grad = rng.standard_normal(p.shape).astype(dtype)
+            p.grad[...] = q.grad[...] = grad
+            t.grad = torch.tensor(grad)
+        opt.step()
+        adamw.step()
+        topt.step()
+    for p, q, t in zip(model.parameters(), adamw_model.parameters(), twin.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+        assert_close(p.data, t, "optim", dtype, "Adam(decoupled_weight_decay=True)")
+
+
+def test_adamw_keeps_a_groups_decoupled_flag_and_restores_it_on_load_as_torch():
+    """torch's AdamW honours a group's decoupled_weight_decay=False (then it is Adam), and its
+    load_state_dict sets the flag back to True."""
+    model, twin = _twins()
+    groups = lambda m: [{"params": list(m.parameters())[:2], "decoupled_weight_decay": False},  # noqa: E731
+                        {"params": list(m.parameters())[2:]}]
+    opt, topt = optim.AdamW(groups(model), lr=1e-2, weight_decay=0.5), torch.optim.AdamW(groups(twin), lr=1e-2,
+                                                                                           weight_decay=0.5)
+    _step_models(model, twin, opt, topt, np.random.default_rng(5))
+    opt.load_state_dict(opt.state_dict())
+    topt.load_state_dict(topt.state_dict())
+    assert [g["decoupled_weight_decay"] for g in opt.param_groups] == [True, True]
+    assert [g["decoupled_weight_decay"] for g in topt.param_groups] == [True, True]
+    _step_models(model, twin, opt, topt, np.random.default_rng(6))
+
+
+def test_step_takes_a_closure_and_add_param_group_as_torch():
+    model, twin = _twins()
+    first, tfirst = list(model.parameters())[:2], list(twin.parameters())[:2]
+    opt, topt = optim.SGD(first, lr=0.1, momentum=0.9), torch.optim.SGD(tfirst, lr=0.1, momentum=0.9)
+    opt.add_param_group({"params": list(model.parameters())[2:], "lr": 0.01})
+    topt.add_param_group({"params": list(twin.parameters())[2:], "lr": 0.01})
+    x = np.random.default_rng(7).standard_normal((5, 3))
+
+    def closure():
+        model.zero_grad()
+        y = model(x)
+        model.backward(2 * y)  # the gradient of Σ y²
+        return float(np.sum(y * y))
+
+    def tclosure():
+        topt.zero_grad()
+        loss = (twin(torch.tensor(x)) ** 2).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        assert_close(np.array(opt.step(closure)), topt.step(tclosure).detach(), "torch", np.float64, "closure's loss")
+    for p, t in zip(model.parameters(), twin.parameters()):
+        assert_close(p.data, t, "optim", np.float64, "SGD with a closure and an added group")
+    assert opt.state_dict()["param_groups"] == topt.state_dict()["param_groups"]
+    with pytest.raises(ValueError, match=r"^SGD: a parameter appears in more than one group$"):
+        opt.add_param_group({"params": first[:1]})
+    assert len(opt.param_groups) == 2

@@ -130,3 +130,95 @@ def test_sequential_backward_skips_what_input_grad_false_does_not_need():
     assert net.backward(rng.standard_normal((5, 2)), input_grad=False) is None
     assert calls == []
     assert np.any(net[1].weight.grad != 0)
+
+
+# ---------------------------------------------------------------------------- empty, 0-d and inferred sizes (issue 15)
+
+
+@given(case=S.flatten_cases(empty=True), dtype=S.dtypes, seed=S.seeds)
+def test_flatten_of_empty_and_0d_inputs_matches_torch(case, dtype, seed):
+    """(0, 3, 4) -> (0, 12), (2, 0, 4) -> (2, 0), a 0-d input -> (1,): torch's flatten."""
+    shape, start, end = case
+    rng = np.random.default_rng(seed)
+    x = np.asarray(rng.standard_normal(shape)).astype(dtype)
+    assert_matches_torch(nn.Flatten(start, end), torch.nn.Flatten(start, end), x, rng=rng, what="Flatten")
+
+
+@given(case=S.unflatten_cases(empty=True, infer=True), dtype=S.dtypes, seed=S.seeds)
+def test_unflatten_with_empty_sizes_and_an_inferred_size_matches_torch(case, dtype, seed):
+    shape, dim, sizes = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    assert_matches_torch(nn.Unflatten(dim, sizes), torch.nn.Unflatten(dim, sizes), x, rng=rng, what="Unflatten")
+
+
+@given(case=S.flatten_cases(empty=True), seed=S.seeds)
+def test_flatten_of_empty_and_0d_inputs_by_central_differences(case, seed):
+    shape, start, end = case
+    rng = np.random.default_rng(seed)
+    gradcheck(nn.Flatten(start, end), np.asarray(rng.standard_normal(shape)), rng=rng, **GRADCHECK)
+
+
+@given(case=S.unflatten_cases(empty=True, infer=True), seed=S.seeds)
+def test_unflatten_with_an_inferred_size_by_central_differences(case, seed):
+    shape, dim, sizes = case
+    rng = np.random.default_rng(seed)
+    gradcheck(nn.Unflatten(dim, sizes), rng.standard_normal(shape), rng=rng, **GRADCHECK)
+
+
+@pytest.mark.parametrize("make, shape, message", [
+    (lambda m: m.Unflatten(1, (-1, 0)), (2, 0), r"the -1 is ambiguous when the other sizes multiply to 0"),
+    (lambda m: m.Unflatten(1, (0, -1)), (2, 0), r"the -1 is ambiguous"),
+    (lambda m: m.Unflatten(1, (5, -1)), (2, 12), r"cannot be split into \(5, -1\)$"),
+    (lambda m: m.Unflatten(0, (2,)), (), r"a 0-d input has no dimension to split"),
+    (lambda m: m.Flatten(), (), r"start_dim 1 out of range for an input of shape \(\)"),
+    (lambda m: m.Flatten(0, 1), (), r"end_dim 1 out of range for an input of shape \(\)"),
+    (lambda m: m.Flatten(2, 1), (2, 3, 4), r"start_dim 2 comes after end_dim 1"),
+])
+def test_what_torch_refuses_is_refused(make, shape, message):
+    with pytest.raises(ValueError, match=message):
+        make(nn)(np.zeros(shape))
+    with pytest.raises((RuntimeError, IndexError)):
+        make(torch.nn)(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("sizes, error, message", [
+    ((-1, -1), ValueError, r"unflattened_size must be sizes >= 0, with at most one -1 \(inferred\), got \(-1, -1\)$"),
+    ((-2, 3), ValueError, r"unflattened_size must be sizes >= 0, with at most one -1 \(inferred\), got \(-2, 3\)$"),
+    ((), ValueError, r"unflattened_size must be non-empty"), ((2.0, 3), TypeError, r"unflattened_size\[0\] must be an int"),
+])
+def test_unflatten_refuses_sizes_torch_cannot_use(sizes, error, message):
+    """torch finds these at forward (or construction, for a float); scratch at construction."""
+    with pytest.raises(error, match=r"^Unflatten: " + message):
+        nn.Unflatten(1, sizes)
+
+
+@pytest.mark.parametrize("leading", [(0,), (0, 2)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_sequential_of_every_layer_kind_on_an_empty_batch_matches_torch(leading, dtype):
+    rng = np.random.default_rng(5)
+    model = nn.Sequential(nn.Unflatten(-1, (2, 3)), nn.Flatten(-2), nn.Linear(6, 4, rng=rng, dtype=dtype), nn.ReLU(),
+                          nn.Linear(4, 4, rng=rng, dtype=dtype), nn.LeakyReLU(0.1, inplace=True),
+                          nn.Linear(4, 3, rng=rng, dtype=dtype), nn.Tanh(), nn.Linear(3, 2, rng=rng, dtype=dtype),
+                          nn.Sigmoid())
+    twin = torch.nn.Sequential(torch.nn.Unflatten(-1, (2, 3)), torch.nn.Flatten(-2), torch.nn.Linear(6, 4),
+                               torch.nn.ReLU(), torch.nn.Linear(4, 4), torch.nn.LeakyReLU(0.1, inplace=True),
+                               torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2), torch.nn.Sigmoid())
+    x = np.zeros((*leading, 6), dtype)
+    assert_matches_torch(model, twin, x, rng=rng, what="empty Sequential")
+    assert not any(p.grad.any() for p in model.parameters())
+
+
+def test_a_sequential_of_an_ordered_dict_is_keyed_by_its_names_like_torch():
+    from collections import OrderedDict
+
+    rng = np.random.default_rng(6)
+    model = nn.Sequential(OrderedDict([("encoder", nn.Linear(3, 4, rng=rng, dtype=np.float64)), ("act", nn.Tanh()),
+                                       ("decoder", nn.Linear(4, 2, rng=rng, dtype=np.float64))]))
+    twin = torch.nn.Sequential(OrderedDict([("encoder", torch.nn.Linear(3, 4)), ("act", torch.nn.Tanh()),
+                                            ("decoder", torch.nn.Linear(4, 2))]))
+    assert list(model.state_dict()) == list(twin.state_dict()) == ["encoder.weight", "encoder.bias",
+                                                                   "decoder.weight", "decoder.bias"]
+    assert model[2] is model.decoder and len(model) == 3
+    assert_matches_torch(model, twin, rng.standard_normal((5, 3)), rng=rng, what="named Sequential")
+    assert repr(nn.Sequential(OrderedDict(act=nn.ReLU()))) == repr(torch.nn.Sequential(OrderedDict(act=torch.nn.ReLU())))

@@ -42,7 +42,14 @@ from scratch.functional.penalties import (
     l1_activity_backward,
     l1_activity_forward,
 )
-from scratch.functional.pooling import max_pool2d_backward, max_pool2d_forward
+from scratch.functional.pooling import (
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    max_unpool2d_backward,
+    max_unpool2d_forward,
+)
 from scratch.functional.vae import reparameterize_backward, reparameterize_forward
 
 __all__ = [name for name in dir() if name.endswith(("_forward", "_backward", "_bias", "_accumulate"))]

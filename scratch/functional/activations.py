@@ -1,7 +1,10 @@
 """Element-wise activations as pure forward/backward pairs over the Numba kernels.
 
 Each ``*_forward(x) -> (out, cache)`` and ``*_backward(grad_output, cache) -> grad_input``;
-shapes are preserved, ``(*) -> (*)``. Derivations: docs/activations.md.
+shapes are preserved, ``(*) -> (*)``, 0-d and empty arrays included (no kernel runs on an empty
+one). ``relu_forward`` and ``leaky_relu_forward`` also run in place (``inplace=True``, torch's
+``relu_``/``leaky_relu_``): the result is written into ``x``, which is returned. Derivations:
+docs/activations.md.
 """
 
 from __future__ import annotations
@@ -22,13 +25,32 @@ def _flat(a: np.ndarray) -> np.ndarray:
 def _apply(kernel, *arrays):
     """Run ``kernel(*flat arrays, flat result)`` into a new array of the first array's shape."""
     result = np.empty(arrays[0].shape, dtype=arrays[-1].dtype)
-    kernel(*(_flat(a) for a in arrays), result.reshape(-1))
+    if result.size:
+        kernel(*(_flat(a) for a in arrays), result.reshape(-1))
     return result
 
 
-def relu_forward(x):
-    """out = max(x, 0)."""
-    out = _apply(kernels.relu_forward, x)
+def _in_place(kernel, x, *arguments):
+    """Run ``kernel(flat x, *arguments, flat result)`` with the result written into ``x``; returns
+    ``x``. Each kernel here reads element i before it writes element i, so input and output may
+    be one array; a strided ``x`` is computed into a contiguous array and copied back."""
+    if x.size == 0:
+        return x
+    if x.flags.c_contiguous:
+        flat = x.reshape(-1)  # a view: the kernel writes x itself
+        kernel(flat, *arguments, flat)
+    else:
+        out = np.empty(x.shape, dtype=x.dtype)
+        kernel(_flat(x), *arguments, out.reshape(-1))
+        np.copyto(x, out)
+    return x
+
+
+def relu_forward(x, inplace=False):
+    """out = max(x, 0); ``inplace``: written into ``x`` (then out is x), as torch's ``relu_``.
+
+    The cache is the output either way: the backward reads its sign."""
+    out = _in_place(kernels.relu_forward, x) if inplace else _apply(kernels.relu_forward, x)
     return out, out
 
 
@@ -37,19 +59,36 @@ def relu_backward(grad_output, cache):
     return _apply(kernels.relu_backward, grad_output, cache)
 
 
-def leaky_relu_forward(x, negative_slope=0.01):
-    """out = x if x > 0 else negative_slope · x."""
+def leaky_relu_forward(x, negative_slope=0.01, inplace=False):
+    """out = x if x > 0 else negative_slope · x; ``inplace``: written into ``x`` (then out is x),
+    as torch's ``leaky_relu_``.
+
+    The cache is ``(a, slope)`` with ``a`` the array whose sign the backward reads: the input,
+    or in place the output, whose sign is the input's for a slope >= 0. In place with a negative
+    slope (or NaN) it is ``(None, slope)``: the input is gone and the output's sign is not its
+    sign, so ``leaky_relu_backward`` refuses, as torch's backward does."""
     slope = x.dtype.type(negative_slope)  # torch multiplies in the tensor's dtype
+    if inplace:
+        _in_place(kernels.leaky_relu_forward, x, slope)
+        return x, (x if slope >= 0 else None, slope)
     out = np.empty(x.shape, dtype=x.dtype)
-    kernels.leaky_relu_forward(_flat(x), slope, out.reshape(-1))
+    if x.size:
+        kernels.leaky_relu_forward(_flat(x), slope, out.reshape(-1))
     return out, (np.asarray(x, order="C"), slope)
 
 
 def leaky_relu_backward(grad_output, cache):
-    """dx = dy · (1 if x > 0 else negative_slope)."""
+    """dx = dy · (1 if x > 0 else negative_slope), with x the input (or, after an in-place
+    forward, the output: the same sign for slope >= 0)."""
     x, slope = cache
+    if x is None:
+        raise RuntimeError(
+            f"leaky_relu_backward: the forward ran in place with the negative slope {slope}, so the input is "
+            f"gone and the output's sign is not the input's (torch refuses this backward too); run the "
+            f"forward with inplace=False")
     grad_input = np.empty(x.shape, dtype=x.dtype)
-    kernels.leaky_relu_backward(_flat(grad_output), x.reshape(-1), slope, grad_input.reshape(-1))
+    if x.size:
+        kernels.leaky_relu_backward(_flat(grad_output), x.reshape(-1), slope, grad_input.reshape(-1))
     return grad_input
 
 
@@ -77,6 +116,9 @@ def sigmoid_forward(x, workspace=None):
     ``workspace`` (a ``scratch.workspace.Workspace``): where e^{-|x|} is computed, reused from
     call to call; it never leaves this function.
     """
+    if x.size == 0:  # nothing to compute (and no workspace to give up for it)
+        out = np.empty(x.shape, dtype=x.dtype)
+        return out, out
     exp_neg_abs = np.empty(x.shape, x.dtype) if workspace is None else workspace.get("exp_neg_abs", x.shape, x.dtype)
     np.abs(x, out=exp_neg_abs)  # (*); then in place: every exponent <= 0
     np.negative(exp_neg_abs, out=exp_neg_abs)

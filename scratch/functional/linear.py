@@ -1,6 +1,16 @@
-"""Linear layer as a pure forward/backward pair. Derivation: docs/linear.md."""
+"""Linear layer as a pure forward/backward pair. Derivation: docs/linear.md.
+
+Empty arrays pass through as in torch: a batch with no rows (``x`` of shape ``(*, 0, in)`` or
+``(0, in)``) gives an empty output, an empty dx and no contribution to dW and db (each is a sum
+over the rows, and an empty sum is 0); ``in_features == 0`` gives y = b in every row (an empty
+dot product is 0) and an empty dW; ``out_features == 0`` gives an empty y and dx = 0. The
+reshapes spell out the row count (``reshape(-1, 0)`` of an empty array is ambiguous to NumPy),
+and no kernel runs on an empty array.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -22,7 +32,7 @@ def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None):
     cache : what ``linear_backward`` needs
     """
     leading = x.shape[:-1]
-    x2d = x.reshape(-1, x.shape[-1])  # (M, in), M = prod(leading); a view when x is contiguous
+    x2d = x.reshape(math.prod(leading), x.shape[-1])  # (M, in), M = prod(leading); a view when x is contiguous
     y2d = x2d @ weight.T  # (M, out): one BLAS gemm
     if bias is not None:
         y2d += bias  # broadcast over the M rows
@@ -45,7 +55,7 @@ def linear_backward(grad_output: np.ndarray, cache):
     grad_bias : (out_features,) or None
     """
     x2d, weight, has_bias, leading = cache
-    dy2d = grad_output.reshape(-1, weight.shape[0])  # (M, out)
+    dy2d = grad_output.reshape(x2d.shape[0], weight.shape[0])  # (M, out)
     grad_input = (dy2d @ weight).reshape(*leading, weight.shape[1])  # (M, in) -> (*, in)
     grad_weight = dy2d.T @ x2d  # (out, M) @ (M, in) -> (out, in)
     grad_bias = dy2d.sum(axis=0) if has_bias else None  # (out,)
@@ -79,19 +89,21 @@ def linear_activation_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarra
     linear_cache : what ``linear_backward`` needs (as ``linear_forward`` returns it)
     activation_cache : what the activation's backward needs (``out``; for LeakyReLU ``(out, slope)``)
     """
-    leading = x.shape[:-1]
-    x2d = x.reshape(-1, x.shape[-1])  # (M, in)
-    out2d = x2d @ weight.T  # (M, out)
-    if activation == "relu":
-        linear_kernels.bias_relu_forward(out2d, bias)
-        activation_cache = out2d.reshape(*leading, weight.shape[0])
-    elif activation == "leaky_relu":
-        slope = out2d.dtype.type(negative_slope)
-        linear_kernels.bias_leaky_relu_forward(out2d, bias, slope)
-        activation_cache = (out2d.reshape(*leading, weight.shape[0]), slope)
-    else:
+    if activation not in ACTIVATIONS_WITH_BIAS_KERNELS:
         raise ValueError(f"linear_activation_forward: activation must be one of "
                          f"{ACTIVATIONS_WITH_BIAS_KERNELS}, got {activation!r}")
+    leading = x.shape[:-1]
+    x2d = x.reshape(math.prod(leading), x.shape[-1])  # (M, in)
+    out2d = x2d @ weight.T  # (M, out)
+    if activation == "relu":
+        if out2d.size:
+            linear_kernels.bias_relu_forward(out2d, bias)
+        activation_cache = out2d.reshape(*leading, weight.shape[0])
+    else:
+        slope = out2d.dtype.type(negative_slope)
+        if out2d.size:
+            linear_kernels.bias_leaky_relu_forward(out2d, bias, slope)
+        activation_cache = (out2d.reshape(*leading, weight.shape[0]), slope)
     return out2d.reshape(*leading, weight.shape[0]), (x2d, weight, True, leading), activation_cache
 
 
@@ -113,10 +125,12 @@ def activation_backward_bias(grad_output: np.ndarray, activation_cache, activati
         out = activation_cache
     else:
         out, slope = activation_cache
-    out2d = np.ascontiguousarray(out).reshape(-1, out.shape[-1])  # (M, out)
+    out2d = np.ascontiguousarray(out).reshape(math.prod(out.shape[:-1]), out.shape[-1])  # (M, out)
     dy2d = np.ascontiguousarray(grad_output).reshape(out2d.shape)
     grad_pre = np.empty_like(out2d)
-    if activation == "relu":
+    if out2d.size == 0:
+        pass  # no rows (nothing to add to db) or no units: nothing to compute
+    elif activation == "relu":
         linear_kernels.relu_backward_bias(dy2d, out2d, grad_pre, grad_bias)
     else:
         linear_kernels.leaky_relu_backward_bias(dy2d, out2d, slope, grad_pre, grad_bias)
@@ -141,8 +155,10 @@ def linear_backward_accumulate(grad_output: np.ndarray, cache, grad_weight: np.n
     grad_input : (*, in_features), or None when ``input_grad`` is False
     """
     x2d, weight, _, leading = cache
-    dy2d = np.ascontiguousarray(grad_output).reshape(-1, weight.shape[0])  # (M, out)
-    if dy2d.shape[0] <= OUTER_PRODUCT_ROWS and grad_weight.flags.c_contiguous and x2d.flags.c_contiguous:
+    dy2d = np.ascontiguousarray(grad_output).reshape(x2d.shape[0], weight.shape[0])  # (M, out)
+    if dy2d.size == 0 or x2d.size == 0:
+        pass  # no rows: dW gets nothing (an empty sum); or dW itself is empty (no inputs or units)
+    elif dy2d.shape[0] <= OUTER_PRODUCT_ROWS and grad_weight.flags.c_contiguous and x2d.flags.c_contiguous:
         linear_kernels.accumulate_outer_products(dy2d, x2d, grad_weight)
     else:
         # A fresh product, not one written into a workspace: np.matmul(..., out=) with the

@@ -3,7 +3,9 @@
 Conventions shared by every kernel here:
 - arguments are flat (1-D), C-contiguous arrays of one float dtype; outputs are preallocated by
   the caller (``scratch.functional``), which also checks shapes and chooses dtypes;
-- loop nest: a single loop over the flat index ``i``; every iteration writes only ``out[i]``;
+- loop nest: a single loop over the flat index ``i``; every iteration reads element ``i`` of its
+  inputs and then writes only ``out[i]``, so a forward's ``out`` may be its ``x`` itself (the
+  in-place forwards, ``scratch.functional.relu_forward(x, inplace=True)``);
   serial on purpose: these loops are memory-bound, and a Numba parallel region interleaved
   with NumPy's multi-threaded BLAS calls made both thread pools spin against each other on a
   2-core machine (a 2 µs ReLU took 8 ms when alternated with a matmul);

@@ -87,8 +87,9 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, weight_decay, de
               bias_correction2_sqrt, decay, amsgrad, maximize):
     """One Adam/AdamW step, torch's single-tensor rule, every op in the arrays' dtype.
 
-    decay: ``DECOUPLED_DECAY`` (AdamW) p ← p·(1 − lr·wd) = p·decay_factor; ``L2_DECAY`` (Adam)
-    g ← g + wd·p; ``NO_DECAY``. Then
+    decay: ``DECOUPLED_DECAY`` (AdamW, or Adam with ``decoupled_weight_decay=True``)
+    p ← p·(1 − lr·wd) = p·decay_factor; ``L2_DECAY`` (Adam) g ← g + wd·p; ``NO_DECAY``.
+    ``maximize``: g ← −g first, before either decay (torch's order). Then
     m ← lerp(m, g, w), w = 1 − β1;  v ← β2·v + (1 − β2)·g²;  (AMSGrad: v̂ ← max(v̂, v), used for v)
     p ← p + (−step_size)·m / (√v / √(1 − β2^t) + ε),  step_size = lr / (1 − β1^t).
     ``lerp`` follows torch: m + w·(g − m) for w < ½, else g − (g − m)·(1 − w), with

@@ -5,6 +5,12 @@
 A cached array the caller can reach (the input, the returned output) is fingerprinted at forward
 and checked at backward, which raises ``InplaceModificationError`` if it was modified in place in
 between, as torch raises (``scratch.nn.inplace``; ``_CachingModule._save`` and ``_take``).
+
+Empty inputs pass through as in torch (a batch of no rows, a zero-sized axis): empty outputs,
+empty input gradients, nothing added to a parameter's ``.grad``. ``ReLU(inplace=True)`` and
+``LeakyReLU(inplace=True)`` write their result into their input and return it, as torch's do; an
+array another layer kept for its backward and that such a write changes is caught at that
+layer's backward (``_before_writing``), as torch's version counter catches it.
 """
 
 from __future__ import annotations
@@ -17,8 +23,61 @@ from scratch import functional as F
 from scratch.memory import check_parameter, uniform_array
 from scratch.nn import inplace
 from scratch.nn.module import Module, Parameter
-from scratch.validate import check_array, check_float_dtype, check_integer, resolve_rng
+from scratch.validate import check_array, check_float_dtype, check_integer, is_real_number, resolve_rng
 from scratch.workspace import Workspace
+
+#: torch's floating dtypes by name, for ``dtype=torch.float64`` (scratch never imports torch)
+_TORCH_DTYPES = {"torch.float32": np.float32, "torch.float": np.float32, "torch.float64": np.float64,
+                 "torch.double": np.float64}
+
+
+def _resolve_dtype(dtype, owner: str) -> np.dtype:
+    """A layer's ``dtype=``: None (float32, torch's default dtype), a NumPy float dtype, or
+    torch.float32 / torch.float64 (recognised by name); anything else is refused."""
+    if dtype is None:
+        return np.dtype(np.float32)
+    if type(dtype).__module__ == "torch":
+        dtype = _TORCH_DTYPES.get(str(dtype), dtype)
+    return check_float_dtype(dtype, owner)
+
+
+def _check_device(device, owner: str) -> None:
+    """A layer's ``device=``: None or the CPU (``"cpu"``, ``"cpu:0"``, ``torch.device("cpu")``,
+    recognised by its text); scratch computes on the CPU only."""
+    if device is None or str(device) in ("cpu", "cpu:0"):
+        return
+    raise ValueError(f"{owner}: device must be None or 'cpu' (scratch runs on the CPU with NumPy), got {device!r}")
+
+
+def _check_flag(value, owner: str, name: str) -> bool:
+    """True/False (or 0/1, which torch also takes) as a bool."""
+    if isinstance(value, (bool, np.bool_)) or (is_real_number(value) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{owner}: {name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def _before_writing(x: np.ndarray, owner: str) -> None:
+    """Call before a layer overwrites ``x`` in place (``inplace=True``).
+
+    The write must not silently change an array another layer kept for its backward. Outside a
+    container's pass every kept array the caller can reach is already fingerprinted, so that
+    layer's backward sees the change. Inside a pass, kept arrays are fingerprinted only when the
+    pass ends, after this write; so each layer of the pass that keeps an array this write may
+    touch is fingerprinted now, before it (``inplace.Watch``, attached to the layer in place of
+    the pass's placeholder): its backward then refuses if the write changed it, as torch refuses a
+    saved tensor bumped by an in-place op (``scratch.nn.inplace``)."""
+    if not x.flags.writeable:
+        raise ValueError(f"{owner}: inplace=True writes the result into the input, which is read-only; "
+                         f"pass a writeable array (e.g. x.copy()) or use inplace=False")
+    current = inplace._state.open_pass if inplace.ENABLED else None
+    if current is None:
+        return
+    for holder, placeholder, watched in current.pending:
+        if holder._watches is not placeholder or not any(np.may_share_memory(a, x) for _, a in watched):
+            continue
+        watches = tuple(inplace.Watch(holder, what, array) for what, array in watched)
+        inplace._fingerprint_all(watches)
+        object.__setattr__(holder, "_watches", watches)
 
 
 class _CachingModule(Module):
@@ -78,18 +137,26 @@ class Linear(_CachingModule):
     """y = x Wᵀ + b. x: (*, in_features) -> y: (*, out_features).
 
     Weight (out_features, in_features) and bias (out_features,) are drawn from
-    U(-1/√in_features, 1/√in_features), the distribution torch's default init gives.
+    U(-1/√in_features, 1/√in_features), the distribution torch's default init gives; with
+    ``in_features == 0`` the weight is empty and the bias 0 (torch's bound is 0 then).
+
+    torch's arguments, positionally too: ``Linear(in, out, bias, device, dtype)``. ``device``:
+    None or the CPU. ``dtype``: None (float32), a NumPy float dtype or torch.float32/float64.
+    Plus keyword-only ``rng=`` (a Generator or seed for the initial values).
+    Either size may be 0, and the input may be empty: see ``scratch.functional.linear``.
     """
 
     takes_input_grad = True
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None, dtype=np.float32):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
+                 rng=None):
         super().__init__()
-        self.in_features = check_integer(in_features, "Linear", "in_features", minimum=1)
-        self.out_features = check_integer(out_features, "Linear", "out_features", minimum=1)
-        dtype = check_float_dtype(dtype, "Linear")
+        self.in_features = check_integer(in_features, "Linear", "in_features", minimum=0)
+        self.out_features = check_integer(out_features, "Linear", "out_features", minimum=0)
+        _check_device(device, "Linear")
+        dtype = _resolve_dtype(dtype, "Linear")
         rng = resolve_rng(rng, "Linear")
-        bound = 1.0 / math.sqrt(in_features)
+        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
         owner = f"Linear({self.in_features}, {self.out_features})"
         # checked before allocating; drawn in float64 chunks, the values of rng.uniform(...).astype(dtype)
         check_parameter(owner, "weight", (self.out_features, self.in_features), dtype)
@@ -100,7 +167,7 @@ class Linear(_CachingModule):
 
     def _check_input(self, x) -> None:
         owner = f"Linear({self.in_features}, {self.out_features})"
-        check_array(x, owner, dtype=self.weight.dtype, min_ndim=1, allow_empty=False)
+        check_array(x, owner, dtype=self.weight.dtype, min_ndim=1)
         if x.shape[-1] != self.in_features:
             raise ValueError(f"{owner}: input's last dimension must be {self.in_features}, got shape {x.shape}")
 
@@ -129,7 +196,8 @@ class Linear(_CachingModule):
 
     def forward_fused(self, x: np.ndarray, following: Module) -> np.ndarray:
         """``following(self(x))`` with the bias and the activation in one pass; both layers keep
-        the caches their own forward would have left."""
+        the caches their own forward would have left. An in-place activation fuses too: the
+        array it would overwrite is this layer's fresh output, which nothing else holds."""
         self._check_input(x)
         kind = "relu" if type(following) is ReLU else "leaky_relu"
         slope = getattr(following, "negative_slope", 0.0)
@@ -157,19 +225,29 @@ class _Activation(_CachingModule):
     """Shape-preserving element-wise layer backed by a functional forward/backward pair.
 
     Its backward reads the cached output (ReLU, Sigmoid, Tanh: ``_KEEPS = "output"``) or the
-    cached input (LeakyReLU), which is watched for in-place edits."""
+    cached input (LeakyReLU), which is watched for in-place edits. A layer with ``inplace``
+    (ReLU, LeakyReLU) writes its result into its input and returns that array."""
 
     _forward = None
     _backward = None
     _KEEPS = "output"
+    inplace = False
 
     def forward(self, input: np.ndarray) -> np.ndarray:
         x = input  # torch's name for the argument (forward(input=...)); x below
-        check_array(x, type(self).__name__, allow_empty=False)
-        out, cache = type(self)._forward(x, *self._arguments())
-        kept = cache if self._KEEPS == "output" else cache[0]
-        self._save(cache, out, x, ((self._KEEPS, kept),))
+        owner = type(self).__name__
+        check_array(x, owner)
+        if self.inplace:
+            _before_writing(x, owner)
+            out, cache = type(self)._forward(x, *self._arguments(), inplace=True)
+        else:
+            out, cache = type(self)._forward(x, *self._arguments())
+        self._save(cache, out, x, self._kept(cache))
         return out
+
+    def _kept(self, cache) -> tuple:
+        """``(what, array)`` of the array the backward reads, to watch."""
+        return ((self._KEEPS, cache if self._KEEPS == "output" else cache[0]),)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         return type(self)._backward(grad_output, self._take(grad_output))
@@ -177,30 +255,68 @@ class _Activation(_CachingModule):
     def _arguments(self) -> tuple:
         return ()
 
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
 
 class ReLU(_Activation):
-    """max(x, 0); gradient 0 at x = 0, as torch."""
+    """max(x, 0); gradient 0 at x = 0, as torch. ``inplace=True``: the result is written into
+    the input, which is returned (the backward reads the output either way)."""
 
     _forward = staticmethod(F.relu_forward)
     _backward = staticmethod(F.relu_backward)
 
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = _check_flag(inplace, "ReLU", "inplace")
+
 
 class LeakyReLU(_Activation):
-    """x if x > 0 else negative_slope · x."""
+    """x if x > 0 else negative_slope · x.
+
+    ``inplace=True``: the result is written into the input, which is returned; the backward then
+    reads the output's sign, the input's for a slope >= 0. With a negative slope (or NaN) the
+    backward is refused, as torch refuses it: the input is gone and the output's sign is not its
+    sign. (Inference with it is fine.)"""
 
     _forward = staticmethod(F.leaky_relu_forward)
     _backward = staticmethod(F.leaky_relu_backward)
     _KEEPS = "input"  # the output's sign is not the input's for a negative slope
 
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
+        if not is_real_number(negative_slope):
+            raise TypeError(f"LeakyReLU: negative_slope must be a number, got {negative_slope!r} "
+                            f"({type(negative_slope).__name__})")
         self.negative_slope = float(negative_slope)
+        self.inplace = _check_flag(inplace, "LeakyReLU", "inplace")
 
     def _arguments(self) -> tuple:
         return (self.negative_slope,)
 
+    def _kept(self, cache) -> tuple:
+        if not self.inplace:
+            return super()._kept(cache)
+        return () if cache[0] is None else (("output", cache[0]),)
+
+    def _backward_refusal(self) -> str | None:
+        """Why the cached forward admits no backward (an in-place forward with a negative slope),
+        or None; ``Sequential.backward`` asks before any child runs."""
+        if self._cache is None or self._cache[0] is not None:
+            return None
+        return (f"{self!r} ran its forward in place with a negative slope, so the input is gone and the "
+                f"output's sign is not the input's: expected a forward with inplace=False or a negative_slope "
+                f">= 0 (torch refuses this backward too)")
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        cache = self._take(grad_output)
+        refusal = self._backward_refusal()
+        if refusal:
+            raise RuntimeError(f"LeakyReLU.backward: {refusal}")
+        return type(self)._backward(grad_output, cache)
+
     def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
 class Sigmoid(_Activation):
@@ -224,9 +340,14 @@ class Tanh(_Activation):
     _backward = staticmethod(F.tanh_backward)
 
 
-def _normalize_dim(dim: int, ndim: int, owner: str) -> int:
+def _normalize_dim(dim: int, shape: tuple, owner: str, name: str = "dim") -> int:
+    """``dim`` in [0, ndim), counted from the end when negative; a 0-d input counts as one
+    dimension, as torch wraps dims for a scalar (so only -1 and 0 fit it)."""
+    ndim = max(len(shape), 1)
     if not -ndim <= dim < ndim:
-        raise ValueError(f"{owner}: dim {dim} out of range for an input with {ndim} dimensions")
+        scalar = "; a 0-d input counts as one, as in torch" if not shape else ""
+        raise ValueError(f"{owner}: {name} {dim} out of range for an input of shape {shape} "
+                         f"(expected a dim in [{-ndim}, {ndim - 1}]{scalar})")
     return dim % ndim
 
 
@@ -257,7 +378,7 @@ class TiedLinear(_CachingModule):
         x = input  # torch's name for the argument (forward(input=...)); x below
         weight = self.source.weight
         owner = f"TiedLinear({self.in_features}, {self.out_features})"
-        check_array(x, owner, dtype=weight.dtype, min_ndim=1, allow_empty=False)
+        check_array(x, owner, dtype=weight.dtype, min_ndim=1)
         if x.shape[-1] != self.in_features:
             raise ValueError(f"{owner}: input's last dimension must be {self.in_features}, got shape {x.shape}")
         # Wᵀ (in_features of the source, out_features of the source) as this layer's weight: a view
@@ -276,7 +397,12 @@ class TiedLinear(_CachingModule):
 
 
 class Flatten(_CachingModule):
-    """Merge dims start_dim..end_dim: (N, C, H, W) -> (N, C·H·W) by default."""
+    """Merge dims start_dim..end_dim: (N, C, H, W) -> (N, C·H·W) by default.
+
+    As torch's ``flatten``: the merged size is the product of the merged sides, so empty inputs
+    flatten too ((0, 3, 4) -> (0, 12); (2, 0, 4) -> (2, 0)); a 0-d input counts as one dimension
+    (``Flatten(0)`` gives (1,); the default start_dim 1 is out of range for it, as in torch).
+    """
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
@@ -285,13 +411,15 @@ class Flatten(_CachingModule):
 
     def forward(self, input: np.ndarray) -> np.ndarray:
         x = input  # torch's name for the argument (forward(input=...)); x below
-        # An empty input is refused: reshape(..., -1, ...) cannot infer the merged size of nothing.
-        check_array(x, "Flatten", min_ndim=1, allow_empty=False)
-        start = _normalize_dim(self.start_dim, x.ndim, "Flatten")
-        end = _normalize_dim(self.end_dim, x.ndim, "Flatten")
+        check_array(x, "Flatten")
+        start = _normalize_dim(self.start_dim, x.shape, "Flatten", "start_dim")
+        end = _normalize_dim(self.end_dim, x.shape, "Flatten", "end_dim")
         if start > end:
             raise ValueError(f"Flatten: start_dim {self.start_dim} comes after end_dim {self.end_dim} for shape {x.shape}")
-        y = x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
+        if x.ndim == 0:
+            y = x.reshape(1)
+        else:  # the merged size spelled out: reshape(..., -1, ...) cannot infer it when another side is 0
+            y = x.reshape(*x.shape[:start], math.prod(x.shape[start:end + 1]), *x.shape[end + 1:])
         self._save(x.shape, y, x)
         return y
 
@@ -303,28 +431,55 @@ class Flatten(_CachingModule):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
+def _unflattened_sizes(unflattened_size) -> tuple[int, ...]:
+    """``unflattened_size`` as a tuple of ints, each >= 0 or the one -1 torch infers."""
+    if isinstance(unflattened_size, (str, bytes)) or not hasattr(unflattened_size, "__iter__"):
+        raise TypeError(f"Unflatten: unflattened_size must be a tuple of ints, got {unflattened_size!r} "
+                        f"({type(unflattened_size).__name__})")
+    sizes = tuple(check_integer(size, "Unflatten", f"unflattened_size[{index}]")
+                  for index, size in enumerate(unflattened_size))
+    if not sizes:
+        raise ValueError("Unflatten: unflattened_size must be non-empty (torch: sizes must be non-empty), got ()")
+    if any(size < -1 for size in sizes) or sizes.count(-1) > 1:
+        raise ValueError(f"Unflatten: unflattened_size must be sizes >= 0, with at most one -1 (inferred), "
+                         f"got {sizes}")
+    return sizes
+
+
 class Unflatten(_CachingModule):
-    """Split dimension ``dim`` into ``unflattened_size``: (N, 784) -> (N, 1, 28, 28)."""
+    """Split dimension ``dim`` into ``unflattened_size``: (N, 784) -> (N, 1, 28, 28).
+
+    As torch's ``unflatten``: one size may be -1, inferred from the others (it is ambiguous, and
+    refused, when the others multiply to 0); sizes may be 0, so empty inputs split too.
+    """
 
     def __init__(self, dim: int, unflattened_size):
         super().__init__()
         self.dim = check_integer(dim, "Unflatten", "dim")
-        if isinstance(unflattened_size, (str, bytes)) or not hasattr(unflattened_size, "__iter__"):
-            raise TypeError(f"Unflatten: unflattened_size must be a tuple of ints, got {unflattened_size!r} "
-                            f"({type(unflattened_size).__name__})")
-        self.unflattened_size = tuple(check_integer(size, "Unflatten", f"unflattened_size[{index}]")
-                                      for index, size in enumerate(unflattened_size))
+        self.unflattened_size = _unflattened_sizes(unflattened_size)
+
+    def _sizes_for(self, x: np.ndarray, dim: int) -> tuple[int, ...]:
+        """The sizes dimension ``dim`` of ``x`` splits into (the -1 worked out), or a ValueError."""
+        size, sizes = x.shape[dim], self.unflattened_size
+        known = math.prod(s for s in sizes if s != -1)
+        if -1 in sizes and known == 0:
+            raise ValueError(f"Unflatten: dimension {self.dim} of shape {x.shape} cannot be split into {sizes}: "
+                             f"the -1 is ambiguous when the other sizes multiply to 0")
+        if -1 in sizes and size % known == 0:
+            return tuple(size // known if s == -1 else s for s in sizes)
+        if -1 not in sizes and known == size:
+            return sizes
+        raise ValueError(f"Unflatten: dimension {self.dim} of shape {x.shape} cannot be split into {sizes}")
 
     def forward(self, input: np.ndarray) -> np.ndarray:
         x = input  # torch's name for the argument (forward(input=...)); x below
-        check_array(x, "Unflatten", allow_empty=False)
-        dim = _normalize_dim(self.dim, max(x.ndim, 1), "Unflatten")
-        if x.ndim == 0 or math.prod(self.unflattened_size) != x.shape[dim]:
-            raise ValueError(
-                f"Unflatten: dimension {self.dim} of shape {x.shape} cannot be split into "
-                f"{self.unflattened_size}"
-            )
-        y = x.reshape(*x.shape[:dim], *self.unflattened_size, *x.shape[dim + 1:])
+        check_array(x, "Unflatten")
+        dim = _normalize_dim(self.dim, x.shape, "Unflatten")
+        if x.ndim == 0:
+            raise ValueError(f"Unflatten: dimension {self.dim} of shape {x.shape} cannot be split into "
+                             f"{self.unflattened_size}: a 0-d input has no dimension to split")
+        sizes = self._sizes_for(x, dim)
+        y = x.reshape(*x.shape[:dim], *sizes, *x.shape[dim + 1:])
         self._save(x.shape, y, x)
         return y
 

@@ -292,19 +292,39 @@ class Module:
 
 
 class Sequential(Module):
-    """Chain of modules; keys ``"0.weight"``, ``"2.bias"``... exactly as torch numbers them."""
+    """Chain of modules; keys ``"0.weight"``, ``"2.bias"``... exactly as torch numbers them.
+
+    As torch's: ``Sequential(*modules)``, or ``Sequential(OrderedDict(name=module, ...))`` whose
+    names then key the children (``"encoder.weight"``). An empty batch runs through like any other.
+    """
 
     takes_input_grad = True
     _KEEPS_ARRAYS_PRIVATE = True
 
     def __init__(self, *modules: Module):
         super().__init__()
-        for index, module in enumerate(modules):
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            named = list(modules[0].items())
+        else:
+            named = [(str(index), module) for index, module in enumerate(modules)]
+        for index, (name, module) in enumerate(named):
             if not isinstance(module, Module):
                 raise TypeError(
                     f"Sequential: item {index} is a {type(module).__name__}, not a scratch Module"
                 )
-            setattr(self, str(index), module)
+            self._check_child_name(name)
+        for name, module in named:
+            setattr(self, name, module)
+
+    def _check_child_name(self, name) -> None:
+        """A child's name as torch's ``add_module`` takes it: a string, not empty, without ".",
+        not an attribute the Sequential already has (it would hide a method), not given twice."""
+        if not isinstance(name, str):
+            raise TypeError(f"Sequential: child names must be strings, got {name!r} ({type(name).__name__})")
+        if not name or "." in name:
+            raise KeyError(f"Sequential: a child's name must be a non-empty string without '.', got {name!r}")
+        if hasattr(self, name) and name not in self._modules:
+            raise KeyError(f"Sequential: a child cannot be named {name!r}: the attribute already exists")
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -403,6 +423,10 @@ class Sequential(Module):
             child = modules[position]
             for module in (child,) if child._CACHE_ATTRIBUTES else child._caching_modules():
                 watches.extend(getattr(module, "_watches", None) or ())
+                # a forward that admits no backward (LeakyReLU run in place with a negative slope)
+                refusal = module._backward_refusal() if hasattr(module, "_backward_refusal") else None
+                if refusal:
+                    raise RuntimeError(f"Sequential.backward: child {position} ({type(child).__name__}): {refusal}")
         with inplace.Verified("Sequential.backward", watches, self, "child "):
             while index >= first:
                 module = modules[index]
