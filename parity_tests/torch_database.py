@@ -13,10 +13,12 @@ OptimizerInfos). This module maps each sample onto scratch's API and compares wh
 - **ops**: every OpInfo in ``OP_ADAPTERS``, a map from torch's functional op to the scratch layer
   that computes it (``F.conv2d(x, w, b, stride, ...)`` is ``nn.Conv2d(...)`` holding w and b);
   compared as modules are, the op's tensor arguments that are parameters of the layer compared
-  as parameter gradients.
+  as parameter gradients. And every error input of those OpInfos (arguments torch refuses):
+  scratch must refuse them too.
 - **optimizers**: every OptimizerInfo whose class name is a class in ``scratch.optim``: the same
   parameters and the same random gradients through five steps of each, the parameters compared
-  after every step and the optimizer state (``state_dict``) after the last.
+  after every step and the optimizer state (``state_dict``) after the last; and every error
+  input, which scratch must refuse with torch's exception type.
 
 A case scratch cannot run is on ``EXCLUSIONS`` with its reason; no reason may be an argument of
 the op itself. Counts per (source, name, dtype) are kept in ``COUNTS``; the suite prints them
@@ -176,11 +178,12 @@ def _exclusion(source: str, name: str, case) -> str | None:
 
 
 def _numpy(value, dtype):
-    """A torch value as scratch takes it: tensors as NumPy copies (floating ones in ``dtype``),
+    """A torch value as scratch takes it: tensors as NumPy copies (floating ones in ``dtype``,
+    or their own dtype where ``dtype`` is None),
     sequences element-wise, torch.Size as a tuple, anything else as it is."""
     if isinstance(value, torch.Tensor):
         array = value.detach().numpy().copy()
-        return array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array
+        return array.astype(dtype) if dtype is not None and np.issubdtype(array.dtype, np.floating) else array
     if isinstance(value, torch.Size):
         return tuple(value)
     if isinstance(value, (tuple, list)):
@@ -218,7 +221,9 @@ def _compare_layer(layer, parameters: dict, args, kwargs, torch_forward, dtype, 
     state = {name: to_numpy(t).astype(dtype) for name, t in parameters.items() if t is not None}
     if state:
         layer.load_state_dict(state, strict=True)
-    torch_out = torch_forward()
+    with warnings.catch_warnings():  # torch's note that its own "same" padding makes a copy
+        warnings.filterwarnings("ignore", message="Using padding='same' with even kernel", category=UserWarning)
+        torch_out = torch_forward()
     out = layer(*_numpy(args, dtype), **_numpy(kwargs, dtype))
     _compare_outputs(out, torch_out, dtype, what)
     first, torch_first = _as_tuple(out)[0], _as_tuple(torch_out)[0]
@@ -295,6 +300,37 @@ def op_cases(op, dtype) -> list[Case]:
                            dtype, rng, description)
         cases.append(Case("op", name, description, run=run))
     return cases
+
+
+def op_error_cases(op, dtype) -> list[Case]:
+    """Every error input of OpInfo ``op`` (arguments torch refuses): scratch must refuse them too,
+    when the layer is built or when it runs, with a ValueError or TypeError (scratch's errors
+    for bad arguments, where torch raises RuntimeError). Error inputs come in torch's choice of
+    dtype, so they run once, with the float64 cases."""
+    if np.dtype(dtype) != np.float64 or op.error_inputs_func is None:
+        return []
+    name = op.name + (f".{op.variant_test_name}" if op.variant_test_name else "")
+    cases = []
+    for k, error in enumerate(op.error_inputs("cpu")):
+        sample = error.sample_input
+        description = (f"{name} error input [{k}]({_describe((sample.input, *sample.args), sample.kwargs)}) "
+                       f"-> {error.error_type.__name__}({error.error_regex!r})")
+        cases.append(Case("op", name, description, run=functools.partial(_op_refuses, op, sample, description)))
+    return cases
+
+
+def _op_refuses(op, sample, what):
+    floating = sample.input.dtype if sample.input.dtype.is_floating_point else torch.float64
+    dtype = np.dtype(str(floating).removeprefix("torch."))
+    try:
+        layer, parameters, args, kwargs = OP_ADAPTERS[op.name](dtype, sample.input, *sample.args, **sample.kwargs)
+        state = {name: to_numpy(t) for name, t in parameters.items() if t is not None}
+        if state:
+            layer.load_state_dict(state, strict=True)
+        layer(*_numpy(args, None), **_numpy(kwargs, None))
+    except (ValueError, TypeError):
+        return
+    raise AssertionError(f"{what}: scratch accepted it")
 
 
 def module_cases(info, dtype) -> list[Case]:
@@ -460,7 +496,9 @@ COUNTS: dict[tuple[str, str, str], Counter] = {}
 
 
 def cases_of(source: str, entry, dtype) -> list[Case]:
-    return {"op": op_cases, "module": module_cases, "optimizer": optimizer_cases}[source](entry, dtype)
+    if source == "op":
+        return op_cases(entry, dtype) + op_error_cases(entry, dtype)
+    return {"module": module_cases, "optimizer": optimizer_cases}[source](entry, dtype)
 
 
 def run_entry(source: str, name: str, entry, dtype) -> list[str]:
@@ -476,7 +514,9 @@ def run_entry(source: str, name: str, entry, dtype) -> list[str]:
         try:
             case.run()
         except Exception as error:  # noqa: BLE001 - every failure is reported, with its case
-            failures.append(f"{case.description}: {type(error).__name__}: {error}")
+            message = str(error)  # the comparisons' messages start with the case's description
+            failures.append(message if message.startswith(case.description)
+                            else f"{case.description}: {type(error).__name__}: {message}")
         else:
             counts["passed"] += 1
     return failures

@@ -17,8 +17,6 @@ import os
 import sys
 from functools import cache
 
-import numpy as np
-
 from autoencoders._arguments import non_negative_float, non_negative_int, positive_int, positive_int_list
 from scratch.models.registry import FAMILIES, REGISTRY, model_names
 
@@ -177,19 +175,33 @@ FLOAT32 = 4  # bytes
 def _layer_output_shape(layer, shape: tuple) -> tuple:
     """The per-example shape ``layer`` (a scratch module without children) gives for ``shape``."""
     from scratch import nn
+    from scratch.functional.conv import conv2d_output_size, conv_transpose2d_output_size, padding_sides
+    from scratch.functional.pooling import pool2d_output_size
 
+    # Shapes by the layers' size rules alone: running a layer here would start Numba's OpenMP
+    # pool before torch loads its own libgomp, and the two would then share one (bench/harness.py).
     if isinstance(layer, (nn.Linear, nn.TiedLinear)):
         return (layer.out_features,)
     if isinstance(layer, nn.Flatten):
         return (math.prod(shape),)
     if isinstance(layer, nn.Unflatten):
         return layer.unflattened_size
-    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)) and len(shape) == 3:
-        # the layer's own size rules (padding="same", ceil_mode, ...): one example through it
-        weight = getattr(layer, "weight", None)
-        dtype = np.float32 if weight is None else weight.dtype
-        out = layer(np.zeros(shape, dtype))  # unbatched (C, H, W)
-        return (out[0] if isinstance(out, tuple) else out).shape
+    if len(shape) != 3:
+        return shape
+    if isinstance(layer, nn.Conv2d):
+        sides = padding_sides(layer.padding, layer.kernel_size, layer.dilation)  # "same", "valid" too
+        sizes = [conv2d_output_size(shape[1 + a] + sum(sides[a]), layer.kernel_size[a], layer.stride[a], 0,
+                                    layer.dilation[a]) for a in (0, 1)]
+        return (layer.out_channels, *sizes)
+    if isinstance(layer, nn.ConvTranspose2d):
+        sizes = [conv_transpose2d_output_size(shape[1 + a], layer.kernel_size[a], layer.stride[a], layer.padding[a],
+                                              layer.output_padding[a], layer.dilation[a]) for a in (0, 1)]
+        return (layer.out_channels, *sizes)
+    if isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+        dilation = getattr(layer, "dilation", (1, 1))
+        sizes = [pool2d_output_size(shape[1 + a], layer.kernel_size[a], layer.stride[a], layer.padding[a],
+                                    dilation[a], layer.ceil_mode) for a in (0, 1)]
+        return (shape[0], *sizes)
     return shape  # element-wise
 
 

@@ -225,6 +225,21 @@ def watch(owner, watched, arguments, returned=()) -> tuple[Watch, ...]:
     return watches
 
 
+def before_write(x: np.ndarray) -> None:
+    """Fingerprint now what the open pass would fingerprint at its end, for every layer of it
+    that keeps an array ``x`` may share memory with: a layer is about to overwrite ``x`` in place
+    (``inplace=True``), and that layer's backward must see the change (``scratch.nn.layers``)."""
+    current = _state.open_pass if ENABLED else None
+    if current is None:
+        return
+    for holder, placeholder, watched in current.pending:
+        if holder._watches is not placeholder or not any(np.may_share_memory(a, x) for _, a in watched):
+            continue
+        watches = tuple(Watch(holder, what, array) for what, array in watched)
+        _fingerprint_all(watches)
+        object.__setattr__(holder, "_watches", watches)
+
+
 def _message(where: str, watch: Watch, root, child_word: str) -> str:
     subject = f"its {watch.what}"
     if root is not None and watch.owner is not root:

@@ -69,15 +69,7 @@ def _before_writing(x: np.ndarray, owner: str) -> None:
     if not x.flags.writeable:
         raise ValueError(f"{owner}: inplace=True writes the result into the input, which is read-only; "
                          f"pass a writeable array (e.g. x.copy()) or use inplace=False")
-    current = inplace._state.open_pass if inplace.ENABLED else None
-    if current is None:
-        return
-    for holder, placeholder, watched in current.pending:
-        if holder._watches is not placeholder or not any(np.may_share_memory(a, x) for _, a in watched):
-            continue
-        watches = tuple(inplace.Watch(holder, what, array) for what, array in watched)
-        inplace._fingerprint_all(watches)
-        object.__setattr__(holder, "_watches", watches)
+    inplace.before_write(x)
 
 
 class _CachingModule(Module):
