@@ -13,6 +13,7 @@ channels 1; ``ConvTranspose2d``'s ``output_size`` has cases of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -26,6 +27,7 @@ from parity_tests.test_reliability_inputs import refused
 from parity_tests.tolerances import GRADCHECK, assert_close
 from scratch import functional as F
 from scratch import nn
+from scratch.functional import conv as FC
 from scratch.functional.conv import batch_last, conv2d_output_size, pad_forward, padding_index, padding_sides
 from scratch.gradcheck import gradcheck
 from scratch.kernels import conv as K
@@ -37,15 +39,32 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning
 # assert_matches_torch loads each scratch layer's weights into its twin (strict) and compares the
 # output, dx and every parameter gradient through a random cotangent.
 
+# Every convolution runs one of two paths (``scratch.functional.conv.conv_path``): the direct
+# kernels or im2col + BLAS (GEMM). The drawn cases are narrow, so the rule would pick "direct"
+# for all of them: the tests below run each case on each path, forced.
+PATHS = pytest.mark.parametrize("path", ["direct", "gemm"])
+
+
+@contextlib.contextmanager
+def forced(path):
+    """Every convolution inside the block runs ``path`` ("direct" or "gemm")."""
+    before, FC.FORCE_PATH = FC.FORCE_PATH, path
+    try:
+        yield
+    finally:
+        FC.FORCE_PATH = before
+
 
 @given(case=S.conv2d_cases(), dtype=S.dtypes, seed=S.seeds)
-def test_conv2d_matches_torch(case, dtype, seed):
-    rng = np.random.default_rng(seed)
-    layer = nn.Conv2d(**S.layer_arguments(case), rng=rng, dtype=dtype)
-    twin = torch.nn.Conv2d(**S.layer_arguments(case))
-    assert_matches_torch(layer, twin, rng.standard_normal(case["x_shape"]).astype(dtype), rng=rng, what=repr(layer))
-    assert repr(layer) == repr(twin)
-    assert layer.weight.shape == tuple(twin.weight.shape)
+@PATHS
+def test_conv2d_matches_torch(case, dtype, seed, path):
+    with forced(path):
+        rng = np.random.default_rng(seed)
+        layer = nn.Conv2d(**S.layer_arguments(case), rng=rng, dtype=dtype)
+        twin = torch.nn.Conv2d(**S.layer_arguments(case))
+        assert_matches_torch(layer, twin, rng.standard_normal(case["x_shape"]).astype(dtype), rng=rng, what=repr(layer))
+        assert repr(layer) == repr(twin)
+        assert layer.weight.shape == tuple(twin.weight.shape)
 
 
 # The kernels run four channels at a time (then the remainder) within each group, and the drawn
@@ -65,93 +84,105 @@ WIDE_CASES = [
 
 @pytest.mark.parametrize("case", WIDE_CASES, ids=["9-channels", "8-channels-batch-1", "2-groups-of-5",
                                                   "2-groups-of-4-to-6"])
-def test_conv_layers_with_many_channels_match_torch(case):
-    rng = np.random.default_rng(11)
-    layer = nn.Conv2d(**S.layer_arguments(case), rng=rng, dtype=np.float64)
-    x = rng.standard_normal(case["x_shape"])
-    assert_matches_torch(layer, torch.nn.Conv2d(**S.layer_arguments(case)), x, rng=rng, what="Conv2d, many channels")
-    transpose = {**case, "x_shape": (case["x_shape"][0], case["in_channels"], 4, 5)}
-    layer = nn.ConvTranspose2d(**S.layer_arguments(transpose), rng=rng, dtype=np.float64)
-    assert_matches_torch(layer, torch.nn.ConvTranspose2d(**S.layer_arguments(transpose)),
-                         rng.standard_normal(transpose["x_shape"]), rng=rng, what="ConvTranspose2d, many channels")
+@PATHS
+def test_conv_layers_with_many_channels_match_torch(case, path):
+    with forced(path):
+        rng = np.random.default_rng(11)
+        layer = nn.Conv2d(**S.layer_arguments(case), rng=rng, dtype=np.float64)
+        x = rng.standard_normal(case["x_shape"])
+        assert_matches_torch(layer, torch.nn.Conv2d(**S.layer_arguments(case)), x, rng=rng, what="Conv2d, many channels")
+        transpose = {**case, "x_shape": (case["x_shape"][0], case["in_channels"], 4, 5)}
+        layer = nn.ConvTranspose2d(**S.layer_arguments(transpose), rng=rng, dtype=np.float64)
+        assert_matches_torch(layer, torch.nn.ConvTranspose2d(**S.layer_arguments(transpose)),
+                             rng.standard_normal(transpose["x_shape"]), rng=rng, what="ConvTranspose2d, many channels")
 
 
 @given(case=S.conv_transpose2d_cases(), dtype=S.dtypes, seed=S.seeds)
-def test_conv_transpose2d_matches_torch(case, dtype, seed):
-    rng = np.random.default_rng(seed)
-    layer = nn.ConvTranspose2d(**S.layer_arguments(case), rng=rng, dtype=dtype)
-    twin = torch.nn.ConvTranspose2d(**S.layer_arguments(case))
-    x = rng.standard_normal(case["x_shape"]).astype(dtype)
-    assert_matches_torch(layer, twin, x, rng=rng, what=repr(layer))
-    assert repr(layer) == repr(twin)
-    groups = case["groups"]
-    assert layer.weight.shape == tuple(twin.weight.shape) == (case["in_channels"], case["out_channels"] // groups,
-                                                              *case["kernel_size"])
+@PATHS
+def test_conv_transpose2d_matches_torch(case, dtype, seed, path):
+    with forced(path):
+        rng = np.random.default_rng(seed)
+        layer = nn.ConvTranspose2d(**S.layer_arguments(case), rng=rng, dtype=dtype)
+        twin = torch.nn.ConvTranspose2d(**S.layer_arguments(case))
+        x = rng.standard_normal(case["x_shape"]).astype(dtype)
+        assert_matches_torch(layer, twin, x, rng=rng, what=repr(layer))
+        assert repr(layer) == repr(twin)
+        groups = case["groups"]
+        assert layer.weight.shape == tuple(twin.weight.shape) == (case["in_channels"], case["out_channels"] // groups,
+                                                                  *case["kernel_size"])
 
 
 @given(case_and_size=S.conv_transpose2d_output_size_cases(), dtype=S.dtypes, seed=S.seeds)
-def test_conv_transpose2d_output_size_matches_torch(case_and_size, dtype, seed):
+@PATHS
+def test_conv_transpose2d_output_size_matches_torch(case_and_size, dtype, seed, path):
     """forward(x, output_size) picks the output_padding that gives that size (torch's
     ``_output_padding``), whatever the layer's own output_padding."""
-    case, output_size = case_and_size
-    rng = np.random.default_rng(seed)
-    layer = nn.ConvTranspose2d(**S.layer_arguments(case), rng=rng, dtype=dtype)
-    x = rng.standard_normal(case["x_shape"]).astype(dtype)
-    assert_matches_torch(layer, torch.nn.ConvTranspose2d(**S.layer_arguments(case)), x, output_size, rng=rng,
-                         what=f"{layer!r}, output_size={output_size}")
-    assert layer.output_padding == case["output_padding"]  # the layer's own is untouched
+    with forced(path):
+        case, output_size = case_and_size
+        rng = np.random.default_rng(seed)
+        layer = nn.ConvTranspose2d(**S.layer_arguments(case), rng=rng, dtype=dtype)
+        x = rng.standard_normal(case["x_shape"]).astype(dtype)
+        assert_matches_torch(layer, torch.nn.ConvTranspose2d(**S.layer_arguments(case)), x, output_size, rng=rng,
+                             what=f"{layer!r}, output_size={output_size}")
+        assert layer.output_padding == case["output_padding"]  # the layer's own is untouched
 
 
 # -- oracle 2: central differences --------------------------------------------------------
 
 
 @given(case=S.conv2d_cases(), seed=S.seeds)
-def test_conv2d_finite_differences(case, seed):
-    rng = np.random.default_rng(seed)
-    arguments = S.layer_arguments(case)
-    x = rng.standard_normal(case["x_shape"])
-    weight = rng.standard_normal((case["out_channels"], case["in_channels"] // case["groups"], *case["kernel_size"]))
-    bias = rng.standard_normal(case["out_channels"]) if case["bias"] else None
-    pair = (lambda x, w, b: F.conv2d_forward(x, w, b, arguments["stride"], arguments["padding"], arguments["dilation"],
-                                             arguments["groups"], arguments["padding_mode"]),
-            F.conv2d_backward)
-    gradcheck(pair, x, weight, bias, rng=rng, **GRADCHECK)
-    gradcheck(nn.Conv2d(**arguments, rng=rng, dtype=np.float64), x, rng=rng, **GRADCHECK)
+@PATHS
+def test_conv2d_finite_differences(case, seed, path):
+    with forced(path):
+        rng = np.random.default_rng(seed)
+        arguments = S.layer_arguments(case)
+        x = rng.standard_normal(case["x_shape"])
+        weight = rng.standard_normal((case["out_channels"], case["in_channels"] // case["groups"], *case["kernel_size"]))
+        bias = rng.standard_normal(case["out_channels"]) if case["bias"] else None
+        pair = (lambda x, w, b: F.conv2d_forward(x, w, b, arguments["stride"], arguments["padding"], arguments["dilation"],
+                                                 arguments["groups"], arguments["padding_mode"]),
+                F.conv2d_backward)
+        gradcheck(pair, x, weight, bias, rng=rng, **GRADCHECK)
+        gradcheck(nn.Conv2d(**arguments, rng=rng, dtype=np.float64), x, rng=rng, **GRADCHECK)
 
 
 @given(case=S.conv_transpose2d_cases(), seed=S.seeds)
-def test_conv_transpose2d_finite_differences(case, seed):
-    rng = np.random.default_rng(seed)
-    arguments = S.layer_arguments(case)
-    x = rng.standard_normal(case["x_shape"])
-    weight = rng.standard_normal((case["in_channels"], case["out_channels"] // case["groups"], *case["kernel_size"]))
-    bias = rng.standard_normal(case["out_channels"]) if case["bias"] else None
-    pair = (lambda x, w, b: F.conv_transpose2d_forward(x, w, b, arguments["stride"], arguments["padding"],
-                                                        arguments["output_padding"], arguments["groups"],
-                                                        arguments["dilation"]),
-            F.conv_transpose2d_backward)
-    gradcheck(pair, x, weight, bias, rng=rng, **GRADCHECK)
-    gradcheck(nn.ConvTranspose2d(**arguments, rng=rng, dtype=np.float64), x, rng=rng, **GRADCHECK)
+@PATHS
+def test_conv_transpose2d_finite_differences(case, seed, path):
+    with forced(path):
+        rng = np.random.default_rng(seed)
+        arguments = S.layer_arguments(case)
+        x = rng.standard_normal(case["x_shape"])
+        weight = rng.standard_normal((case["in_channels"], case["out_channels"] // case["groups"], *case["kernel_size"]))
+        bias = rng.standard_normal(case["out_channels"]) if case["bias"] else None
+        pair = (lambda x, w, b: F.conv_transpose2d_forward(x, w, b, arguments["stride"], arguments["padding"],
+                                                            arguments["output_padding"], arguments["groups"],
+                                                            arguments["dilation"]),
+                F.conv_transpose2d_backward)
+        gradcheck(pair, x, weight, bias, rng=rng, **GRADCHECK)
+        gradcheck(nn.ConvTranspose2d(**arguments, rng=rng, dtype=np.float64), x, rng=rng, **GRADCHECK)
 
 
 @given(case_and_size=S.conv_transpose2d_output_size_cases(layouts=("batched", "unbatched")), seed=S.seeds)
-def test_conv_transpose2d_output_size_finite_differences(case_and_size, seed):
-    case, output_size = case_and_size
-    rng = np.random.default_rng(seed)
-    layer = nn.ConvTranspose2d(**S.layer_arguments(case), rng=rng, dtype=np.float64)
+@PATHS
+def test_conv_transpose2d_output_size_finite_differences(case_and_size, seed, path):
+    with forced(path):
+        case, output_size = case_and_size
+        rng = np.random.default_rng(seed)
+        layer = nn.ConvTranspose2d(**S.layer_arguments(case), rng=rng, dtype=np.float64)
 
-    class WithOutputSize(nn.Module):  # gradcheck calls forward(x): the size rides along
-        def __init__(self):
-            super().__init__()
-            self.layer = layer
+        class WithOutputSize(nn.Module):  # gradcheck calls forward(x): the size rides along
+            def __init__(self):
+                super().__init__()
+                self.layer = layer
 
-        def forward(self, x):
-            return self.layer(x, output_size=output_size)
+            def forward(self, x):
+                return self.layer(x, output_size=output_size)
 
-        def backward(self, grad_output):
-            return self.layer.backward(grad_output)
+            def backward(self, grad_output):
+                return self.layer.backward(grad_output)
 
-    gradcheck(WithOutputSize(), rng.standard_normal(case["x_shape"]), rng=rng, **GRADCHECK)
+        gradcheck(WithOutputSize(), rng.standard_normal(case["x_shape"]), rng=rng, **GRADCHECK)
 
 
 # -- oracle 3: kernels against references, parallel against serial ------------------------
@@ -212,6 +243,75 @@ def test_conv_kernels_match_references_and_serial(case, dtype, seed):
     assert_close(dw, K.conv2d_backward_weight_reference(x, dy, weight.shape, *arguments), "kernel", dtype,
                  "conv2d_backward_weight", scale=scale)
     np.testing.assert_array_equal(dw, dw_serial)
+
+
+@given(case=S.conv2d_cases(), dtype=S.dtypes, seed=S.seeds)
+def test_im2col_and_col2im_kernels_match_references_and_serial(case, dtype, seed):
+    """The GEMM path's gather (im2col) equals the strided views' stack exactly (a copy); its
+    adjoint col2im equals np.add.at's scatter-add (plus the bias it is seeded with), and each
+    parallel kernel its serial twin bit for bit."""
+    rng = np.random.default_rng(seed)
+    x, weight, _, sides, out_shape = _kernel_inputs(case, dtype, rng)
+    geometry = (*case["stride"], sides[0][0], sides[1][0], *case["dilation"])
+    arguments = (case["stride"], sides, case["dilation"])
+    cols_shape = (x.shape[1], *case["kernel_size"], *out_shape[2:], x.shape[0])
+    x_t = batch_last(x)
+    cols, cols_serial = np.full(cols_shape, np.nan, dtype), np.full(cols_shape, np.nan, dtype)  # every entry written
+    K.im2col(x_t, cols, *geometry)
+    K.im2col_serial(x_t, cols_serial, *geometry)
+    np.testing.assert_array_equal(cols, K.im2col_reference(x, case["kernel_size"], out_shape[2:], *arguments))
+    np.testing.assert_array_equal(cols, cols_serial)
+
+    grad_cols = rng.standard_normal(cols_shape).astype(dtype)
+    bias = rng.standard_normal(x.shape[1]).astype(dtype)
+    dx, dx_serial = np.empty_like(x), np.empty_like(x)
+    K.col2im(grad_cols, bias, dx, *geometry)
+    K.col2im_serial(grad_cols, bias, dx_serial, *geometry)
+    scale = K.col2im_reference(np.abs(grad_cols), np.abs(bias), x.shape, *arguments)
+    assert_close(dx, K.col2im_reference(grad_cols, bias, x.shape, *arguments), "kernel", dtype, "col2im", scale=scale)
+    np.testing.assert_array_equal(dx, dx_serial)
+    # the adjoint identity <im2col(x), g> = <x, col2im(g)>, in float64
+    x64, g64 = x_t.astype(np.float64), grad_cols.astype(np.float64)
+    cols64, dx64 = np.empty(cols_shape), np.empty(x.shape)
+    K.im2col(x64, cols64, *geometry)
+    K.col2im(g64, np.zeros(x.shape[1]), dx64, *geometry)
+    products = cols64 * g64
+    assert np.isclose(products.sum(), np.sum(batch_last(dx64) * x64), rtol=1e-12, atol=1e-12 * np.abs(products).sum())
+
+
+def _conv_layers(model):
+    return [m for _, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+def test_path_rule_keeps_conv_ae_direct_and_takes_gemm_for_conv_vae_wide_layers():
+    """The measured rule (docs/speed.md): every layer of conv-ae (1 to 16 channels) stays on the
+    direct kernels, so its numbers stay bit for bit; conv-vae's 32 -> 64 convolution and its
+    transpose take the GEMM path, its 1-channel ends stay direct."""
+    from scratch.models import build
+
+    assert FC.FORCE_PATH is None
+    paths = {repr(m): FC.conv_path(m.weight.shape, m.groups) for m in _conv_layers(build("conv-ae"))}
+    assert len(paths) == 5 and set(paths.values()) == {"direct"}, paths
+    layers = _conv_layers(build("conv-vae"))
+    paths = [FC.conv_path(m.weight.shape, m.groups) for m in layers]
+    assert [(m.in_channels, m.out_channels) for m in layers] == [(1, 32), (32, 64), (64, 32), (32, 1)]
+    assert paths == ["direct", "gemm", "gemm", "direct"], paths
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv_vae_at_its_default_widths_matches_torch_with_the_rule(dtype):
+    """The default conv-vae (32 and 64 channels), its wide layers on the GEMM path as the rule
+    picks: loss, its parts and every gradient equal torch's at the table's tolerance (the model
+    parity tests draw narrow conv-vaes, all direct)."""
+    from parity_tests.twins import twin_of
+    from scratch.models import build
+    from scratch.testing import assert_model_matches_torch
+
+    rng = np.random.default_rng(5)
+    model = build("conv-vae", dtype=dtype, rng=rng)
+    assert [FC.conv_path(m.weight.shape, m.groups) for m in _conv_layers(model)].count("gemm") == 2
+    x = rng.random((3, 784)).astype(dtype)
+    assert_model_matches_torch(model, twin_of(model, dtype), x, model.draw_noise(x.shape), what="conv-vae, rule")
 
 
 @given(case=S.conv2d_cases(padding_modes=("reflect", "replicate", "circular"), layouts=("batched", "empty")),
@@ -278,20 +378,22 @@ def test_same_padding_pads_the_odd_row_at_the_end(kernel, dilation):
     (lambda: nn.ConvTranspose2d(2, 3, 2, padding=1, rng=0, dtype=np.float64), (0, 2, 1, 3)),  # output height 0
 ], ids=["conv-groups", "conv-reflect", "conv-empty-image", "transpose-groups", "transpose-empty-image",
         "transpose-empty-output"])
-def test_an_empty_batch_passes_through_and_adds_no_gradient(layer, x_shape):
+@PATHS
+def test_an_empty_batch_passes_through_and_adds_no_gradient(layer, x_shape, path):
     """N = 0: torch's output shape, an empty dx, and parameter gradients exactly as they were."""
-    layer = layer()
-    for parameter in layer.parameters():
-        parameter.grad[...] = 0.5
-    twin = (torch.nn.ConvTranspose2d if isinstance(layer, nn.ConvTranspose2d) else torch.nn.Conv2d)(
-        layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding,
-        dilation=layer.dilation, groups=layer.groups, padding_mode=layer.padding_mode).double()
-    x = np.zeros(x_shape)
-    y = layer(x)
-    assert y.shape == tuple(twin(torch.from_numpy(x)).shape)
-    dx = layer.backward(np.zeros(y.shape))
-    assert dx.shape == x.shape and dx.dtype == x.dtype
-    assert all(np.array_equal(parameter.grad, np.full(parameter.shape, 0.5)) for parameter in layer.parameters())
+    with forced(path):
+        layer = layer()
+        for parameter in layer.parameters():
+            parameter.grad[...] = 0.5
+        twin = (torch.nn.ConvTranspose2d if isinstance(layer, nn.ConvTranspose2d) else torch.nn.Conv2d)(
+            layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+            dilation=layer.dilation, groups=layer.groups, padding_mode=layer.padding_mode).double()
+        x = np.zeros(x_shape)
+        y = layer(x)
+        assert y.shape == tuple(twin(torch.from_numpy(x)).shape)
+        dx = layer.backward(np.zeros(y.shape))
+        assert dx.shape == x.shape and dx.dtype == x.dtype
+        assert all(np.array_equal(parameter.grad, np.full(parameter.shape, 0.5)) for parameter in layer.parameters())
 
 
 @pytest.mark.parametrize("make, error, message", [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratch.kernels import conv as kernels
+from scratch.workspace import Workspace
 
 #: torch's padding modes for Conv2d; all but "zeros" pad by a gather (``pad_forward``)
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -54,6 +55,91 @@ def _geometry(stride, padding, dilation):
     """The six ints the kernels take: stride, (top, left) padding and dilation, (h, w) each
     (``scratch.functional.pooling`` passes its windows' geometry the same way)."""
     return (int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1]), int(dilation[0]), int(dilation[1]))
+
+
+# ---------------------------------------------------------------------------- two paths: direct and GEMM
+# Every convolution below runs one of two implementations of the same three products, chosen per
+# layer shape by ``conv_path`` (the measurements behind the rule: docs/speed.md):
+# - "direct": the kernels of ``scratch.kernels.conv`` (batch innermost, fast for a few channels);
+# - "gemm": im2col into a workspace, then one BLAS matmul per group (``np.matmul``), and for the
+#   input gradient a matmul into columns then col2im (docs/conv.md, "The GEMM path").
+
+#: None lets ``conv_path`` choose per layer; "direct" or "gemm" forces that path everywhere (tests).
+FORCE_PATH: str | None = None
+
+# The GEMM path's temporaries (columns, products) never leave the call that fills them: one per
+# shape, reused from call to call (each layer of a model has its own shapes).
+_WORKSPACE = Workspace()
+
+
+def conv_path(weight_shape, groups=1) -> str:
+    """"direct" or "gemm" for a convolution whose weight is (C_out, C_in / groups, kH, kW) (a
+    transposed convolution passes its own weight, (C_in, C_out / groups, kH, kW): the same roles).
+
+    The rule (measured, docs/speed.md): GEMM when each group's product is wide on both sides,
+    C_out / groups >= 32 and (C_in / groups)·kH·kW >= 128; the direct kernels otherwise.
+    ``FORCE_PATH`` overrides it.
+    """
+    if FORCE_PATH is not None:
+        return FORCE_PATH
+    channels_out, channels_in, kernel_h, kernel_w = weight_shape
+    wide = channels_out // groups >= 32 and channels_in * kernel_h * kernel_w >= 128
+    return "gemm" if wide else "direct"
+
+
+def _columns(name, channels, kernel_h, kernel_w, out_h, out_w, batch, dtype):
+    shape = (channels, kernel_h, kernel_w, out_h, out_w, batch)
+    return _WORKSPACE.get(f"{name}{shape}", shape, dtype)
+
+
+def _gemm_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups):
+    """``kernels.conv2d_forward`` (same arguments) as y_g = W_g · im2col(x)_g per group, then
+    transposed into the NCHW ``out`` with the bias added."""
+    channels, _, _, batch = x.shape
+    channels_out, per_group, kernel_h, kernel_w = weight.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    size, width = per_group * kernel_h * kernel_w, out_h * out_w * batch
+    cols = _columns("cols", channels, kernel_h, kernel_w, out_h, out_w, batch, x.dtype)
+    kernels.im2col(x, cols, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    products = _WORKSPACE.get(f"products{(channels_out, width)}", (channels_out, width), x.dtype)
+    np.matmul(weight.reshape(groups, channels_out // groups, size), cols.reshape(groups, size, width),
+              out=products.reshape(groups, channels_out // groups, width))
+    np.add(products.reshape(channels_out, out_h, out_w, batch).transpose(3, 0, 1, 2), bias[:, None, None], out=out)
+
+
+def _gemm_backward_input(grad_output, weight, bias, grad_input, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups):
+    """``kernels.conv2d_backward_input`` (same arguments) as cols_g = W_gᵀ · dy_g per group, then
+    col2im (the scatter-add, seeded with ``bias``)."""
+    channels_out, out_h, out_w, batch = grad_output.shape
+    _, per_group, kernel_h, kernel_w = weight.shape
+    size, width = per_group * kernel_h * kernel_w, out_h * out_w * batch
+    cols = _columns("cols", grad_input.shape[1], kernel_h, kernel_w, out_h, out_w, batch, grad_output.dtype)
+    np.matmul(weight.reshape(groups, channels_out // groups, size).transpose(0, 2, 1),
+              grad_output.reshape(groups, channels_out // groups, width), out=cols.reshape(groups, size, width))
+    kernels.col2im(cols, bias, grad_input, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+
+
+def _gemm_backward_weight(x, grad_output, grad_weight, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups):
+    """``kernels.conv2d_backward_weight`` (same arguments) as dW_g = dy_g · im2col(x)_gᵀ per group."""
+    channels, _, _, batch = x.shape
+    channels_out, out_h, out_w, _ = grad_output.shape
+    _, per_group, kernel_h, kernel_w = grad_weight.shape
+    size, width = per_group * kernel_h * kernel_w, out_h * out_w * batch
+    cols = _columns("cols", channels, kernel_h, kernel_w, out_h, out_w, batch, x.dtype)
+    kernels.im2col(x, cols, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    np.matmul(grad_output.reshape(groups, channels_out // groups, width), cols.reshape(groups, size, width).transpose(0, 2, 1),
+              out=grad_weight.reshape(groups, channels_out // groups, size))
+
+
+_PATHS = {
+    "direct": (kernels.conv2d_forward, kernels.conv2d_backward_input, kernels.conv2d_backward_weight),
+    "gemm": (_gemm_forward, _gemm_backward_input, _gemm_backward_weight),
+}
+
+
+def _products(weight_shape, groups):
+    """(forward, backward_input, backward_weight) of the path ``conv_path`` picks."""
+    return _PATHS[conv_path(weight_shape, groups)]
 
 
 # ---------------------------------------------------------------------------- padding modes
@@ -159,7 +245,8 @@ def conv2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 
     y = np.empty((x.shape[0], weight.shape[0], out_h, out_w), dtype=x.dtype)  # (N, C_out, H_out, W_out)
     bias_values = np.zeros(weight.shape[0], dtype=x.dtype) if bias is None else bias
     geometry = (*_geometry(stride, (top, left), dilation), int(groups))
-    kernels.conv2d_forward(x_t, weight, bias_values, y, *geometry)
+    forward, _, _ = _products(weight.shape, groups)
+    forward(x_t, weight, bias_values, y, *geometry)
     return _unbatch(y, unbatched), (x_t, weight, bias is not None, geometry, gather, unbatched)
 
 
@@ -172,15 +259,16 @@ def conv2d_backward(grad_output, cache, input_grad=True):
     grad_output, _ = _batched(grad_output)
     dy_t = batch_last(grad_output)  # (C_out, H_out, W_out, N)
     channels, height, width, batch = x_t.shape
+    _, backward_input, backward_weight = _products(weight.shape, geometry[-1])
     grad_input = None
     if input_grad:
         grad_input = np.empty((batch, channels, height, width), dtype=x_t.dtype)  # (N, C_in, H, W), padded if gathered
         zeros = np.zeros(channels, dtype=x_t.dtype)
-        kernels.conv2d_backward_input(dy_t, weight, zeros, grad_input, *geometry)
+        backward_input(dy_t, weight, zeros, grad_input, *geometry)
         if gather is not None:
             grad_input = pad_backward(grad_input, gather)
     grad_weight = np.empty_like(weight)
-    kernels.conv2d_backward_weight(x_t, dy_t, grad_weight, *geometry)
+    backward_weight(x_t, dy_t, grad_weight, *geometry)
     grad_bias = dy_t.sum(axis=(1, 2, 3)) if has_bias else None
     return _unbatch(grad_input, unbatched), grad_weight, grad_bias
 
@@ -217,7 +305,8 @@ def conv_transpose2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), out
     # its C_in per group): its input gradient, fed x as "dy", is the transposed convolution.
     bias_values = np.zeros(channels_out, dtype=x.dtype) if bias is None else bias
     geometry = (*_geometry(stride, padding, dilation), int(groups))
-    kernels.conv2d_backward_input(x_t, weight, bias_values, y, *geometry)
+    _, backward_input, _ = _products(weight.shape, groups)
+    backward_input(x_t, weight, bias_values, y, *geometry)
     return _unbatch(y, unbatched), (x_t, weight, bias is not None, geometry, unbatched)
 
 
@@ -229,12 +318,13 @@ def conv_transpose2d_backward(grad_output, cache, input_grad=True):
     grad_output, _ = _batched(grad_output)
     dy_t = batch_last(grad_output)  # (C_out, H_out, W_out, N)
     channels, height, width, batch = x_t.shape
+    forward, _, backward_weight = _products(weight.shape, geometry[-1])
     grad_input = None
     if input_grad:
         grad_input = np.empty((batch, channels, height, width), dtype=x_t.dtype)  # (N, C_in, H, W)
         zeros = np.zeros(weight.shape[0], dtype=x_t.dtype)
-        kernels.conv2d_forward(dy_t, weight, zeros, grad_input, *geometry)
+        forward(dy_t, weight, zeros, grad_input, *geometry)
     grad_weight = np.empty_like(weight)
-    kernels.conv2d_backward_weight(dy_t, x_t, grad_weight, *geometry)
+    backward_weight(dy_t, x_t, grad_weight, *geometry)
     grad_bias = dy_t.sum(axis=(1, 2, 3)) if has_bias else None
     return _unbatch(grad_input, unbatched), grad_weight, grad_bias

@@ -15,7 +15,11 @@ groups existed. ``pad`` is the top (left) padding; the output's shape, given by 
 the bottom (right) one, so asymmetric padding (torch's ``padding="same"`` with an even
 d·(k - 1)) needs nothing more.
 
-A fourth kernel, ``pad_backward``, is the backward pass of the non-zero padding modes (reflect,
+Two more serve the GEMM path (``scratch.functional.conv.conv_path`` chooses a path per layer
+shape): ``im2col`` gathers the taps into a (C·kH·kW, H_out·W_out·N) matrix for one BLAS product,
+and ``col2im``, its adjoint, adds such a matrix back into an NCHW input gradient.
+
+A further kernel, ``pad_backward``, is the backward pass of the non-zero padding modes (reflect,
 replicate, circular): the forward pads by a *gather* ``x_pad = x[:, :, rows][:, :, :, cols]``
 (``scratch.functional.conv.pad_forward``), so the backward *scatter-adds* the padded gradient
 into dx through the same index maps.
@@ -248,6 +252,84 @@ def _pad_backward(grad_padded, rows, cols, grad_input):
                 row[cols[b]] += source[a, b]
 
 
+def _im2col(x, cols, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+    """The GEMM path's gather: cols[c, p, q, i, j, n] = x[c, i·s - pad + p·d, j·s - pad + q·d, n],
+    zero where that position is padding.
+
+    x (C, H, W, N) batch innermost, cols (C, kH, kW, H_out, W_out, N), overwritten: viewed as a
+    (C·kH·kW, H_out·W_out·N) matrix, its rows are ordered as a weight's (c, p, q), so one matmul
+    with the weight (C_out, C·kH·kW) is the convolution. Loop nest: prange over the rows
+    (c, p, q), which each thread alone writes; then the output positions (i, j), a copy of N
+    contiguous numbers each (or zeros outside the valid window, clipped up front).
+    """
+    _, height, width, batch = x.shape
+    channels, kernel_h, kernel_w, out_h, out_w = cols.shape[0], cols.shape[1], cols.shape[2], cols.shape[3], cols.shape[4]
+    zero = cols.dtype.type(0)
+    taps = kernel_h * kernel_w
+    for block in prange(channels * taps):
+        c = block // taps
+        p = (block // kernel_w) % kernel_h
+        q = block % kernel_w
+        offset_h = p * dil_h - pad_h
+        offset_w = q * dil_w - pad_w
+        i_lo, i_hi = _first_valid_jit(offset_h, stride_h, height, out_h)
+        j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
+        target = cols[c, p, q]
+        for i in range(out_h):
+            if i < i_lo or i >= i_hi:
+                target[i, :, :] = zero
+                continue
+            source = x[c, i * stride_h + offset_h]
+            row = target[i]
+            for j in range(out_w):
+                if j < j_lo or j >= j_hi:
+                    row[j, :] = zero
+                    continue
+                values = source[j * stride_w + offset_w]
+                destination = row[j]
+                for n in range(batch):
+                    destination[n] = values[n]
+
+
+def _col2im(cols, bias, grad_input, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+    """im2col's adjoint, the GEMM path's scatter-add done as a gather:
+    dx[n, c, h, v] = bias[c] + Σ_{p, q, i, j: h = i·s - pad + p·d, v = j·s - pad + q·d} cols[c, p, q, i, j, n].
+
+    cols (C, kH, kW, H_out, W_out, N), bias (C,) (zeros for a convolution's input gradient, the
+    bias for a transposed convolution's forward), grad_input (N, C, H, W), overwritten. Loop nest
+    as ``_conv2d_backward_input``'s: prange over rows (c, h) of dx, which each thread alone writes
+    (no atomics); then the p whose taps land on row h, q, the valid j; innermost the batch n,
+    contiguous. Each element's sum runs in one fixed order (p, q, j), so the serial twin is
+    bit-identical. The row is built in a (W, N) buffer and written into the NCHW dx at the end.
+    """
+    channels, kernel_h, kernel_w, out_h, out_w, batch = cols.shape
+    height, width = grad_input.shape[2], grad_input.shape[3]
+    for block in prange(channels * height):
+        c = block // height
+        h = block % height
+        row_in = np.empty((width, batch), dtype=grad_input.dtype)
+        row_in[:, :] = bias[c]
+        for p in range(kernel_h):
+            shifted = h + pad_h - p * dil_h
+            if shifted < 0 or shifted % stride_h != 0:
+                continue
+            i = shifted // stride_h
+            if i >= out_h:
+                continue
+            for q in range(kernel_w):
+                offset_w = q * dil_w - pad_w
+                j_lo, j_hi = _first_valid_jit(offset_w, stride_w, width, out_w)
+                source = cols[c, p, q, i]
+                for j in range(j_lo, j_hi):
+                    target = row_in[j * stride_w + offset_w]
+                    values = source[j]
+                    for n in range(batch):
+                        target[n] += values[n]
+        for n in range(batch):
+            for v in range(width):
+                grad_input[n, c, h, v] = row_in[v, n]
+
+
 conv2d_forward = njit(parallel=True, cache=True)(_conv2d_forward)
 conv2d_forward_serial = njit(cache=True)(_conv2d_forward)
 conv2d_backward_input = njit(parallel=True, cache=True)(_conv2d_backward_input)
@@ -257,6 +339,10 @@ conv2d_backward_weight = njit(parallel=True, cache=True, fastmath=_REASSOCIATE)(
 conv2d_backward_weight_serial = njit(cache=True, fastmath=_REASSOCIATE)(_conv2d_backward_weight)
 pad_backward = njit(parallel=True, cache=True)(_pad_backward)
 pad_backward_serial = njit(cache=True)(_pad_backward)
+im2col = njit(parallel=True, cache=True)(_im2col)
+im2col_serial = njit(cache=True)(_im2col)
+col2im = njit(parallel=True, cache=True)(_col2im)
+col2im_serial = njit(cache=True)(_col2im)
 
 
 # ---------------------------------------------------------------------------- references
@@ -342,3 +428,27 @@ def pad_backward_reference(grad_padded, rows, cols, input_shape):
     grad_input = np.zeros(input_shape, dtype=np.float64)
     np.add.at(grad_input, (slice(None), slice(None), rows[:, None], cols[None, :]), grad_padded)
     return grad_input.astype(grad_padded.dtype)
+
+
+def im2col_reference(x, kernel_size, out_hw, stride, padding, dilation):
+    """x (N, C, H, W) -> cols (C, kH, kW, H_out, W_out, N): one strided view of the zero-padded
+    input per tap, stacked (``padding`` as the other references take it)."""
+    padded = _pad(x, padding)
+    taps = [[_tap_view(padded, p, q, *out_hw, stride, dilation) for q in range(kernel_size[1])]
+            for p in range(kernel_size[0])]
+    return np.array(taps).transpose(3, 0, 1, 4, 5, 2)  # (kH, kW, N, C, i, j) -> (C, kH, kW, i, j, N)
+
+
+def col2im_reference(cols, bias, input_shape, stride, padding, dilation):
+    """cols (C, kH, kW, H_out, W_out, N) scattered back by ``np.add.at`` at each entry's input
+    position (unbuffered: overlapping taps accumulate), in float64; bias (C,) added."""
+    (top, bottom), (left, right) = _sides(padding)
+    batch, channels, height, width = input_shape
+    _, kernel_h, kernel_w, out_h, out_w, _ = cols.shape
+    grad = np.zeros((batch, channels, height + top + bottom, width + left + right))
+    rows = np.arange(kernel_h)[:, None] * dilation[0] + np.arange(out_h)[None, :] * stride[0]  # (kH, H_out)
+    columns = np.arange(kernel_w)[:, None] * dilation[1] + np.arange(out_w)[None, :] * stride[1]  # (kW, W_out)
+    values = cols.transpose(5, 0, 1, 2, 3, 4)  # (N, C, kH, kW, H_out, W_out)
+    np.add.at(grad, (slice(None), slice(None), rows[:, None, :, None], columns[None, :, None, :]), values)
+    grad = grad[:, :, top: top + height, left: left + width] + np.asarray(bias, dtype=np.float64)[None, :, None, None]
+    return grad.astype(cols.dtype)
