@@ -96,6 +96,30 @@ def _max_unpool2d_backward(grad_output, indices, grad_input):
             grad_input[n, c, k] = grad_output[n, c, indices[n, c, k]]
 
 
+def _avg_window(i, stride, pad, kernel, size):
+    """Output i's window along one axis: (first, end) inside the input, and its extent clipped to
+    the padded input [-pad, size + pad) and to the input [0, size) (a ceil_mode window's part
+    beyond the padding is no position at all)."""
+    start = i * stride - pad
+    end = min(start + kernel, size + pad)
+    first, last = max(start, 0), min(end, size)
+    return first, last, end - start, last - first
+
+
+def _avg_divisor(rows, cols, rows_in, cols_in, count_include_pad, divisor_override):
+    """torch's divisor: divisor_override if not 0, else the padded window's area with
+    count_include_pad, the area inside the input without."""
+    if divisor_override != 0:
+        return divisor_override
+    if count_include_pad:
+        return rows * cols
+    return rows_in * cols_in
+
+
+_avg_window_jit = njit(cache=True, inline="always")(_avg_window)
+_avg_divisor_jit = njit(cache=True, inline="always")(_avg_divisor)
+
+
 def _avg_pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, count_include_pad,
                         divisor_override):
     """y[n, c, i, j] = (sum of x over the window's part inside the input) / divisor.
@@ -113,19 +137,10 @@ def _avg_pool2d_forward(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, p
         c = block % channels
         image = x[n, c]
         for i in range(out_h):
-            top = i * stride_h - pad_h
-            bottom = min(top + kernel_h, height + pad_h)
-            top_in, bottom_in = max(top, 0), min(bottom, height)
+            top_in, bottom_in, rows, rows_in = _avg_window_jit(i, stride_h, pad_h, kernel_h, height)
             for j in range(out_w):
-                left = j * stride_w - pad_w
-                right = min(left + kernel_w, width + pad_w)
-                left_in, right_in = max(left, 0), min(right, width)
-                if divisor_override != 0:
-                    divisor = divisor_override
-                elif count_include_pad:
-                    divisor = (bottom - top) * (right - left)
-                else:
-                    divisor = (bottom_in - top_in) * (right_in - left_in)
+                left_in, right_in, cols, cols_in = _avg_window_jit(j, stride_w, pad_w, kernel_w, width)
+                divisor = _avg_divisor_jit(rows, cols, rows_in, cols_in, count_include_pad, divisor_override)
                 total = 0.0
                 for h in range(top_in, bottom_in):
                     for v in range(left_in, right_in):
@@ -148,19 +163,10 @@ def _avg_pool2d_backward(grad_output, grad_input, kernel_h, kernel_w, stride_h, 
         plane = grad_input[n, c]
         plane[:, :] = 0
         for i in range(out_h):
-            top = i * stride_h - pad_h
-            bottom = min(top + kernel_h, height + pad_h)
-            top_in, bottom_in = max(top, 0), min(bottom, height)
+            top_in, bottom_in, rows, rows_in = _avg_window_jit(i, stride_h, pad_h, kernel_h, height)
             for j in range(out_w):
-                left = j * stride_w - pad_w
-                right = min(left + kernel_w, width + pad_w)
-                left_in, right_in = max(left, 0), min(right, width)
-                if divisor_override != 0:
-                    divisor = divisor_override
-                elif count_include_pad:
-                    divisor = (bottom - top) * (right - left)
-                else:
-                    divisor = (bottom_in - top_in) * (right_in - left_in)
+                left_in, right_in, cols, cols_in = _avg_window_jit(j, stride_w, pad_w, kernel_w, width)
+                divisor = _avg_divisor_jit(rows, cols, rows_in, cols_in, count_include_pad, divisor_override)
                 share = grad_output[n, c, i, j] / divisor
                 for h in range(top_in, bottom_in):
                     for v in range(left_in, right_in):
