@@ -61,6 +61,19 @@ def _first_valid(offset, stride, size_in, size_out):
 _first_valid_jit = njit(cache=True, inline="always")(_first_valid)
 
 
+def _output_row(h, p, stride, pad, dilation, out_size):
+    """The output position i whose tap p lands on input position h (h = i·stride - pad + p·dilation),
+    or -1 when there is none in [0, out_size)."""
+    shifted = h + pad - p * dilation
+    if shifted < 0 or shifted % stride != 0:
+        return -1
+    i = shifted // stride
+    return i if i < out_size else -1
+
+
+_output_row_jit = njit(cache=True, inline="always")(_output_row)
+
+
 def _conv2d_forward(x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups):
     """x (C_in, H, W, N) batch innermost, weight (C_out, C_in / groups, kH, kW), out (N, C_out, H_out, W_out).
 
@@ -137,11 +150,8 @@ def _conv2d_backward_input(grad_output, weight, bias, grad_input, stride_h, stri
         row_in = np.empty((width, batch), dtype=grad_input.dtype)
         row_in[:, :] = bias[c_in]
         for p in range(kernel_h):
-            shifted = h + pad_h - p * dil_h
-            if shifted < 0 or shifted % stride_h != 0:
-                continue
-            i = shifted // stride_h
-            if i >= out_h:
+            i = _output_row_jit(h, p, stride_h, pad_h, dil_h, out_h)
+            if i < 0:
                 continue
             for q in range(kernel_w):
                 offset_w = q * dil_w - pad_w
@@ -310,11 +320,8 @@ def _col2im(cols, bias, grad_input, stride_h, stride_w, pad_h, pad_w, dil_h, dil
         row_in = np.empty((width, batch), dtype=grad_input.dtype)
         row_in[:, :] = bias[c]
         for p in range(kernel_h):
-            shifted = h + pad_h - p * dil_h
-            if shifted < 0 or shifted % stride_h != 0:
-                continue
-            i = shifted // stride_h
-            if i >= out_h:
+            i = _output_row_jit(h, p, stride_h, pad_h, dil_h, out_h)
+            if i < 0:
                 continue
             for q in range(kernel_w):
                 offset_w = q * dil_w - pad_w
