@@ -13,6 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from autoencoders.threads import quiet_wait_policies
+
+# Before NumPy, Numba or torch loads: their thread pools read the wait policies once, at load.
+quiet_wait_policies()
+
 import numpy as np
 
 from autoencoders._arguments import (
@@ -175,6 +180,51 @@ def _add_data_options(parser) -> None:
                        help="grey levels, the seed's threshold at 0.5 (default), or Bernoulli resampled every batch")
 
 
+def _threads_value(text: str):
+    """An argparse type: 'auto' or a positive integer."""
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def _add_threads_option(parser, *, resume: bool = False) -> None:
+    from autoencoders.threads import THREAD_VARIABLES, available_cores
+
+    extra = ("; with --resume, the counts the run recorded unless given here (then float32 results may "
+             "differ in the last bits from an uninterrupted run's)") if resume else ""
+    parser.add_argument("--threads", type=_threads_value, default=None, metavar="N|auto",
+                        help=f"threads for Numba, the BLAS and torch alike (default auto: the {available_cores()} "
+                             f"cores available less those other processes keep busy, at least 1; where the "
+                             f"environment sets {', '.join(THREAD_VARIABLES)}, the pools are left as it sets them)"
+                             f"{extra}")
+
+
+def _resolve_threads(args, announce: bool = True) -> int | None:
+    """--threads as a count: the number given, or for auto (the default) the cores other processes
+    leave free (autoencoders.threads.auto_threads), said in one line on stdout (``announce``) when
+    that is fewer than all. None: no --threads and the environment sets thread counts, which stand."""
+    from autoencoders.threads import auto_threads, available_cores, default_threads, environment_thread_counts
+
+    if args.threads not in (None, "auto"):
+        return args.threads
+    if args.threads is None and environment_thread_counts():
+        return None
+    threads, busy = auto_threads()
+    if announce and threads < default_threads():
+        print(f"threads: {threads} (auto: other processes keep {busy:.1f} of {available_cores()} cores busy; "
+              f"--threads N to choose)")
+    return threads
+
+
+def _apply_threads(args, backend: str = "scratch") -> None:
+    """Set --threads (or the default) on every pool before any work."""
+    from autoencoders.threads import set_threads, start_pools
+
+    threads = _resolve_threads(args, announce=False)
+    if threads is not None:
+        set_threads(threads, torch=backend == "torch")
+    else:  # the environment set the counts: start the pools in the right order, counts untouched
+        start_pools(torch=backend == "torch")
+
+
 def _add_training_options(parser) -> None:
     group = parser.add_argument_group("training (defaults from the seed project)")
     group.add_argument("--epochs", type=_positive_int, default=None,
@@ -197,7 +247,9 @@ def _train(args) -> int:
     if args.resume:
         if args.model is not None or args.out is not None:
             raise UsageError("--resume RUN_DIR continues a run with its own settings; give no MODEL or --out with it")
-        run(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs, on_nonfinite=args.on_nonfinite)
+        threads = None if args.threads is None else _resolve_threads(args)  # None: the run's recorded counts
+        run(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs, on_nonfinite=args.on_nonfinite,
+            threads=threads)
         return 0
     if args.model is None:
         raise UsageError("train needs a MODEL (or --resume RUN_DIR)")
@@ -215,7 +267,8 @@ def _train(args) -> int:
         image_every=args.image_every or max(1, epochs // 10), model_config=_model_config(args),
         on_nonfinite=args.on_nonfinite or "stop",
     )
-    run(out, config, progress=not args.quiet, unique=not args.out)  # prints the run directory it took
+    threads = _resolve_threads(args)
+    run(out, config, progress=not args.quiet, unique=not args.out, threads=threads)  # prints the run directory it took
     return 0
 
 
@@ -257,6 +310,7 @@ def _eval(args) -> int:
     from autoencoders.train import evaluate
 
     config, dataset, backend, state = _load_run(args.run_dir)
+    _apply_threads(args, config.backend)
     metrics = evaluate(backend, config, dataset.test_images)
     result = {"run": str(args.run_dir), "epoch": state["epoch"], "model": config.model,
               "dataset": config.dataset, "backend": config.backend, "test": metrics}
@@ -290,6 +344,7 @@ def _reconstruct(args) -> int:
     from scratch.models import draw_noise
 
     config, dataset, backend, state = _load_run(args.run_dir)
+    _apply_threads(args, config.backend)
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "reconstructions.png"
     rng = evaluation_rng(config.seed)
@@ -326,12 +381,13 @@ def _compare(args) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         dtype=args.dtype, binarize=args.binarize, model_config=_model_config(args),
     ).validate()
-    compare(config, out, progress=not args.quiet, unique=not args.out)
+    compare(config, out, progress=not args.quiet, unique=not args.out, threads=_resolve_threads(args))
     return 0
 
 
 BENCH_SUITES = {"ops": "autoencoders.bench.ops", "models": "autoencoders.bench.models", "sweep": "autoencoders.bench.sweep",
-                "peak": "autoencoders.bench.peak", "conv": "autoencoders.bench.conv", "all": "autoencoders.bench.all"}
+                "peak": "autoencoders.bench.peak", "conv": "autoencoders.bench.conv", "load": "autoencoders.bench.load",
+                "all": "autoencoders.bench.all"}
 
 
 def _bench(args) -> int:
@@ -356,6 +412,7 @@ def _gradcheck(args) -> int:
     from scratch.memory import check_allocation
     from scratch.models import build
 
+    _apply_threads(args)
     rng = np.random.default_rng(args.seed)
     # one hidden layer (hidden_dim) or a list of them (hidden_dims); a latent where the model has one
     config = {"hidden_dim": args.hidden_dim} if args.model in HIDDEN_DIM_MODELS else {"hidden_dims": [args.hidden_dim]}
@@ -416,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_group.add_argument("--image-every", type=_positive_int, default=None, metavar="N",
                            help="write pictures every N epochs and after the last (default: about ten times a run)")
     run_group.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_threads_option(run_group, resume=True)
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a run's newest checkpoint on the test set",
@@ -425,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--nll-samples", type=_non_negative_int, default=0, metavar="K",
                           help="variational models: also estimate -log p(x) by importance sampling with K samples "
                                "per image (e.g. 1000; Burda et al. 2016), in bounded memory")
+    _add_threads_option(evaluate)
     evaluate.set_defaults(handler=_eval)
 
     reconstruct = commands.add_parser("reconstruct", help="picture test images above their reconstructions",
@@ -432,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("run_dir", metavar="RUN_DIR")
     reconstruct.add_argument("--count", type=_positive_int, default=16, help="images (default 16)")
     reconstruct.add_argument("--out", metavar="PNG", help="output file (default RUN_DIR/reconstructions.png)")
+    _add_threads_option(reconstruct)
     reconstruct.set_defaults(handler=_reconstruct)
 
     convert = commands.add_parser(
@@ -455,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", metavar="DIR", help="a new or empty directory for compare.png and compare.json "
                                                   "(default runs/compare-MODEL-DATASET-TIME)")
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_threads_option(compare)
     compare.set_defaults(handler=_compare)
 
     from autoencoders.bench.options import SUITES as BENCH_DESCRIPTIONS
@@ -487,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="latent width (default 4; the sparse, contractive and tied models have none)")
     check.add_argument("--batch-size", type=_positive_int, default=5, help="batch size (default 5)")
     check.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    _add_threads_option(check)
     check.set_defaults(handler=_gradcheck)
     return parser
 

@@ -12,6 +12,7 @@ from autoencoders.backends import ScratchBackend
 from autoencoders.data import binarize, load_dataset
 from autoencoders.runs.checkpoint import atomic_write_json
 from autoencoders.runs.directory import RunDirectoryError, claim_new_run_directory, claim_unique_run_directory
+from autoencoders.threads import set_threads
 from autoencoders.train import (
     TrainConfig,
     _batches,
@@ -24,29 +25,17 @@ from scratch.models import draw_noise
 
 
 def thread_counts(threads: int | None = None) -> dict[str, int]:
-    """Pin torch, Numba and BLAS to the same thread count; return what each now uses."""
-    import numba
-    import torch
-
-    threads = threads or numba.config.NUMBA_NUM_THREADS
-    numba.set_num_threads(threads)
-    torch.set_num_threads(threads)
-    counts = {"numba": numba.get_num_threads(), "torch": torch.get_num_threads()}
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-
-        threadpool_limits(threads)
-        counts["blas"] = max((info["num_threads"] for info in threadpool_info()), default=threads)
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        pass
-    return counts
+    """Pin torch, Numba and BLAS to the same thread count; return what each now uses
+    (``autoencoders.threads.set_threads``)."""
+    return set_threads(threads)
 
 
 def max_parameter_difference(a: dict, b: dict) -> float:
     return max(float(np.max(np.abs(a[key].astype(np.float64) - b[key].astype(np.float64)))) for key in a)
 
 
-def compare(config: TrainConfig, out_dir, *, progress: bool = True, log=print, unique: bool = False) -> dict:
+def compare(config: TrainConfig, out_dir, *, progress: bool = True, log=print, unique: bool = False,
+            threads: int | None = None) -> dict:
     """Train ``config.model`` with both backends in lockstep; print and save the comparison.
 
     ``out_dir`` must be new or empty; it is locked and marked like a run directory
@@ -55,7 +44,7 @@ def compare(config: TrainConfig, out_dir, *, progress: bool = True, log=print, u
     from autoencoders.backends import TorchBackend
 
     out_dir = Path(out_dir)
-    threads = thread_counts()
+    threads = thread_counts(threads)
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     model_config = model_config_for(config, dataset)
     scratch = ScratchBackend(config, model_config)

@@ -46,6 +46,7 @@ from autoencoders.runs.directory import (
     claim_unique_run_directory,
     lock_run_directory,
 )
+from autoencoders.threads import check_threads, current_thread_counts, set_threads, start_pools
 from scratch.models import REGISTRY, draw_noise, model_names
 
 BACKENDS = ("scratch", "torch")
@@ -365,7 +366,7 @@ def _lock_for_resume(run_dir: Path) -> RunLock:
     return lock_run_directory(run_dir, "resume")
 
 
-def _resume(run_dir: Path, epochs: int | None, on_nonfinite: str | None, log):
+def _resume(run_dir: Path, epochs: int | None, on_nonfinite: str | None, log, threads: int | None = None):
     """Reload a run under its lock: (config, dataset, backend, history, start epoch).
 
     Removes what a killed process left half-written, reloads the newest checkpoint (verified
@@ -387,7 +388,12 @@ def _resume(run_dir: Path, epochs: int | None, on_nonfinite: str | None, log):
     # Checked against this model (keys, shapes, dtypes, optimizer buffers) before any loads.
     weights, optimizer_state, state = read_checkpoint(directory, expected=backend.weights())
     _update_config(run_dir, config, changes, done=state["epoch"])
-    restore_thread_counts(_recorded_threads(state, directory / "state.json"), config.backend, log)
+    recorded = _recorded_threads(state, directory / "state.json")
+    start_pools(torch=config.backend == "torch")
+    if threads is None:
+        restore_thread_counts(recorded, config.backend, log)
+    else:
+        _override_thread_counts(threads, recorded, config.backend, log)
     backend.load_weights(weights)
     backend.load_optimizer_state(optimizer_state)
     history = state.get("metrics", [])
@@ -427,7 +433,7 @@ def complete_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset
 
 def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] = print, epochs: int | None = None,
-        on_nonfinite: str | None = None, unique: bool = False) -> list[dict]:
+        on_nonfinite: str | None = None, unique: bool = False, threads: int | None = None) -> list[dict]:
     """Train (or resume) the run in ``run_dir``; returns the metrics of every epoch so far.
 
     New run: ``config`` given; ``run_dir`` new or empty (it is locked and marked as this
@@ -439,19 +445,32 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
     replacing the run's policy when given. Either way the process holds the run directory's
     lock until it returns, and another process refuses it.
 
+    ``threads``: the thread count of Numba, the BLAS and torch (``autoencoders.threads.set_threads``).
+    A new run takes it, or with None leaves the pools as the caller set them (the command passes
+    its ``--threads``, by default ``auto_threads()``); either way each checkpoint records the
+    counts in force. A resume takes the counts its checkpoint recorded unless ``threads`` is
+    given, which wins, with a warning when it differs from them (float32 results then differ in
+    the last bits from an uninterrupted run's).
+
     Raises ``NonFiniteLossError`` when a batch's loss is NaN or infinite under the "stop" policy,
     or when the weights are not finite after an epoch's last step: that step is not applied
     (or, at the epoch's end, not checkpointed), and the newest checkpoint is the last good state.
     Raises ``RunDirectoryError`` when ``run_dir`` is taken.
     """
     run_dir = Path(run_dir)
+    if threads is not None:
+        check_threads(threads)  # before anything is locked, claimed or written
     if resume:
         lock = _lock_for_resume(run_dir)
     else:
+        if threads is not None:
+            set_threads(threads, torch=config.backend == "torch")
+        else:
+            start_pools(torch=config.backend == "torch")
         run_dir, lock, dataset, backend = _start_new_run(run_dir, config, unique, log)
     with lock:
         if resume:
-            config, dataset, backend, history, start_epoch = _resume(run_dir, epochs, on_nonfinite, log)
+            config, dataset, backend, history, start_epoch = _resume(run_dir, epochs, on_nonfinite, log, threads)
         else:
             history, start_epoch = [], 1
         if start_epoch > config.epochs:
@@ -606,22 +625,6 @@ def _rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
 # so that a resumed run equals an uninterrupted one on any machine that can run those counts.
 
 
-def current_thread_counts(backend: str) -> dict[str, int]:
-    """{"blas": n, "numba": n, and "torch": n for the torch backend}: the counts in force now."""
-    import numba
-    from threadpoolctl import threadpool_info
-
-    counts = {"numba": int(numba.get_num_threads())}
-    blas = [int(info["num_threads"]) for info in threadpool_info() if info.get("user_api") == "blas"]
-    if blas:
-        counts["blas"] = max(blas)
-    if backend == "torch":
-        import torch
-
-        counts["torch"] = int(torch.get_num_threads())
-    return dict(sorted(counts.items()))
-
-
 def _recorded_threads(state: dict, source: Path) -> dict[str, int]:
     """state.json's "threads" ({} for a checkpoint written before they were recorded)."""
     threads = state.get("threads", {})
@@ -631,6 +634,16 @@ def _recorded_threads(state: dict, source: Path) -> dict[str, int]:
         raise CheckpointError(f"{source}: 'threads' must map blas, numba and torch to thread counts, "
                               f"found {str(threads)[:60]}")
     return threads
+
+
+def _override_thread_counts(threads: int, recorded: dict[str, int], backend: str, log) -> None:
+    """--threads given to a resume: it wins over the recorded counts; say so where they differ."""
+    now = set_threads(threads, torch=backend == "torch")
+    differing = {key: value for key, value in recorded.items() if key in now and now[key] != value}
+    if differing:
+        log(f"warning: --threads {threads} replaces the thread counts the run recorded "
+            f"({', '.join(f'{key} {value}' for key, value in sorted(differing.items()))}); float32 results may "
+            f"differ in the last bits from an uninterrupted run's")
 
 
 def restore_thread_counts(recorded: dict[str, int], backend: str, log) -> None:

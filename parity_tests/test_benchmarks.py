@@ -68,7 +68,7 @@ def test_measure_reports_block_samples_medians_ratio_compile_time_and_throughput
     counted = [_counted(case) for case in cases]
     repeats, warmup = 3, 1
     results = measure([case for case, _ in counted], repeats=repeats, warmup=warmup, peak_gflops=100.0, **FAST)
-    assert [r["name"] for r in results] == ["Conv2d(1,16,3,s3,p1) on 1x28x28", bench.TRAINING_STEP]
+    assert [r["name"] for r in results] == ["conv-ae Conv2d(1,16,3,s3,p1) on 1x28x28", "conv-ae training step (Adam)"]
     for result, (_, calls) in zip(results, counted):
         assert result["batch_size"] == 2 and result["dtype"] == "float32"
         assert result["checked"] is True and result["checked_after_timing"] is True
@@ -97,7 +97,7 @@ def test_measure_reports_block_samples_medians_ratio_compile_time_and_throughput
         per_block = 1 + timeit_warmup_calls(1)
         assert calls == {"scratch": 1 + warmup + repeats * per_block, "torch": warmup + repeats * per_block}
     for table in (format_table(results), markdown_table(results)):
-        assert bench.TRAINING_STEP in table and "compile ms" in table and "GFLOP/s scratch" in table
+        assert "conv-ae training step (Adam)" in table and "compile ms" in table and "GFLOP/s scratch" in table
 
 
 def test_blocks_alternate_which_side_goes_first_and_follow_the_warm_up():
@@ -403,4 +403,317 @@ def test_a_wrong_gradient_in_a_training_step_is_caught(monkeypatch):
     monkeypatch.setattr(nn.Linear, "fuses_with", lambda self, following: False)
     case = training_step_case("mlp-ae", 4)
     with pytest.raises(AssertionError, match="nor in norm"):
+        case.check()
+
+
+# -- peers: a third side in the same rotating blocks ---------------------------------------------
+
+
+def _three_sided(log: list[str], meta: dict | None = None) -> Case:
+    return Case("three sides", lambda: log.append("scratch"), lambda: log.append("torch"), lambda: None,
+                dict(meta or {}), peers={"jax": lambda: log.append("jax")})
+
+
+def test_a_peer_is_timed_in_the_same_blocks_each_side_going_first_in_turn():
+    log: list[str] = []
+    repeats, warmup = 3, 1
+    [result] = measure([_three_sided(log, {"flops": 1000})], repeats=repeats, warmup=warmup, **FAST)
+    assert result["sides"] == ["scratch", "torch", "jax"]
+    assert result["block_first_side"] == ["scratch", "torch", "jax"]
+    # the compile call, each side's warm-up, then blocks S T J | T J S | J S T, each side's block
+    # one Timer.timeit: its untimed warm-up calls and the timed one
+    assert log[:4] == ["scratch", "scratch", "torch", "jax"]
+    runs = _runs(log[4:])
+    per_block = 1 + timeit_warmup_calls(1)
+    assert runs == [(side, per_block) for side in ["scratch", "torch", "jax", "torch", "jax", "scratch",
+                                                   "jax", "scratch", "torch"]]
+    samples = {side: result[f"{side}_samples_ms"] for side in result["sides"]}
+    assert all(len(values) == repeats and min(values) > 0 for values in samples.values())
+    assert result["jax_median_ms"] == pytest.approx(float(np.median(samples["jax"])))
+    assert result["jax_block_calls"] == 1 and result["jax_page_faults_per_call"] >= 0
+    assert result["ratio_jax"] == pytest.approx(result["scratch_median_ms"] / result["jax_median_ms"])
+    assert result["ratio_paired_jax"] == pytest.approx(float(np.median(np.array(samples["scratch"]) /
+                                                                        np.array(samples["jax"]))))
+    # torch's ratio and pairs stay scratch against torch
+    assert result["ratio"] == pytest.approx(result["scratch_median_ms"] / result["torch_median_ms"])
+    assert result["ratio_paired"] == pytest.approx(float(np.median(np.array(samples["scratch"]) /
+                                                                    np.array(samples["torch"]))))
+    assert "ratio_torch" not in result and "ratio_paired_torch" not in result
+    assert result["gflops_jax"] == pytest.approx(1000 / (result["jax_median_ms"] * 1e6))
+
+
+def test_the_tables_have_a_peers_columns_only_where_a_result_has_that_peer():
+    from autoencoders.bench.harness import COLUMNS, columns
+
+    [three] = measure([_three_sided([])], repeats=2, warmup=1, **FAST)
+    [two] = measure([Case("two sides", lambda: None, lambda: None, lambda: None)], repeats=2, warmup=1, **FAST)
+    peer_columns = ("jax ms (IQR)", "scratch / jax (paired)", "GFLOP/s jax")
+    assert columns([three]) == COLUMNS[:-1] + peer_columns + ("compile ms",)
+    assert columns([two]) == COLUMNS
+    for table in (format_table([three]), markdown_table([three])):
+        assert all(heading in table for heading in peer_columns)
+        assert f"{three['ratio_jax']:.2f} ({three['ratio_paired_jax']:.2f})" in table
+        assert f"{three['jax_median_ms']:.3f} ({three['jax_iqr_ms']:.3f})" in table
+    for table in (format_table([two]), markdown_table([two])):
+        assert "jax" not in table
+    # mixed: the two-sided row shows "-" under the peer's columns, and every row has every column
+    rows = markdown_table([three, two]).splitlines()
+    assert len({row.count("|") for row in rows}) == 1
+    two_cells = [cell.strip() for cell in rows[-1].strip("|").split("|")]
+    assert two_cells[0] == "two sides" and two_cells[-4:-1] == ["-", "-", "-"]
+    text = format_table([three, two]).splitlines()
+    assert len({len(line) for line in text}) == 1  # fixed width: the columns line up
+
+
+# -- the load suite ------------------------------------------------------------------------------
+
+
+def test_competing_processes_run_during_the_block_and_are_killed_after_it(monkeypatch):
+    import subprocess
+
+    from autoencoders.bench import load
+
+    started = []
+
+    class Process(subprocess.Popen):
+        """Popen, remembered, and whose wait() gives up after 10 s: a competitor left alive fails the
+        test instead of hanging it."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+        def wait(self, timeout=None):
+            return super().wait(10 if timeout is None else timeout)
+
+    monkeypatch.setattr(load.subprocess, "Popen", Process)
+    monkeypatch.setattr(load, "START_S", 0.05)
+    try:
+        with load.competing_processes(2) as processes:
+            assert len(processes) == 2 and all(process.poll() is None for process in processes)
+        assert all(process.poll() is not None for process in processes)
+        with pytest.raises(RuntimeError, match="inside"):
+            with load.competing_processes(2) as raising:
+                assert all(process.poll() is None for process in raising)
+                raise RuntimeError("inside")
+        assert len(raising) == 2 and all(process.poll() is not None for process in raising)
+        with load.competing_processes(0) as none:
+            assert none == []
+        assert len(started) == 4
+    finally:
+        for process in started:  # whatever the code under test left running
+            process.kill()
+            subprocess.Popen.wait(process)
+
+
+def test_slowdowns_divide_by_the_quiet_run_of_the_same_model_batch_and_setting():
+    from autoencoders.bench.load import slowdowns
+
+    def result(model, batch, setting, busy, scratch, torch_ms):
+        return {"model": model, "batch_size": batch, "thread_setting": setting, "busy_processes": busy,
+                "scratch_median_ms": scratch, "torch_median_ms": torch_ms}
+
+    results = slowdowns([
+        result("mlp-ae", 8, "fixed", 0, 2.0, 4.0),
+        result("mlp-ae", 8, "auto", 0, 1.0, 8.0),
+        result("mlp-ae", 16, "fixed", 0, 10.0, 10.0),
+        result("mlp-ae", 8, "fixed", 1, 5.0, 6.0),
+        result("mlp-ae", 8, "auto", 1, 3.0, 4.0),
+        result("mlp-ae", 16, "fixed", 2, 30.0, 15.0),
+        result("vae", 8, "fixed", 1, 3.0, 3.0),       # no quiet run of vae
+    ])
+    found = [(r["slowdown_scratch"], r["slowdown_torch"]) for r in results]
+    assert found == [(1.0, 1.0), (1.0, 1.0), (1.0, 1.0), (2.5, 1.5), (3.0, 0.5), (3.0, 1.5), (None, None)]
+
+
+@pytest.mark.parametrize("text, expected", [("0,1,2", [0, 1, 2]), ("0", [0]), ("0, 3", [0, 3])])
+def test_busy_counts_start_with_the_quiet_run(text, expected):
+    from autoencoders.bench.options import busy_counts
+
+    assert busy_counts(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1,2", "0,0", "-1", "0,-1", "a", "0,x", "", ","])
+def test_busy_counts_refuse_what_has_no_quiet_run_first_or_repeats_a_count(text, capsys):
+    import argparse
+
+    from autoencoders.bench.options import busy_counts
+    from autoencoders.cli import main
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        busy_counts(text)
+    with pytest.raises(SystemExit) as raised:
+        main(["bench", "load", "--busy", text])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert raised.value.code == 2 and len(error) == 1 and "--busy" in error[0], error
+
+
+def test_autoencoders_bench_load_quick_measures_each_busy_count_fixed_and_auto(tmp_path, capsys):
+    from autoencoders.cli import main
+
+    status = main(["bench", "load", "--quick", "--busy", "0,1", "--repeats", "1", "--settle-ms", "0",
+                   "--threads", str(THREADS), "--out", str(tmp_path)])
+    assert status == 0, capsys.readouterr().err
+    document = json.loads((tmp_path / "load.json").read_text())
+    assert document["arguments"]["busy"] == [0, 1] and document["arguments"]["models"] == ["mlp-ae"]
+    results = document["results"]
+    # every busy count has a fixed and an auto row (auto copies fixed where it chose the same count)
+    assert sorted((r["busy_processes"], r["thread_setting"]) for r in results) == [
+        (0, "auto"), (0, "fixed"), (1, "auto"), (1, "fixed")]
+    for r in results:
+        assert r["model"] == "mlp-ae" and r["batch_size"] == 8 and r["checked_after_timing"]
+        assert r["thread_count"] == (THREADS if r["thread_setting"] == "fixed" else r["auto_threads"])
+        assert 1 <= r["auto_threads"] <= len(os.sched_getaffinity(0))
+        if r["busy_processes"] == 0:
+            assert r["slowdown_scratch"] == 1.0 and r["slowdown_torch"] == 1.0
+        else:
+            quiet = next(q for q in results if q["busy_processes"] == 0 and q["thread_setting"] == r["thread_setting"])
+            assert r["slowdown_scratch"] == pytest.approx(r["scratch_median_ms"] / quiet["scratch_median_ms"])
+            assert r["slowdown_torch"] == pytest.approx(r["torch_median_ms"] / quiet["torch_median_ms"])
+    markdown = (tmp_path / "load.md").read_text()
+    assert "| model | batch | threads | busy processes |" in markdown and "autoencoders bench load" in markdown
+
+
+# -- the conv suite: both convolutional models -----------------------------------------------------
+
+
+def test_the_conv_suite_times_conv_ae_and_conv_vae_and_refuses_other_models(capsys):
+    import argparse
+
+    from autoencoders.bench.options import add_suite_arguments, conv_model_names, resolve
+    from autoencoders.cli import main
+
+    parser = argparse.ArgumentParser()
+    add_suite_arguments(parser, "conv", default_out="out")
+    assert resolve(parser.parse_args([]), "conv").models == ["conv-ae", "conv-vae"]
+    assert resolve(parser.parse_args(["--quick"]), "conv").models == ["conv-ae", "conv-vae"]
+    assert conv_model_names("conv-vae") == ["conv-vae"]
+    for text in ("mlp-ae", "conv-ae,vae", "nothing"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            conv_model_names(text)
+        with pytest.raises(SystemExit) as raised:
+            main(["bench", "conv", "--models", text])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert raised.value.code == 2 and len(error) == 1 and "--models" in error[0], error
+
+
+def test_conv_vae_layer_cases_are_named_after_the_model_and_match_torch():
+    cases = bench.layer_cases(2, name="conv-vae")
+    assert [case.name for case in cases] == [
+        "conv-vae Conv2d(1,32,4,s2,p1) on 1x28x28", "conv-vae Conv2d(32,64,4,s2,p1) on 32x14x14",
+        "conv-vae ConvTranspose2d(64,32,4,s2,p1) on 64x7x7", "conv-vae ConvTranspose2d(32,1,4,s2,p1) on 32x14x14"]
+    assert [case.meta["layer"] for case in cases] == ["encoder.0", "encoder.2", "decoder.3", "decoder.5"]
+    for case in cases:
+        assert case.meta["model"] == "conv-vae" and case.meta["batch_size"] == 2
+        case.check()  # each on the input the layer sees inside the model
+    assert [case.name for case in bench.layer_cases(2, only={"encoder.0"})] == ["conv-ae Conv2d(1,16,3,s3,p1) on 1x28x28"]
+
+
+def _conv_result(model, name, kind, ratio, batch=128, layer_type=None, peaks=(None, None)):
+    result = {"model": model, "name": f"{model} {name}", "kind": kind, "ratio": ratio, "batch_size": batch,
+              "peak_fraction_scratch": peaks[0], "peak_fraction_torch": peaks[1]}
+    if layer_type is not None:
+        result["layer_type"] = layer_type
+    return result
+
+
+def test_the_conv_verdict_is_one_line_per_model_measured():
+    results = [
+        _conv_result("conv-ae", "Conv2d(1,16,3,s3,p1) on 1x28x28", "layer", 0.8, layer_type="Conv2d", peaks=(0.4, 0.5)),
+        _conv_result("conv-ae", "MaxPool2d(2,s2) on 16x10x10", "layer", 3.0, layer_type="MaxPool2d"),  # not a conv
+        _conv_result("conv-ae", "training step (Adam)", "training_step", 0.9),
+        _conv_result("conv-ae", "Conv2d(1,16,3,s3,p1) on 1x28x28", "layer", 5.0, batch=2, layer_type="Conv2d"),
+        _conv_result("conv-vae", "Conv2d(1,32,4,s2,p1) on 1x28x28", "layer", 0.7, layer_type="Conv2d"),
+        _conv_result("conv-vae", "ConvTranspose2d(32,1,4,s2,p1) on 32x14x14", "layer", 1.3,
+                     layer_type="ConvTranspose2d", peaks=(0.1, 0.2)),
+        _conv_result("conv-vae", "training step (Adam)", "training_step", 1.1),
+        _conv_result("mlp-ae", "training step (Adam)", "training_step", 0.5, batch=2),  # not at batch 128: none
+    ]
+    entries = bench.verdicts(results)
+    assert [entry["model"] for entry in entries] == ["conv-ae", "conv-vae"]
+    ae, vae = entries
+    assert ae["line"].startswith("conv-ae verdict at batch 128: ALL no slower than torch (1/1 conv layers, "
+                                 "training step yes")
+    assert "Conv2d(1,16,3,s3,p1) 0.80 yes (40% / 50% of peak)" in ae["line"] and "MaxPool" not in ae["line"]
+    assert ae["all_no_slower"] is True and set(ae["cases"]) == {"conv-ae Conv2d(1,16,3,s3,p1) on 1x28x28",
+                                                                 "conv-ae training step (Adam)"}
+    assert vae["line"].startswith("conv-vae verdict at batch 128: NOT all no slower than torch (1/2 conv layers, "
+                                  "training step no")
+    assert "ConvTranspose2d(32,1,4,s2,p1) 1.30 NO (10% / 20% of peak)" in vae["line"]
+    assert "training step 1.10 NO" in vae["line"] and vae["all_no_slower"] is False
+    assert vae["cases"]["conv-vae Conv2d(1,32,4,s2,p1) on 1x28x28"]["peak_fraction_scratch"] is None
+    assert bench.verdicts(results, batch_size=512) == []
+
+
+# -- the jax peer of the models suite ------------------------------------------------------------
+
+
+def test_peer_names_take_torch_and_optionally_jax(capsys):
+    import argparse
+
+    from autoencoders.bench.options import peer_names
+    from autoencoders.cli import main
+
+    assert peer_names("torch") == ["torch"] and peer_names("torch,jax") == ["torch", "jax"]
+    assert peer_names("jax, torch,torch") == ["jax", "torch"]
+    for text in ("jax", "torch,tf", "", "tf"):
+        with pytest.raises(argparse.ArgumentTypeError, match="torch"):
+            peer_names(text)
+    with pytest.raises(SystemExit) as raised:
+        main(["bench", "models", "--peers", "jax"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert raised.value.code == 2 and len(error) == 1 and "--peers" in error[0], error
+
+
+def test_usable_peers_drop_jax_in_one_line_where_it_cannot_be_timed_fairly(monkeypatch):
+    from autoencoders import threads as threads_module
+    from autoencoders.bench import jax_twins
+    from autoencoders.bench.models import usable_peers
+
+    monkeypatch.setattr(threads_module, "available_cores", lambda: 4)
+    lines: list[str] = []
+    assert usable_peers(["torch"], 1, log=lines.append) == ["torch"] and lines == []
+    monkeypatch.setattr(jax_twins, "unavailable_reason", lambda: "jax is not installed")
+    assert usable_peers(["torch", "jax"], 4, log=lines.append) == ["torch"]
+    assert lines == ["jax: jax is not installed; timing against torch alone"]
+    lines.clear()
+    monkeypatch.setattr(jax_twins, "unavailable_reason", lambda: None)
+    assert usable_peers(["torch", "jax"], 4, log=lines.append) == ["torch", "jax"] and lines == []
+    assert usable_peers(["torch", "jax"], 2, log=lines.append) == ["torch"]
+    [line] = lines
+    assert line.startswith("jax: XLA runs on all 4 cores and cannot be limited to --threads 2")
+
+
+def test_the_jax_peer_is_checked_against_torch_like_scratch(monkeypatch):
+    pytest.importorskip("jax")
+    from autoencoders.bench import jax_twins
+    from autoencoders.bench.models import training_step_case
+
+    assert "jax" not in training_step_case("mlp-ae", 2).peers
+    case = training_step_case("mlp-ae", 2, peers=("torch", "jax"))
+    assert set(case.peers) == {"jax"} and case.sides == ("scratch", "torch", "jax")
+    case.check()
+    assert case.meta["check_jax"] in ("torch float32", "torch float64 referee", "torch float64 referee, in norm")
+    first_loss = float(case.peers["jax"]())
+    assert np.isfinite(first_loss)
+
+    # a jax step whose encoder gradient is 1% too large: caught, element-wise and in norm
+    outputs = jax_twins.JaxTrainingStep.first_step_outputs
+
+    def wrong(self):
+        values = outputs(self)
+        values["grad encoder.0.weight"] = values["grad encoder.0.weight"] * np.float32(1.01)
+        return values
+
+    monkeypatch.setattr(jax_twins.JaxTrainingStep, "first_step_outputs", wrong)
+    with pytest.raises(AssertionError, match="jax"):
+        case.check()
+    # and one whose Adam step is not torch's, though its gradients are right
+    def wrong_update(self):
+        values = outputs(self)
+        values["updated decoder.2.bias"] = values["updated decoder.2.bias"] + np.float32(1e-3)
+        return values
+
+    monkeypatch.setattr(jax_twins.JaxTrainingStep, "first_step_outputs", wrong_update)
+    with pytest.raises(AssertionError, match="jax: Adam step"):
         case.check()

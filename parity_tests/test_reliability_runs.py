@@ -492,7 +492,8 @@ def test_a_float32_mnist_run_resumed_under_another_blas_thread_count_is_bit_exac
     """Float32 products over 784 inputs depend on OpenBLAS's thread count (the sums' order). A run
     started with 2 threads, killed mid-epoch 2 and resumed in a process started with 1, ends
     with the uninterrupted run's weights, because the resume sets the recorded count again."""
-    args = ["train", "mlp-ae", "--dataset", "mnist", "--data-dir", MNIST_DIR, "--epochs", "2", "--quiet"]
+    # --threads 2: the default (auto) would take fewer on a busy machine
+    args = ["train", "mlp-ae", "--dataset", "mnist", "--data-dir", MNIST_DIR, "--epochs", "2", "--quiet", "--threads", "2"]
     two, one = {"OPENBLAS_NUM_THREADS": "2"}, {"OPENBLAS_NUM_THREADS": "1"}
     cli(*args, "--out", "uninterrupted", cwd=tmp_path, env=two, check_status=0)
     killed = cli(*args, "--out", "run", cwd=tmp_path, env={**two, KILL_AT_STEP_VARIABLE: str(469 + 100)})

@@ -263,7 +263,9 @@ BENCH = [
      (r"--batch-sizes 100000000 needs about 46\.1 TiB of memory \(the training steps of mlp-ae, .*tied-ae at "
       r"batch 100000000\); 8\.0 GiB is available")),
     (["sweep", "--thread-batch-size", "100000000"], r"--thread-batch-size 100000000 needs about"),
-    (["conv", "--batch-sizes", "100000000"], r"--batch-sizes 100000000 needs about .*conv-ae cases"),
+    (["conv", "--batch-sizes", "100000000"], r"--batch-sizes 100000000 needs about .*the conv-ae, conv-vae cases"),
+    (["load", "--batch-sizes", "100000000"],
+     r"--batch-sizes 100000000 needs about .*the training steps of mlp-ae, conv-vae at batch 100000000"),
     (["ops", "--batch-sizes", "10000000,10000000"], r"--batch-sizes 10000000,10000000 needs about"),
     (["all", "--peak-size", "1000000"], r"--peak-size 1000000 needs about 21\.8 TiB"),
 ]

@@ -2,7 +2,7 @@
 
     autoencoders bench all [--out bench-results] [--threads N] [--repeats 10] [--settle-ms 150] [--quick]
 
-Runs ``peak``, ``ops``, ``models``, ``sweep`` and ``conv``, each with its own default batch sizes
+Runs ``peak``, ``ops``, ``models``, ``sweep``, ``conv`` and ``load``, each with its own default batch sizes
 and models and this command's timing options (``--quick``: each suite's smoke-run defaults), and
 writes ``index.md``, which lists what each wrote. The peak is measured once per thread count and
 shared by the suites. A full run takes tens of minutes on 2 cores (mostly settle pauses: see
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import time
 
-ORDER = ("peak", "ops", "models", "sweep", "conv")
+ORDER = ("peak", "ops", "models", "sweep", "conv", "load")
 
 
 def run(args) -> int:

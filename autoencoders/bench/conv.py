@@ -1,26 +1,28 @@
-"""Convolution benchmark: the conv-ae's layers and training step, scratch against torch.
+"""Convolution benchmark: the convolutional models' layers and training steps, scratch against torch.
 
-    python -m autoencoders.bench.conv [--batch-sizes 1,32,128,512] [--repeats 10] [--threads N]
-                              [--settle-ms 150] [--out docs/benchmarks] [--default-malloc] [--quick]
+    python -m autoencoders.bench.conv [--models conv-ae,conv-vae] [--batch-sizes 1,32,128,512] [--repeats 10]
+                              [--threads N] [--settle-ms 150] [--out docs/benchmarks] [--default-malloc] [--quick]
 
-Cases, per batch size B, all float32 (rules: ``autoencoders.bench.harness``):
+Cases, per model (``conv-ae``, the seed's 1 to 16 channels, and ``conv-vae``, 32 and 64 channels,
+by default) and batch size B, all float32 (rules: ``autoencoders.bench.harness``):
 
-- forward + backward of each of the seed's convolution and pooling layers, on the input shape
+- forward + backward of each of the model's convolution and pooling layers, on the input shape
   that layer sees inside the model when the model runs on a (B, 1, 28, 28) batch:
   scratch ``y = layer(x); layer.backward(g)``; torch ``y = layer(x); y.backward(g)`` with ``x``
   requiring grad (both sides compute dL/dx, dL/dw, dL/db). The torch layer holds the scratch
   layer's weights; both layers' gradients are zeroed at the start of every repetition (torch's
   default ``zero_grad``, to None), so they do not grow. FLOPs (``autoencoders.bench.flops``): forward,
   dW and dx, three times the forward's; max-pooling is memory-bound (GB/s).
-- the whole training step of the model: zero_grad, BCE loss of the reconstruction on a binary
-  batch, backward, Adam step (scratch ``optim.Adam`` against ``torch.optim.Adam``, both lr 1e-3,
+- the whole training step of the model: zero_grad, its loss on a binary batch (the VAE's with
+  the same ε on both sides), backward, Adam step (scratch ``optim.Adam`` against ``torch.optim.Adam``, both lr 1e-3,
   weight_decay 1e-5), from the same initial weights (``autoencoders.bench.models.training_step_case``).
 
 Inputs are fixed: random binary images (pixels on with probability 0.13, about MNIST's share of
 ink) from ``np.random.default_rng(0)``, and upstream gradients from the same generator. Writes
 ``conv.json`` (environment, every sample), ``conv.md`` and ``conv.png`` to ``--out``, prints a
-table per batch size and a one-line verdict at batch 128: is each conv layer's
-forward+backward, and the whole training step, no slower than torch (ratio <= 1.0)?
+table per batch size and a one-line verdict per model at batch 128: is each conv layer's
+forward+backward, and the whole training step, no slower than torch (ratio <= 1.0)? Each conv
+layer's % of the measured matrix-multiply peak stands beside it (``autoencoders.bench.peak``).
 
 Two things this benchmark found and handles (details in ``autoencoders.bench.harness``):
 
@@ -56,7 +58,7 @@ DTYPE = np.float32
 IMAGE_SHAPE = (1, 28, 28)
 INK = 0.13  # share of pixels on in a binarized MNIST digit, roughly
 VERDICT_BATCH = 128
-TRAINING_STEP = "conv-ae training step (Adam)"
+MODELS = ("conv-ae", "conv-vae")
 
 
 def binary_images(batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -80,12 +82,18 @@ def _torch_weights(scratch_model) -> dict:
     return {key: torch.from_numpy(value) for key, value in scratch_model.state_dict().items()}
 
 
-def twin_models(seed: int = 0):
-    """The scratch conv-ae (``build("conv-ae", float32, rng=seed)``) and its torch twin, same weights."""
-    model = scratch_models.build("conv-ae", dtype=DTYPE, rng=seed)
-    twin = torch_models.build("conv-ae")
+def twin_models(seed: int = 0, name: str = "conv-ae"):
+    """The scratch model ``name`` (``build(name, float32, rng=seed)``) and its torch twin, same weights."""
+    model = scratch_models.build(name, dtype=DTYPE, rng=seed)
+    twin = torch_models.build(name)
     twin.load_state_dict(_torch_weights(model), strict=True)
     return model, twin
+
+
+def _decoder_input(twin, code: torch.Tensor) -> torch.Tensor:
+    """What the decoder sees after the encoder's output ``code``: the code itself, or for a VAE
+    (which has ``fc21``, the mean) the mean, so that each decoder layer sees a typical input."""
+    return twin.fc21(code) if hasattr(twin, "fc21") else code
 
 
 def layer_case(path: str, layer, twin, x: np.ndarray, rng: np.random.Generator, batch_size: int) -> Case:
@@ -133,20 +141,22 @@ def layer_case(path: str, layer, twin, x: np.ndarray, rng: np.random.Generator, 
     return Case(name, scratch_step, torch_step, check, meta)
 
 
-def model_layers(batch_size: int, seed: int = 0, kinds=(Conv2d, ConvTranspose2d, MaxPool2d)):
-    """``([(path, scratch layer, torch layer, input), ...], rng)``: each layer of the conv-ae of one
-    of ``kinds``, with the input it sees when the model runs on a fixed binary batch, and the
+def model_layers(batch_size: int, seed: int = 0, kinds=(Conv2d, ConvTranspose2d, MaxPool2d), name: str = "conv-ae"):
+    """``([(path, scratch layer, torch layer, input), ...], rng)``: each layer of model ``name`` of
+    one of ``kinds``, with the input it sees when the model runs on a fixed binary batch, and the
     generator that drew the batch (for drawing upstream gradients next).
 
     The inputs are recorded by running the torch twin (same weights): no scratch kernel runs
     here, so the harness's first scratch call of each case is the one that compiles.
     """
     rng = np.random.default_rng(seed)
-    model, twin = twin_models(seed)
+    model, twin = twin_models(seed, name)
     h = torch.from_numpy(binary_images(batch_size, rng))
     layers = []
     with torch.no_grad():
         for prefix in ("encoder", "decoder"):
+            if prefix == "decoder":
+                h = _decoder_input(twin, h)
             sequence, twin_sequence = getattr(model, prefix), getattr(twin, prefix)
             for index, layer in enumerate(sequence):
                 if isinstance(layer, kinds):
@@ -155,47 +165,69 @@ def model_layers(batch_size: int, seed: int = 0, kinds=(Conv2d, ConvTranspose2d,
     return layers, rng
 
 
-def layer_cases(batch_size: int, seed: int = 0, only=None) -> list[Case]:
-    """One case per conv and pooling layer of the conv-ae, each on the input it sees in the model.
+def layer_cases(batch_size: int, seed: int = 0, only=None, name: str = "conv-ae") -> list[Case]:
+    """One case per conv and pooling layer of model ``name``, each on the input it sees in the model.
 
     The model runs once on a fixed binary batch; each layer's case times that layer alone on its
     recorded input. ``only``: a collection of layer paths (``"encoder.0"``...) to keep.
     """
-    layers, rng = model_layers(batch_size, seed)
-    return [layer_case(path, layer, twin, x, rng, batch_size)
-            for path, layer, twin, x in layers if only is None or path in only]
+    layers, rng = model_layers(batch_size, seed, name=name)
+    cases = [layer_case(path, layer, twin, x, rng, batch_size)
+             for path, layer, twin, x in layers if only is None or path in only]
+    for case in cases:
+        case.name = f"{name} {case.name}"
+        case.meta["model"] = name
+    return cases
 
 
-def training_case(batch_size: int, seed: int = 0) -> Case:
-    """The conv-ae's whole training step: ``autoencoders.bench.models.training_step_case`` for "conv-ae"."""
+def training_case(batch_size: int, seed: int = 0, name: str = "conv-ae") -> Case:
+    """Model ``name``'s whole training step: ``autoencoders.bench.models.training_step_case``."""
     from autoencoders.bench.models import training_step_case
 
-    return training_step_case("conv-ae", batch_size, seed)
+    return training_step_case(name, batch_size, seed)
 
 
-def cases_for(batch_size: int, seed: int = 0) -> list[Case]:
-    return layer_cases(batch_size, seed) + [training_case(batch_size, seed)]
+def cases_for(batch_size: int, seed: int = 0, models=MODELS) -> list[Case]:
+    return [case for name in models for case in layer_cases(batch_size, seed, name=name) + [training_case(batch_size, seed, name)]]
+
+
+def verdicts(results: list[dict], batch_size: int = VERDICT_BATCH) -> list[dict]:
+    """``verdict`` of each model measured, in the order measured."""
+    names = list(dict.fromkeys(r["model"] for r in results))
+    found = [verdict([r for r in results if r["model"] == name], batch_size) for name in names]
+    return [entry for entry in found if entry is not None]
 
 
 def verdict(results: list[dict], batch_size: int = VERDICT_BATCH) -> dict | None:
-    """At ``batch_size``: is each conv layer's forward+backward and the training step no slower
-    than torch (ratio <= 1.0)? None when that batch size was not measured."""
+    """At ``batch_size``, for one model's results: is each conv layer's forward+backward and the
+    training step no slower than torch (ratio <= 1.0)? With each conv layer's share of the
+    measured peak, scratch / torch. None when that batch size was not measured."""
     chosen = [r for r in results if r["batch_size"] == batch_size and
               (r["kind"] == "training_step" or r["layer_type"] in ("Conv2d", "ConvTranspose2d"))]
     if not chosen:
         return None
-    entries = {r["name"]: {"ratio": r["ratio"], "no_slower": r["ratio"] <= 1.0} for r in chosen}
+    model = chosen[0].get("model", "conv-ae")
+    entries = {r["name"]: {"ratio": r["ratio"], "no_slower": r["ratio"] <= 1.0,
+                           "peak_fraction_scratch": r.get("peak_fraction_scratch"),
+                           "peak_fraction_torch": r.get("peak_fraction_torch")} for r in chosen}
     conv = [r for r in chosen if r["kind"] == "layer"]
     step = next((r for r in chosen if r["kind"] == "training_step"), None)
     every = all(entry["no_slower"] for entry in entries.values())
-    parts = [f"{r['name'].split(' on ')[0]} {r['ratio']:.2f} {'yes' if r['ratio'] <= 1.0 else 'NO'}" for r in conv]
+
+    def layer_part(r):
+        label = r["name"].removeprefix(f"{model} ").split(" on ")[0]
+        share = ("" if r.get("peak_fraction_scratch") is None else
+                 f" ({100 * r['peak_fraction_scratch']:.0f}% / {100 * r['peak_fraction_torch']:.0f}% of peak)")
+        return f"{label} {r['ratio']:.2f} {'yes' if r['ratio'] <= 1.0 else 'NO'}{share}"
+
+    parts = [layer_part(r) for r in conv]
     if step is not None:
         parts.append(f"training step {step['ratio']:.2f} {'yes' if step['ratio'] <= 1.0 else 'NO'}")
-    line = (f"verdict at batch {batch_size}: {'ALL' if every else 'NOT all'} no slower than torch "
+    line = (f"{model} verdict at batch {batch_size}: {'ALL' if every else 'NOT all'} no slower than torch "
             f"({sum(r['ratio'] <= 1.0 for r in conv)}/{len(conv)} conv layers"
             + ("" if step is None else f", training step {'yes' if step['ratio'] <= 1.0 else 'no'}")
-            + "; ratio scratch/torch <= 1.0 is no slower): " + "; ".join(parts))
-    return {"batch_size": batch_size, "all_no_slower": every, "cases": entries, "line": line}
+            + "; ratio scratch/torch <= 1.0 is no slower; % of peak scratch / torch): " + "; ".join(parts))
+    return {"model": model, "batch_size": batch_size, "all_no_slower": every, "cases": entries, "line": line}
 
 
 def run(args) -> int:
@@ -206,7 +238,7 @@ def run(args) -> int:
     peak = peak_for(args)
     results = []
     for batch_size in args.batch_sizes:
-        batch_results = measure(cases_for(batch_size), repeats=args.repeats, warmup=args.warmup,
+        batch_results = measure(cases_for(batch_size, models=args.models), repeats=args.repeats, warmup=args.warmup,
                                 threads=args.threads, settle_ms=args.settle_ms, block_ms=args.block_ms,
                                 peak_gflops=peak["peak_gflops"])
         results += batch_results
@@ -215,23 +247,25 @@ def run(args) -> int:
         print(format_table(batch_results), flush=True)
         for note in check_notes(batch_results):
             print(note, flush=True)
-    verdict_entry = verdict(results)
+    verdict_entries = verdicts(results)
     print()
-    print(verdict_entry["line"] if verdict_entry else f"verdict: batch {VERDICT_BATCH} was not measured")
+    for entry in verdict_entries or [{"line": f"verdict: batch {VERDICT_BATCH} was not measured"}]:
+        print(entry["line"])
     env = report.environment_for(args, peak, malloc)
     markdown = report.header("Convolution benchmark: scratch (NumPy/Numba) vs torch", args, env)
     markdown += ["", "Layer cases: forward + backward of one layer on the input it sees in the model (dx, dW, db "
-                     "on both sides); training step: zero_grad, BCE loss, backward, Adam (lr 1e-3, "
+                     "on both sides); training step: zero_grad, the model's loss, backward, Adam (lr 1e-3, "
                      "weight_decay 1e-5). float32. Where torch float32 itself strays (a pre-activation within "
                      "rounding of a ReLU kink flips a max-pool's choice), the training step is checked against "
                      "torch float64 under the same tolerance, as noted under the table."]
     markdown += ["", "![scratch / torch](conv.png)"]
     markdown += report.grouped_tables(results, "batch_size", "Batch {}")
-    if verdict_entry is not None:
-        markdown += ["", "## Verdict", "", verdict_entry["line"]]
-    figure = plots.ratio_figure(results, "conv-ae layers (forward+backward) and training step: scratch / torch")
+    if verdict_entries:
+        markdown += ["", "## Verdict", ""] + [f"- {entry['line']}" for entry in verdict_entries]
+    figure = plots.ratio_figure(results, f"{', '.join(args.models)} layers (forward+backward) and training "
+                                         "steps: scratch / torch")
     paths = report.write_suite(args.out, "conv", results, env, args, markdown, {"conv": figure},
-                               verdict=verdict_entry)
+                               verdict=verdict_entries)
     print(f"wrote {', '.join(map(str, paths))}")
     return 0
 

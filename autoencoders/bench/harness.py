@@ -31,9 +31,9 @@ Rules (``measure``):
    so the other side's threads are asleep again), then torch's ``Timer.timeit(number=k)``,
    which first makes its own untimed warm-up calls (``max(k // 100, 2)``; they serve as the
    block's untimed call that wakes this side's threads) and then times ``k`` calls in one
-   stretch. Blocks alternate which side goes first (scratch-torch, torch-scratch, ...), so
-   that slow drift of the machine (other processes, clock frequency) and any order effect
-   left hit both sides alike.
+   stretch. Blocks alternate which side goes first (scratch-torch, torch-scratch, ...; with a
+   third side, a peer such as jax, each goes first in turn), so that slow drift of the machine
+   (other processes, clock frequency) and any order effect left hit every side alike.
 6. **What is reported**, per side: one sample per block, the mean time per call in that block;
    the median and interquartile range over blocks (``Measurement.merge`` of the blocks'
    measurements, then ``.median`` and ``.iqr``), quartiles and minimum, in milliseconds; and
@@ -57,7 +57,10 @@ each side around each block, as a diagnostic.
 
 A case is a ``Case(name, scratch, torch, check, meta)``: ``scratch()`` and ``torch()`` each run one
 unit of work (e.g. a layer's forward pass), ``check()`` runs both and raises ``AssertionError``
-on a mismatch; ``meta`` is copied into the case's result. docs/benchmarks/README.md shows how to time
+on a mismatch; ``meta`` is copied into the case's result. ``Case.peers`` adds more sides
+(``{"jax": step}``: ``autoencoders.bench.models`` with ``--peers torch,jax``), which ``check()``
+must hold to torch too; each gets ``{peer}_median_ms`` and the other per-side fields, and
+``ratio_{peer}`` = scratch median / its median, with ``ratio_paired_{peer}`` beside it. docs/benchmarks/README.md shows how to time
 a kernel of your own this way.
 """
 
@@ -68,6 +71,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +79,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from autoencoders.bench.options import available_cores
+from autoencoders.threads import available_cores
 from scratch.testing import assert_close, to_numpy
 
 # A training step's gradients against the float64 referee, in norm, when neither float32 side
@@ -101,6 +105,8 @@ class Case:
 
     ``meta`` is copied into the result; ``meta["flops"]`` (floating-point operations per call)
     gives GFLOP/s, ``meta["bytes"]`` (bytes read and written per call) GB/s for memory-bound work.
+    ``peers`` adds more sides, name -> callable (e.g. ``{"jax": step}``), timed in the same
+    rotating blocks; ``check()`` must prove them equal too.
     """
 
     name: str
@@ -108,6 +114,14 @@ class Case:
     torch: Callable[[], object]
     check: Callable[[], None]
     meta: dict = field(default_factory=dict)
+    peers: dict = field(default_factory=dict)
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        return SIDES + tuple(self.peers)
+
+    def function(self, side: str) -> Callable[[], object]:
+        return {"scratch": self.scratch, "torch": self.torch, **self.peers}[side]
 
 
 # -- checking ----------------------------------------------------------------------------------
@@ -300,7 +314,7 @@ def throughput(result: dict, peak_gflops: float | None = None) -> dict:
     when the case states the bytes it reads and writes per call.
     """
     flops, moved = result.get("flops"), result.get("bytes")
-    for side in SIDES:
+    for side in result.get("sides", SIDES):
         seconds = result[f"{side}_median_ms"] / 1e3
         gflops = flops / seconds / 1e9 if flops else None
         result[f"gflops_{side}"] = gflops
@@ -321,31 +335,33 @@ def _run_check(case: Case, when: str) -> None:
 
 
 def _time_case(case: Case, counts: Mapping, repeats: int, warmup: int, settle_s: float, block_ms: float) -> dict:
-    """Warm-up, then ``repeats`` blocks per side in alternating order (rules 4 to 6)."""
+    """Warm-up, then ``repeats`` blocks per side in rotating order (rules 4 to 6)."""
     from torch.utils.benchmark import Measurement, Timer
 
-    functions = {"scratch": case.scratch, "torch": case.torch}
+    sides = case.sides
     fastest = {}
-    for side in SIDES:
+    for side in sides:
         settle(settle_s)
-        fastest[side] = min(_time_once(functions[side]) for _ in range(max(warmup, 1))) / 1e9
-    calls = {side: block_calls(fastest[side], block_ms) for side in SIDES}
-    timers = {side: Timer(stmt="run_once()", globals={"run_once": functions[side]}, label=case.name,
+        fastest[side] = min(_time_once(case.function(side)) for _ in range(max(warmup, 1))) / 1e9
+    calls = {side: block_calls(fastest[side], block_ms) for side in sides}
+    timers = {side: Timer(stmt="run_once()", globals={"run_once": case.function(side)}, label=case.name,
                           description=side, num_threads=counts.get("torch", 1))
-              for side in SIDES}
-    measurements = {side: [] for side in SIDES}
-    faults = {side: 0 for side in SIDES}
+              for side in sides}
+    measurements = {side: [] for side in sides}
+    faults = {side: 0 for side in sides}
     first_sides = []
     for block in range(repeats):
-        order = SIDES if block % 2 == 0 else SIDES[::-1]
+        # each side goes first in turn (two sides: scratch-torch, torch-scratch, ...)
+        shift = block % len(sides)
+        order = sides[shift:] + sides[:shift]
         first_sides.append(order[0])
         for side in order:
             settle(settle_s)
             before = minor_faults()
             measurements[side].append(timers[side].timeit(number=calls[side]))
             faults[side] += minor_faults() - before
-    result = {}
-    for side in SIDES:
+    result = {"sides": list(sides)}
+    for side in sides:
         merged = Measurement.merge(measurements[side])[0]
         samples_ms = [t * 1e3 for t in merged.times]
         stats = summarize_ms(samples_ms)
@@ -358,9 +374,11 @@ def _time_case(case: Case, counts: Mapping, repeats: int, warmup: int, settle_s:
     # Block i of one side and block i of the other ran back to back: their ratio cancels whatever
     # slowed or sped up the whole machine during that pair (a shared VM drifts over seconds), which
     # the ratio of the two medians does not. Reported beside it, never instead of it.
-    pairs = [result["scratch_samples_ms"][i] / result["torch_samples_ms"][i] for i in range(repeats)]
-    q1, median, q3 = np.percentile(pairs, [25, 50, 75])
-    result["ratio_paired"], result["ratio_paired_iqr"] = float(median), float(q3 - q1)
+    for other in sides[1:]:
+        pairs = [result["scratch_samples_ms"][i] / result[f"{other}_samples_ms"][i] for i in range(repeats)]
+        q1, median, q3 = np.percentile(pairs, [25, 50, 75])
+        suffix = "" if other == "torch" else f"_{other}"
+        result[f"ratio_paired{suffix}"], result[f"ratio_paired{suffix}_iqr"] = float(median), float(q3 - q1)
     return result
 
 
@@ -416,6 +434,7 @@ def measure(cases: Iterable[Case], repeats: int = 10, warmup: int = 3, threads: 
         timing = _time_case(case, counts, repeats, warmup, settle_ms / 1e3, block_ms)
         _run_check(case, "after")
         result = {"name": case.name, **case.meta, **timing}
+        result.update({f"ratio_{peer}": result["scratch_median_ms"] / result[f"{peer}_median_ms"] for peer in case.peers})
         result.update({
             "ratio": result["scratch_median_ms"] / result["torch_median_ms"],
             "compile_ms": first_call_ns / 1e6,
@@ -496,6 +515,8 @@ def environment(threads: Mapping | None = None, malloc: str | None = None, **ext
         "numba": numba.__version__,
         "numba_threading_layer": threading_layer,
         "torch": torch.__version__,
+        # jax only where a suite timed it (a peer): its version, and XLA's own CPU thread pool
+        "jax": getattr(sys.modules.get("jax"), "__version__", None),
         "threads": dict(threads) if threads is not None else None,
         "blas": blas_libraries(),
         "environment_variables": environment_variables(),
@@ -545,7 +566,27 @@ def _peak_cell(result: dict) -> str:
     return f"{100 * scratch:.1f} / {100 * torch_side:.1f}"
 
 
+def _peers(results: list[dict]) -> list[str]:
+    """The sides beyond scratch and torch that any of ``results`` has, in first-seen order."""
+    return list(dict.fromkeys(side for r in results for side in r.get("sides", SIDES) if side not in SIDES))
+
+
+def columns(results: list[dict]) -> tuple[str, ...]:
+    """COLUMNS, and per peer (e.g. jax) its median, scratch / peer and GFLOP/s before compile ms."""
+    extra = tuple(heading for peer in _peers(results)
+                  for heading in (f"{peer} ms (IQR)", f"scratch / {peer} (paired)", f"GFLOP/s {peer}"))
+    return COLUMNS[:-1] + extra + COLUMNS[-1:]
+
+
+def _peer_cells(r: dict, peer: str) -> tuple[str, ...]:
+    if f"{peer}_median_ms" not in r:
+        return ("-", "-", "-")
+    return (f"{r[f'{peer}_median_ms']:.3f} ({r[f'{peer}_iqr_ms']:.3f})",
+            f"{r[f'ratio_{peer}']:.2f} ({r[f'ratio_paired_{peer}']:.2f})", _rate_cell(r, peer))
+
+
 def table_rows(results: list[dict]) -> list[tuple[str, ...]]:
+    peers = _peers(results)
     return [(r["name"],
              f"{r['scratch_median_ms']:.3f} ({r['scratch_iqr_ms']:.3f})",
              f"{r['torch_median_ms']:.3f} ({r['torch_iqr_ms']:.3f})",
@@ -553,13 +594,16 @@ def table_rows(results: list[dict]) -> list[tuple[str, ...]]:
              _rate_cell(r, "scratch"),
              _rate_cell(r, "torch"),
              _peak_cell(r),
+             *(cell for peer in peers for cell in _peer_cells(r, peer)),
              f"{r['compile_ms']:.1f}") for r in results]
 
 
 def format_table(results: list[dict]) -> str:
-    """A fixed-width text table: case, median (IQR) ms each side, ratio, GFLOP/s, % of peak, compile ms."""
-    rows = [COLUMNS] + table_rows(results)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    """A fixed-width text table: case, median (IQR) ms each side, ratio, GFLOP/s, % of peak, any
+    peer's median, ratio and GFLOP/s, compile ms."""
+    heads = columns(results)
+    rows = [heads] + table_rows(results)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(heads))]
     lines = []
     for index, row in enumerate(rows):
         cells = [cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)]
@@ -571,6 +615,7 @@ def format_table(results: list[dict]) -> str:
 
 def markdown_table(results: list[dict]) -> str:
     """The same table in GitHub markdown."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
+    heads = columns(results)
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join(["---"] + ["---:"] * (len(heads) - 1)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Training-step benchmark of every model: scratch against torch, the same batch and noise.
 
-    python -m autoencoders.bench.models [--models mlp-ae,vae] [--batch-sizes 1,128,1024] [--repeats 10]
-                                [--threads N] [--settle-ms 150] [--out docs/benchmarks] [--quick]
+    python -m autoencoders.bench.models [--models mlp-ae,vae] [--batch-sizes 1,128,1024] [--peers torch,jax]
+                                [--repeats 10] [--threads N] [--settle-ms 150] [--out docs/benchmarks] [--quick]
 
 One case per model (every model of the registry, ``scratch.models.REGISTRY``, by default) and batch size, float32:
 zero_grad, the model's loss (with the same fixed noise array on both sides: the denoising
@@ -12,6 +12,14 @@ time apart, settle pause and alternating blocks, outputs checked against torch b
 timing, with torch float64 as referee where float32 rounding alone separates them). FLOPs per
 step: ``autoencoders.bench.flops`` (forward, dW of every layer, dx of every layer but the first).
 Writes ``models.json``, ``models.md`` and ``models.png`` to ``--out``.
+
+``--peers torch,jax`` adds jax.jit (``autoencoders.bench.jax_twins``: the whole step, value_and_grad
+and torch's Adam, in one compiled function) for the models it has a twin of, from the same
+weights, batch and noise, held to torch by the same check as scratch (loss, gradients with the
+float64 referee, Adam step) before and after timing, and timed in the same rotating blocks; its
+columns and scratch / jax join the tables. Without jax installed the suite says so in one line
+and times against torch alone; so it does where ``--threads`` is not every core, since XLA's CPU
+thread pool cannot be limited to fewer.
 """
 
 from __future__ import annotations
@@ -73,19 +81,32 @@ def torch_adam_step(initial: dict, outputs: dict) -> dict:
     return {f"updated {key}": parameter.detach().numpy() for key, parameter in parameters.items()}
 
 
-def training_step_case(name: str, batch_size: int, seed: int = 0) -> Case:
-    """``name``'s whole training step, scratch and torch, from the same weights, batch and noise."""
+def jax_step(name: str, config: dict, initial: dict, x: np.ndarray, noise):
+    """The jax.jit twin of ``name``'s training step from the same weights, batch and noise, or None
+    where jax has no twin of it (``autoencoders.bench.jax_twins``)."""
+    from autoencoders.bench import jax_twins
+
+    if name not in jax_twins.TWINS:
+        return None
+    return jax_twins.JaxTrainingStep(name, config, initial, x, noise, lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+def training_step_case(name: str, batch_size: int, seed: int = 0, peers=("torch",)) -> Case:
+    """``name``'s whole training step, scratch and torch, from the same weights, batch and noise;
+    with "jax" in ``peers``, jax.jit's too where it has a twin (checked like scratch: its loss,
+    gradients and updated weights against torch's, before and after timing)."""
     rng = np.random.default_rng(seed)
     x = binary_batch(batch_size, rng)
     model = scratch_models.build(name, dtype=DTYPE, rng=seed)
     noise = scratch_models.draw_noise(name, model.config, x.shape, rng, DTYPE)
     twin = torch_models.build(name, dtype=torch.float32, **model.config)
-    initial = model.state_dict()
+    initial = {key: value.copy() for key, value in model.state_dict().items()}  # state_dict shares storage, as torch's
     twin.load_state_dict({key: torch.from_numpy(value) for key, value in initial.items()}, strict=True)
     optimizer = optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     twin_optimizer = torch.optim.Adam(twin.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     initial_optimizer, initial_twin_optimizer = optimizer.state_dict(), twin_optimizer.state_dict()
     tx, tnoise = torch.from_numpy(x.copy()), None if noise is None else torch.from_numpy(noise.copy())
+    jax_twin = jax_step(name, model.config, initial, x, noise) if "jax" in peers else None
 
     def scratch_step():
         optimizer.zero_grad()
@@ -138,16 +159,26 @@ def training_step_case(name: str, batch_size: int, seed: int = 0) -> Case:
         # The loss and gradients against torch's (a float64 referee settles ReLU flips); the Adam
         # step against torch.optim.Adam applied to *scratch's* gradients, since one Adam step moves
         # each weight by about lr·sign(g), which is ill-conditioned wherever g is near 0.
-        check_against_torch(_gradients(mine), _gradients(outputs(to_numpy(twin_loss), twin.named_parameters())),
-                            f"{label}, batch {batch_size}", referee=lambda: _gradients(referee()), meta=meta,
-                            norm_rtol=TRAINING_NORM_RTOL)
+        theirs = _gradients(outputs(to_numpy(twin_loss), twin.named_parameters()))
+        check_against_torch(_gradients(mine), theirs, f"{label}, batch {batch_size}", referee=lambda: _gradients(referee()),
+                            meta=meta, norm_rtol=TRAINING_NORM_RTOL)
         assert_matches(_updates(mine), torch_adam_step(initial, mine), f"{label}, batch {batch_size}: Adam step")
+        if jax_twin is not None:  # jax is held to torch exactly as scratch is
+            jax_outputs, jax_meta = jax_twin.first_step_outputs(), {}
+            check_against_torch(_gradients(jax_outputs), theirs, f"{label}, batch {batch_size}, jax",
+                                referee=lambda: _gradients(referee()), meta=jax_meta, norm_rtol=TRAINING_NORM_RTOL)
+            assert_matches(_updates(jax_outputs), torch_adam_step(initial, jax_outputs),
+                           f"{label}, batch {batch_size}, jax: Adam step")
+            meta["check_jax"] = jax_meta["check"]
 
-    return Case(label, scratch_step, torch_step, check, meta)
+    case = Case(label, scratch_step, torch_step, check, meta)
+    if jax_twin is not None:
+        case.peers["jax"] = jax_twin.step
+    return case
 
 
 def measure_models(models, batch_sizes, args, threads: int | None = None, peak_gflops: float | None = None,
-                   log=print) -> list[dict]:
+                   log=print, peers=("torch",)) -> list[dict]:
     """Every model's training step at every batch size; one ``measure`` per batch size (so only
     that batch's cases are alive at once). Prints a table per batch size."""
     from autoencoders.bench.harness import throughput
@@ -156,7 +187,7 @@ def measure_models(models, batch_sizes, args, threads: int | None = None, peak_g
     threads = threads or args.threads
     results = []
     for batch_size in batch_sizes:
-        cases = [training_step_case(name, batch_size) for name in models]
+        cases = [training_step_case(name, batch_size, peers=peers) for name in models]
         # The peak again just before and just after this batch's cases: a shared VM's speed drifts
         # over minutes (measured here: 140 and 272 GFLOP/s in one afternoon), and "% of peak" must
         # compare with what the machine could do while these cases ran. The largest of the three.
@@ -175,17 +206,38 @@ def measure_models(models, batch_sizes, args, threads: int | None = None, peak_g
     return results
 
 
+def usable_peers(peers, threads: int, log=print) -> list[str]:
+    """``peers`` less jax where it is not installed, or where ``threads`` is not every core (XLA's
+    CPU client sizes its own thread pool to the cores and offers no setting for it), said in one line."""
+    from autoencoders.bench import jax_twins
+    from autoencoders.threads import available_cores
+
+    if "jax" not in peers:
+        return list(peers)
+    reason = jax_twins.unavailable_reason()
+    if reason is None and threads != available_cores():
+        reason = (f"XLA runs on all {available_cores()} cores and cannot be limited to --threads {threads}, "
+                  f"so it would not be timed with the same thread count")
+    if reason is not None:
+        log(f"jax: {reason}; timing against torch alone")
+        return [peer for peer in peers if peer != "jax"]
+    return list(peers)
+
+
 def run(args) -> int:
     from autoencoders.bench import plots, report
     from autoencoders.bench.peak import peak_for
 
     malloc = None if args.default_malloc else pin_malloc()
+    peers = usable_peers(args.peers, args.threads)
     peak = peak_for(args)
-    results = measure_models(args.models, args.batch_sizes, args, peak_gflops=peak["peak_gflops"])
+    results = measure_models(args.models, args.batch_sizes, args, peak_gflops=peak["peak_gflops"], peers=peers)
     env = report.environment_for(args, peak, malloc)
     markdown = report.header("Training step, scratch vs torch", args, env)
     markdown += ["", "Each case: zero_grad, the model's loss on a fixed binary batch (same noise both sides), "
-                     "backward, Adam (lr 1e-3, weight_decay 1e-5); float32.",
+                     "backward, Adam (lr 1e-3, weight_decay 1e-5); float32."
+                 + (" jax: the same step as one jax.jit function (value_and_grad and torch's Adam), checked "
+                    "against torch like scratch before and after timing." if "jax" in peers else ""),
                  "", "% of peak: against the largest of the suite's peak and two more measured just before and "
                      "just after each batch size's cases (the machine's speed drifts; every measurement is in the "
                      "JSON as `peak_measurements_gflops`): " + "; ".join(

@@ -241,7 +241,7 @@ def optimizer_case(name: str, seed: int = SEED) -> Case:
     make_scratch, make_torch, arrays, settings = OPTIMIZERS[name]
     model = scratch_models.build("mlp-ae", dtype=DTYPE, rng=seed)
     twin = torch_models.build("mlp-ae", dtype=torch.float32, **model.config)
-    initial = model.state_dict()
+    initial = {key: value.copy() for key, value in model.state_dict().items()}  # state_dict shares storage, as torch's
     rng = np.random.default_rng(seed)
     grads = {key: (1e-2 * rng.standard_normal(p.shape)).astype(DTYPE) for key, p in model.named_parameters()}
     scratch_parameters, torch_parameters = dict(model.named_parameters()), dict(twin.named_parameters())

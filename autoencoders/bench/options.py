@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from functools import cache
 
 from autoencoders._arguments import non_negative_float, non_negative_int, positive_int, positive_int_list
+from autoencoders.bench.jax_twins import TWINS as JAX_TWINS  # the module imports jax only when used
+from autoencoders.threads import available_cores
 from scratch.models.registry import FAMILIES, REGISTRY, model_names
 
 # name -> (module, one-line description)
@@ -26,21 +27,18 @@ SUITES = {
     "models": ("autoencoders.bench.models", "the training step of every model"),
     "sweep": ("autoencoders.bench.sweep", "the training step against batch size (1 to 1024) and against thread count"),
     "peak": ("autoencoders.bench.peak", "this machine's float32 matrix-multiply peak, with NumPy's BLAS and with torch"),
-    "conv": ("autoencoders.bench.conv", "the conv-ae's conv and pooling layers (forward+backward) and its training step"),
+    "conv": ("autoencoders.bench.conv", "the conv and pooling layers of conv-ae and conv-vae (forward+backward) and "
+                                        "their training steps"),
+    "load": ("autoencoders.bench.load", "the training step beside 0, 1 and 2 competing busy processes: each side's slowdown"),
     "all": ("autoencoders.bench.all", "every suite above into one folder (regenerates the README's numbers)"),
 }
 
-ALL_MODELS = tuple(REGISTRY)  # the one registry: every model, in registration order
+ALL_MODELS = tuple(REGISTRY)
+CONV_MODELS = ("conv-ae", "conv-vae")
+LOAD_MODELS = ("mlp-ae", "conv-vae")
+PEERS = ("torch", "jax")
 # the sweep's default: the first registered model of each family (a new family joins it)
 SWEEP_MODELS = tuple(model_names(family=family)[0] for family in FAMILIES if model_names(family=family))
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its affinity mask; the CPU count where that is unknown)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def default_thread_counts(cores: int | None = None) -> list[int]:
@@ -60,14 +58,17 @@ COMMON_DEFAULTS = {
 }
 SUITE_DEFAULTS = {
     "ops": {"normal": dict(batch_sizes=[128]), "quick": dict(batch_sizes=[8])},
-    "models": {"normal": dict(batch_sizes=[1, 128, 1024], models=list(ALL_MODELS)),
-               "quick": dict(batch_sizes=[2], models=list(ALL_MODELS))},
+    "models": {"normal": dict(batch_sizes=[1, 128, 1024], models=list(ALL_MODELS), peers=["torch"]),
+               "quick": dict(batch_sizes=[2], models=list(ALL_MODELS), peers=["torch"])},
     "sweep": {"normal": dict(batch_sizes=[2 ** i for i in range(11)], models=list(SWEEP_MODELS),
                              thread_counts=None, thread_batch_size=128),
               "quick": dict(batch_sizes=[1, 8], models=[ALL_MODELS[0]], thread_counts=None, thread_batch_size=8)},
-    "conv": {"normal": dict(batch_sizes=[1, 32, 128, 512]), "quick": dict(batch_sizes=[2])},
+    "conv": {"normal": dict(batch_sizes=[1, 32, 128, 512], models=list(CONV_MODELS)),
+             "quick": dict(batch_sizes=[2], models=list(CONV_MODELS))},
     "peak": {"normal": {}, "quick": {}},
-    "all": {"normal": {}, "quick": {}},
+    "load": {"normal": dict(batch_sizes=[128], models=list(LOAD_MODELS), busy=[0, 1, 2]),
+             "quick": dict(batch_sizes=[8], models=[LOAD_MODELS[0]], busy=[0, 1])},
+    "all": {"normal": dict(peers=["torch"]), "quick": dict(peers=["torch"])},
 }
 
 
@@ -87,6 +88,36 @@ def model_names(text: str) -> list[str]:
     return names
 
 
+def conv_model_names(text: str) -> list[str]:
+    """'conv-vae' -> ['conv-vae'], each one of the models with convolutions (CONV_MODELS)."""
+    names = model_names(text)
+    if any(name not in CONV_MODELS for name in names):
+        raise argparse.ArgumentTypeError(f"the conv suite times models with convolutions: some of "
+                                         f"{', '.join(CONV_MODELS)}; got {text!r}")
+    return names
+
+
+def peer_names(text: str) -> list[str]:
+    """'torch,jax' -> ['torch', 'jax']: torch always, jax optionally."""
+    names = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if "torch" not in names or any(name not in PEERS for name in names):
+        raise argparse.ArgumentTypeError(f"expected torch, or torch,jax (torch is the oracle every case is checked "
+                                         f"against), got {text!r}")
+    return names
+
+
+def busy_counts(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]: non-negative, starting with 0 (the quiet run the slowdowns divide by)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not values or min(values) < 0 or values[0] != 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative integers starting with 0 (the quiet run), "
+                                         f"got {text!r}")
+    return values
+
+
 def _listing(values) -> str:
     return ",".join(map(str, values))
 
@@ -101,12 +132,22 @@ def add_suite_arguments(parser: argparse.ArgumentParser, suite: str, default_out
                             help=f"batch sizes (default {_listing(normal['batch_sizes'])}; "
                                  f"--quick {_listing(quick['batch_sizes'])})")
     if "models" in normal:
-        parser.add_argument("--models", type=model_names, metavar="NAME[,NAME...]",
+        parser.add_argument("--models", type=conv_model_names if suite == "conv" else model_names, metavar="NAME[,NAME...]",
                             help=f"models (default {_listing(normal['models'])}; --quick {_listing(quick['models'])})")
     if suite == "ops":
         parser.add_argument("--only", metavar="TEXT[,TEXT...]", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
                             help="time only the cases whose name contains one of these (case-insensitive), "
                                  "e.g. 'Linear,ReLU' or 'backward'")
+    if suite in ("models", "all"):
+        parser.add_argument("--peers", type=peer_names, default=None, metavar="torch[,jax]",
+                            help="the libraries scratch is timed against: torch (always: it is the oracle every "
+                                 "case is checked against) and optionally jax, whose jax.jit-compiled twins of "
+                                 f"{', '.join(JAX_TWINS)} join the same blocks (pip install 'autoencoders[jax]'; "
+                                 "default torch)")
+    if suite == "load":
+        parser.add_argument("--busy", type=busy_counts, metavar="K[,K...]",
+                            help=f"numbers of competing busy processes, 0 first (default {_listing(normal['busy'])}; "
+                                 f"--quick {_listing(quick['busy'])})")
     if suite == "sweep":
         parser.add_argument("--thread-counts", type=positive_int_list, metavar="N[,N...]",
                             help=f"thread counts of the thread sweep (default {_listing(default_thread_counts(cores))}: "
@@ -240,10 +281,12 @@ def ops_bytes(batch_sizes) -> int:
     return FLOAT32 * 4 * per_example * sum(batch_sizes)
 
 
-def conv_bytes(batch_size: int) -> int:
-    """Bytes of ``autoencoders.bench.conv.cases_for(batch_size)``: each conv-ae layer's case (input, output,
-    upstream gradient and torch's copies, about six arrays of a layer's size), then its training step."""
-    return FLOAT32 * batch_size * 6 * activation_floats("conv-ae") + training_step_bytes(["conv-ae"], batch_size)
+def conv_bytes(batch_size: int, models=CONV_MODELS) -> int:
+    """Bytes of ``autoencoders.bench.conv.cases_for(batch_size, models=models)``: each model's layer cases
+    (input, output, upstream gradient and torch's copies, about six arrays of a layer's size) and its
+    training step, all built at once."""
+    return sum(FLOAT32 * batch_size * 6 * activation_floats(name) + training_step_bytes([name], batch_size)
+               for name in models)
 
 
 def peak_bytes(size: int) -> int:
@@ -260,11 +303,12 @@ def memory_needs(args: argparse.Namespace, suite: str) -> list[tuple[str, int, s
     batches = [("--batch-sizes", size) for size in getattr(args, "batch_sizes", None) or []]
     if suite == "sweep":
         batches.append(("--thread-batch-size", args.thread_batch_size))
-    if suite in ("models", "sweep"):
+    if suite in ("models", "sweep", "load"):
         needs += [(f"{option} {size}", training_step_bytes(args.models, size),
                    f"the training steps of {', '.join(args.models)} at batch {size}") for option, size in batches]
     elif suite == "conv":
-        needs += [(f"--batch-sizes {size}", conv_bytes(size), f"the conv-ae cases at batch {size}")
+        needs += [(f"--batch-sizes {size}", conv_bytes(size, args.models),
+                   f"the {', '.join(args.models)} cases at batch {size}")
                   for _, size in batches]
     elif suite == "ops" and batches:
         sizes = [size for _, size in batches]
@@ -285,7 +329,7 @@ def check_memory(args: argparse.Namespace, suite: str) -> None:
                          f"is available")
 
 
-_RECORDED = ("batch_sizes", "models", "only", "thread_counts", "thread_batch_size", "threads", "repeats", "warmup",
+_RECORDED = ("batch_sizes", "models", "peers", "only", "busy", "thread_counts", "thread_batch_size", "threads", "repeats", "warmup",
              "settle_ms", "block_ms", "peak_size", "peak_repeats")
 
 
@@ -310,7 +354,8 @@ def suite_arguments(args: argparse.Namespace, suite: str) -> argparse.Namespace:
     common = {key: getattr(args, key) for key in ("threads", "repeats", "warmup", "settle_ms", "block_ms", "peak_size",
                                                   "peak_repeats", "default_malloc", "quick", "out")}
     namespace = argparse.Namespace(**common, batch_sizes=None, models=None, only=None, thread_counts=None,
-                                   thread_batch_size=None)
+                                   thread_batch_size=None, busy=None,
+                                   peers=getattr(args, "peers", None) if suite == "models" else None)
     return resolve(namespace, suite, invoked_as=args.invoked_as)
 
 

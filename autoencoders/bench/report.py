@@ -45,7 +45,8 @@ def header(title: str, args, env: dict) -> list[str]:
         f"`{args.command_line}`, {env['date']}.", "",
         f"CPU {env['cpu']} ({env['cpu_count']} cores, {env['available_cores']} available); Python {env['python']}, "
         f"NumPy {env['numpy']}, Numba {env['numba']} (threading layer {env['numba_threading_layer']}), "
-        f"torch {env['torch']}; threads: numba {threads.get('numba')}, torch {threads.get('torch')}, "
+        f"torch {env['torch']}" + (f", jax {env['jax']} (XLA's CPU thread pool: every core)" if env.get("jax") else "")
+        + f"; threads: numba {threads.get('numba')}, torch {threads.get('torch')}, "
         f"blas {threads.get('blas')}. BLAS libraries loaded: {blas}. Environment: {variables}. "
         f"malloc: {env['malloc']}.",
     ]

@@ -283,19 +283,29 @@ def _conv_layers(model):
     return [m for _, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
 
 
-def test_path_rule_keeps_conv_ae_direct_and_takes_gemm_for_conv_vae_wide_layers():
-    """The measured rule (docs/speed.md): every layer of conv-ae (1 to 16 channels) stays on the
-    direct kernels, so its numbers stay bit for bit; conv-vae's 32 -> 64 convolution and its
-    transpose take the GEMM path, its 1-channel ends stay direct."""
+@pytest.mark.parametrize("batch", [None, FC.SMALL_BATCH + 1, 128, 1024])
+def test_path_rule_keeps_conv_ae_direct_and_takes_gemm_for_conv_vae_wide_layers(batch):
+    """The measured rule (docs/speed.md), above SMALL_BATCH examples: every layer of conv-ae (1 to
+    16 channels) stays on the direct kernels; conv-vae's 32 -> 64 convolution and its transpose
+    take the GEMM path, its 1-channel ends stay direct."""
     from scratch.models import build
 
     assert FC.FORCE_PATH is None
-    paths = {repr(m): FC.conv_path(m.weight.shape, m.groups) for m in _conv_layers(build("conv-ae"))}
+    paths = {repr(m): FC.conv_path(m.weight.shape, m.groups, batch) for m in _conv_layers(build("conv-ae"))}
     assert len(paths) == 5 and set(paths.values()) == {"direct"}, paths
     layers = _conv_layers(build("conv-vae"))
-    paths = [FC.conv_path(m.weight.shape, m.groups) for m in layers]
+    paths = [FC.conv_path(m.weight.shape, m.groups, batch) for m in layers]
     assert [(m.in_channels, m.out_channels) for m in layers] == [(1, 32), (32, 64), (64, 32), (32, 1)]
     assert paths == ["direct", "gemm", "gemm", "direct"], paths
+
+
+@pytest.mark.parametrize("batch", [0, 1, FC.SMALL_BATCH])
+def test_path_rule_takes_gemm_for_every_layer_of_a_small_batch(batch):
+    """At most SMALL_BATCH examples, the direct kernels' batch loop is too short: GEMM everywhere."""
+    from scratch.models import build
+
+    layers = _conv_layers(build("conv-ae")) + _conv_layers(build("conv-vae"))
+    assert {FC.conv_path(m.weight.shape, m.groups, batch) for m in layers} == {"gemm"}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -72,19 +72,26 @@ FORCE_PATH: str | None = None
 _WORKSPACE = Workspace()
 
 
-def conv_path(weight_shape, groups=1) -> str:
+# At most this many examples, every convolution takes the GEMM path: the direct kernels' innermost
+# loop runs over the batch, and so short a loop leaves their vector units idle (docs/speed.md).
+SMALL_BATCH = 8
+
+
+def conv_path(weight_shape, groups=1, batch=None) -> str:
     """"direct" or "gemm" for a convolution whose weight is (C_out, C_in / groups, kH, kW) (a
-    transposed convolution passes its own weight, (C_in, C_out / groups, kH, kW): the same roles).
+    transposed convolution passes its own weight, (C_in, C_out / groups, kH, kW): the same roles),
+    on a batch of ``batch`` examples (None: any).
 
     The rule (measured, docs/speed.md): GEMM when each group's product is wide on both sides,
-    C_out / groups >= 32 and (C_in / groups)·kH·kW >= 128; the direct kernels otherwise.
-    ``FORCE_PATH`` overrides it.
+    C_out / groups >= 32 and (C_in / groups)·kH·kW >= 128, or when the batch has at most
+    SMALL_BATCH examples; the direct kernels otherwise. ``FORCE_PATH`` overrides it.
     """
     if FORCE_PATH is not None:
         return FORCE_PATH
     channels_out, channels_in, kernel_h, kernel_w = weight_shape
     wide = channels_out // groups >= 32 and channels_in * kernel_h * kernel_w >= 128
-    return "gemm" if wide else "direct"
+    small = batch is not None and batch <= SMALL_BATCH
+    return "gemm" if wide or small else "direct"
 
 
 def _columns(name, channels, kernel_h, kernel_w, out_h, out_w, batch, dtype):
@@ -137,9 +144,9 @@ _PATHS = {
 }
 
 
-def _products(weight_shape, groups):
+def _products(weight_shape, groups, batch):
     """(forward, backward_input, backward_weight) of the path ``conv_path`` picks."""
-    return _PATHS[conv_path(weight_shape, groups)]
+    return _PATHS[conv_path(weight_shape, groups, batch)]
 
 
 # ---------------------------------------------------------------------------- padding modes
@@ -245,7 +252,7 @@ def conv2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 
     y = np.empty((x.shape[0], weight.shape[0], out_h, out_w), dtype=x.dtype)  # (N, C_out, H_out, W_out)
     bias_values = np.zeros(weight.shape[0], dtype=x.dtype) if bias is None else bias
     geometry = (*_geometry(stride, (top, left), dilation), int(groups))
-    forward, _, _ = _products(weight.shape, groups)
+    forward, _, _ = _products(weight.shape, groups, x_t.shape[3])
     forward(x_t, weight, bias_values, y, *geometry)
     return _unbatch(y, unbatched), (x_t, weight, bias is not None, geometry, gather, unbatched)
 
@@ -259,7 +266,7 @@ def conv2d_backward(grad_output, cache, input_grad=True):
     grad_output, _ = _batched(grad_output)
     dy_t = batch_last(grad_output)  # (C_out, H_out, W_out, N)
     channels, height, width, batch = x_t.shape
-    _, backward_input, backward_weight = _products(weight.shape, geometry[-1])
+    _, backward_input, backward_weight = _products(weight.shape, geometry[-1], x_t.shape[3])
     grad_input = None
     if input_grad:
         grad_input = np.empty((batch, channels, height, width), dtype=x_t.dtype)  # (N, C_in, H, W), padded if gathered
@@ -305,7 +312,7 @@ def conv_transpose2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), out
     # its C_in per group): its input gradient, fed x as "dy", is the transposed convolution.
     bias_values = np.zeros(channels_out, dtype=x.dtype) if bias is None else bias
     geometry = (*_geometry(stride, padding, dilation), int(groups))
-    _, backward_input, _ = _products(weight.shape, groups)
+    _, backward_input, _ = _products(weight.shape, groups, x_t.shape[3])
     backward_input(x_t, weight, bias_values, y, *geometry)
     return _unbatch(y, unbatched), (x_t, weight, bias is not None, geometry, unbatched)
 
@@ -318,7 +325,7 @@ def conv_transpose2d_backward(grad_output, cache, input_grad=True):
     grad_output, _ = _batched(grad_output)
     dy_t = batch_last(grad_output)  # (C_out, H_out, W_out, N)
     channels, height, width, batch = x_t.shape
-    forward, _, backward_weight = _products(weight.shape, geometry[-1])
+    forward, _, backward_weight = _products(weight.shape, geometry[-1], x_t.shape[3])
     grad_input = None
     if input_grad:
         grad_input = np.empty((batch, channels, height, width), dtype=x_t.dtype)  # (N, C_in, H, W)
