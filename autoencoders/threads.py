@@ -20,7 +20,10 @@ import time
 
 # name -> value set when the environment leaves it unset (see the module docstring)
 QUIET_WAIT_POLICIES = {
-    "OPENBLAS_THREAD_TIMEOUT": "4",     # OpenBLAS: spin 2^4 cycles, its minimum, instead of 2^28
+    # OpenBLAS: spin 2^16 cycles (~20 µs) instead of 2^28 (~0.1 s): long enough to bridge the
+    # back-to-back products of an MLP step, short enough to free the cores for the Numba kernels
+    # between a convolution's products (2^4, the minimum, made the MLP steps slower; docs/speed.md)
+    "OPENBLAS_THREAD_TIMEOUT": "16",
 }
 
 

@@ -217,10 +217,10 @@ def test_environment_thread_counts_lists_the_thread_variables_that_are_set():
 
 
 def test_quiet_wait_policies_sets_only_what_the_environment_leaves_unset():
-    assert QUIET_WAIT_POLICIES == {"OPENBLAS_THREAD_TIMEOUT": "4"}
+    assert QUIET_WAIT_POLICIES == {"OPENBLAS_THREAD_TIMEOUT": "16"}
     environ = {"PATH": "/bin"}
-    assert quiet_wait_policies(environ) == {"OPENBLAS_THREAD_TIMEOUT": "4"}
-    assert environ == {"PATH": "/bin", "OPENBLAS_THREAD_TIMEOUT": "4"}
+    assert quiet_wait_policies(environ) == {"OPENBLAS_THREAD_TIMEOUT": "16"}
+    assert environ == {"PATH": "/bin", "OPENBLAS_THREAD_TIMEOUT": "16"}
     mine = {"OPENBLAS_THREAD_TIMEOUT": "9"}
     assert quiet_wait_policies(mine) == {"OPENBLAS_THREAD_TIMEOUT": "9"}
     assert mine == {"OPENBLAS_THREAD_TIMEOUT": "9"}
@@ -273,7 +273,7 @@ def _probe_pool(**environment) -> dict:
 def test_a_fresh_process_starts_numbas_pool_with_gomp_spincount_set_only_while_it_starts():
     seen = _probe_pool()
     assert seen["numpy loaded before the wait policies"] is False  # else OpenBLAS read them already
-    assert seen["OPENBLAS_THREAD_TIMEOUT"] == "4"
+    assert seen["OPENBLAS_THREAD_TIMEOUT"] == "16"
     assert seen["started before"] is False and seen["started after"] is True
     assert seen["GOMP_SPINCOUNT at launch"] == NUMBA_SPINCOUNT
     assert seen["GOMP_SPINCOUNT after"] is None
