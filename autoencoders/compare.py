@@ -24,12 +24,6 @@ from autoencoders.train import (
 from scratch.models import draw_noise
 
 
-def thread_counts(threads: int | None = None) -> dict[str, int]:
-    """Pin torch, Numba and BLAS to the same thread count; return what each now uses
-    (``autoencoders.threads.set_threads``)."""
-    return set_threads(threads)
-
-
 def max_parameter_difference(a: dict, b: dict) -> float:
     return max(float(np.max(np.abs(a[key].astype(np.float64) - b[key].astype(np.float64)))) for key in a)
 
@@ -44,7 +38,7 @@ def compare(config: TrainConfig, out_dir, *, progress: bool = True, log=print, u
     from autoencoders.backends import TorchBackend
 
     out_dir = Path(out_dir)
-    threads = thread_counts(threads)
+    threads = set_threads(threads)  # torch, Numba and BLAS alike
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     model_config = model_config_for(config, dataset)
     scratch = ScratchBackend(config, model_config)

@@ -133,9 +133,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=positive_int, default=2, help="threads for Numba and BLAS (default 2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for ablation.md")
     args = parser.parse_args(argv)
-    from autoencoders.compare import thread_counts
+    from autoencoders.threads import set_threads
 
-    counts = thread_counts(args.threads)
+    counts = set_threads(args.threads)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in scratch_models.REGISTRY]
     if unknown:

@@ -2,7 +2,7 @@
 
 Rules (``measure``):
 
-1. **Same process, same thread count.** ``autoencoders.compare.thread_counts(threads)`` pins Numba,
+1. **Same process, same thread count.** ``autoencoders.threads.set_threads(threads)`` pins Numba,
    torch and the BLAS (through threadpoolctl) to one count, once per ``measure``; the counts
    are recorded in every result. torch's ``Timer`` is told the same count, so it does not
    switch torch to its own default of one thread while timing.
@@ -415,13 +415,13 @@ def measure(cases: Iterable[Case], repeats: int = 10, warmup: int = 3, threads: 
         A case's scratch side disagrees with torch: before timing (then nothing at all is timed),
         or after its blocks.
     """
-    from autoencoders.compare import thread_counts
+    from autoencoders.threads import set_threads
 
     if repeats < 1 or warmup < 0 or settle_ms < 0 or block_ms < 0:
         raise ValueError(f"measure: repeats must be >= 1, warmup, settle_ms and block_ms >= 0; got "
                          f"{repeats}, {warmup}, {settle_ms}, {block_ms}")
     cases = list(cases)
-    counts = thread_counts(threads)
+    counts = set_threads(threads)
 
     # Every case first: its first scratch call alone (compile or cache load), then the check.
     compile_ns = []

@@ -61,8 +61,8 @@ def run(args) -> int:
     batch_results = batch_sweep(args, peak)
     thread_results, peaks = thread_sweep(args)
     # the thread sweep moved every library's thread count; back to the run's own
-    from autoencoders.compare import thread_counts
-    thread_counts(args.threads)
+    from autoencoders.threads import set_threads
+    set_threads(args.threads)
     env = report.environment_for(args, peak, malloc)
     env["thread_sweep_peaks"] = {str(count): value for count, value in peaks.items()}
     markdown = report.header("Training step: batch sweep and thread sweep", args, env)

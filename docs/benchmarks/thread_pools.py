@@ -30,9 +30,9 @@ model, side, threads, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), floa
 if side == "torch":
     import torch  # its libgomp first
 from autoencoders.bench.models import training_step_case
-from autoencoders.compare import thread_counts
+from autoencoders.threads import set_threads
 case = training_step_case(model, 128)
-thread_counts(threads)
+set_threads(threads)
 step = case.scratch if side == "scratch" else case.torch
 for _ in range(5):
     step()
@@ -46,7 +46,7 @@ print(f"{median:.2f} {q1:.2f} {q3:.2f} {len(times)}")
 """
 
 # GOMP_SPINCOUNT=300000 is libgomp's own default, spelled out: without one in the environment,
-# autoencoders.threads.start_numba_pool (run by thread_counts) would set the command's 10000
+# autoencoders.threads.start_numba_pool (run by set_threads) would set the command's 10000
 SETTINGS = {
     "default": {"GOMP_SPINCOUNT": "300000"},
     "openblas": {"OPENBLAS_THREAD_TIMEOUT": "16", "GOMP_SPINCOUNT": "300000"},
