@@ -36,11 +36,12 @@ def environment_thread_counts(environ=os.environ) -> dict[str, str]:
     return {name: environ[name] for name in THREAD_VARIABLES if environ.get(name, "").strip()}
 
 
-# GOMP_SPINCOUNT for Numba's OpenMP pool alone: its workers spin this many iterations after a
-# parallel region before they sleep, instead of libgomp's 300,000, which kept them spinning
-# through the BLAS calls between two Numba kernels (a conv-vae step at batch 128: 73-88 ms with
-# the default, 53-62 ms with 10,000; docs/speed.md). torch loads its own libgomp, which keeps
-# its default: 1,000 there made torch's mlp-ae step 1.3x slower.
+# GOMP_SPINCOUNT for the system's libgomp, loaded by Numba's pool: its workers spin this many
+# iterations after a parallel region before they sleep, instead of libgomp's 300,000. It governs
+# Numba's pool only in a process without torch: where torch has loaded, Numba's ``omppool`` binds
+# the OpenMP entry points to torch's libgomp, which keeps its default (``start_numba_pool``).
+# 10,000 for both copies made the conv-vae step at batch 128 1.3x faster and every batch-1 step,
+# torch's too, up to 3x slower (docs/speed.md), so torch's copy is left as it is.
 NUMBA_SPINCOUNT = "10000"
 
 
@@ -52,12 +53,16 @@ def numba_pool_started() -> bool:
 
 
 def start_numba_pool(threads: int | None = None, environ=os.environ) -> None:
-    """Start Numba's OpenMP pool with GOMP_SPINCOUNT=NUMBA_SPINCOUNT for its libgomp alone (unless
-    the environment sets one), then set its thread count (None: leave it).
+    """Start Numba's OpenMP pool with GOMP_SPINCOUNT=NUMBA_SPINCOUNT for the system's libgomp
+    (unless the environment sets one), then set its thread count (None: leave it).
 
-    libgomp reads GOMP_SPINCOUNT once, when it loads; torch loads its own copy at import, and a
-    torch imported after Numba's pool starts would share Numba's copy, so the callers import
-    torch first where they use it (``set_threads``)."""
+    libgomp reads GOMP_SPINCOUNT once, when it loads. Where torch has loaded first, its
+    ``libgomp.so.1`` is in the global symbol scope and Numba's ``omppool`` binds ``GOMP_parallel``
+    and the rest to it (``LD_DEBUG=bindings``; a test asks the linker), although it lists the
+    system's copy: both pools then run on torch's libgomp with its default spin, and the value set
+    here reaches only the unused copy. A torch imported after Numba's pool starts shares the
+    system's copy instead, which made its ops up to 50x slower, so the callers import torch first
+    where they use it (``set_threads``)."""
     import numba
 
     if not numba_pool_started() and "GOMP_SPINCOUNT" not in environ:

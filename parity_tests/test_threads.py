@@ -284,6 +284,20 @@ def test_a_fresh_process_starts_numbas_pool_with_gomp_spincount_set_only_while_i
     assert seen["OPENBLAS_THREAD_TIMEOUT"] == "7" and seen["started after"] is True
 
 
+@pytest.mark.skipif(not LINUX, reason="ELF symbol binding (LD_DEBUG) is what is under test")
+def test_numbas_pool_binds_to_torchs_libgomp_when_torch_loads_first():
+    """The fact start_numba_pool documents, asked of the dynamic linker: with torch loaded first
+    (as set_threads does), Numba's pool runs on torch's libgomp, so a GOMP_SPINCOUNT set only
+    while the pool starts does not reach it (docs/speed.md, "Threads that behave")."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LD_DEBUG": "bindings"}
+    code = "from autoencoders.threads import set_threads; set_threads(1)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bindings = [line for line in result.stderr.splitlines() if "omppool" in line and "`GOMP_parallel'" in line]
+    assert bindings, "no binding of GOMP_parallel from Numba's omppool found"
+    assert all("torch/lib/libgomp" in line for line in bindings), bindings
+
+
 # -- the commands' --threads ---------------------------------------------------------------------
 
 

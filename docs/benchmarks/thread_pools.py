@@ -10,7 +10,8 @@ Settings of the scratch side:
 
 - ``default``: OpenBLAS spins 2^28 cycles (~0.1 s) after each call, Numba's libgomp 300,000 iterations;
 - ``openblas``: OPENBLAS_THREAD_TIMEOUT=16 (2^16 cycles, ~20 µs);
-- ``both``: that, and GOMP_SPINCOUNT=10000 for Numba's libgomp (the command's settings);
+- ``both``: that, and GOMP_SPINCOUNT=10000 for the process (the command's settings; one libgomp,
+  torch's, runs Numba's pool too where torch is loaded: docs/speed.md);
 
 and thread counts 2 (every core here) and 1. torch runs with its defaults. Rounds alternate the
 cells, so that the machine's drift hits all of them; every round's numbers are printed.
@@ -46,7 +47,7 @@ print(f"{median:.2f} {q1:.2f} {q3:.2f} {len(times)}")
 """
 
 # GOMP_SPINCOUNT=300000 is libgomp's own default, spelled out: without one in the environment,
-# autoencoders.threads.start_numba_pool (run by set_threads) would set the command's 10000
+# autoencoders.threads.quiet_wait_policies (run as autoencoders.bench loads) would set the command's 10000
 SETTINGS = {
     "default": {"GOMP_SPINCOUNT": "300000"},
     "openblas": {"OPENBLAS_THREAD_TIMEOUT": "16", "GOMP_SPINCOUNT": "300000"},
