@@ -22,6 +22,7 @@ completion step, which ``--resume`` runs again for the newest checkpoint.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -49,6 +50,20 @@ def atomic_write_json(path, value) -> Path:
     return atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
 
 
+def parse_json(text: str):
+    """``json.loads(text)`` with the garbage collector paused. A parse builds one container per
+    JSON object or array, all acyclic; when they tip the collector over its threshold it walks
+    every object of the process, which in a long-running one (a test suite) took a second of CPU
+    for the header of 12,000 tensors that parses in 20 ms, and frees none of them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(text)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def read_json(path) -> dict:
     """The JSON object stored in ``path``.
 
@@ -66,7 +81,7 @@ def read_json(path) -> dict:
     except UnicodeDecodeError as error:
         raise CheckpointError(f"{path}: not valid JSON (not UTF-8 text: {error})") from None
     try:
-        value = json.loads(text)
+        value = parse_json(text)
     # JSONDecodeError is a ValueError, and so is an integer too long to convert; nesting deeper
     # than the interpreter's stack is a RecursionError. None of them may escape as a traceback.
     except (ValueError, RecursionError) as error:
@@ -243,7 +258,7 @@ def _check_safetensors_header(data: bytes, path: Path, expected_count: int | Non
 
     length = _check_header_length(data[:8], len(data), path)
     try:
-        header = json.loads(data[8:8 + length].decode("utf-8"))
+        header = parse_json(data[8:8 + length].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise invalid(f"the header is not JSON: {_one_line(error)}") from None
     if not isinstance(header, dict):
