@@ -40,6 +40,16 @@ FAST = dict(settle_ms=0, block_ms=0, threads=THREADS)  # block_ms=0: one call pe
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def assert_usage_error(argv, option, capsys):
+    """``autoencoders ARGV`` exits 2 with one line of usage error that names ``option``."""
+    from autoencoders.cli import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert raised.value.code == 2 and len(error) == 1 and option in error[0], error
+
+
 def _counted(case: Case) -> tuple[Case, dict]:
     """The case with its timed callables counting their calls (check() uses its own closures)."""
     calls = {"scratch": 0, "torch": 0}
@@ -538,14 +548,10 @@ def test_busy_counts_refuse_what_has_no_quiet_run_first_or_repeats_a_count(text,
     import argparse
 
     from autoencoders.bench.options import busy_counts
-    from autoencoders.cli import main
 
     with pytest.raises(argparse.ArgumentTypeError):
         busy_counts(text)
-    with pytest.raises(SystemExit) as raised:
-        main(["bench", "load", "--busy", text])
-    error = capsys.readouterr().err.strip().splitlines()
-    assert raised.value.code == 2 and len(error) == 1 and "--busy" in error[0], error
+    assert_usage_error(["bench", "load", "--busy", text], "--busy", capsys)
 
 
 def test_autoencoders_bench_load_quick_measures_each_busy_count_fixed_and_auto(tmp_path, capsys):
@@ -581,7 +587,6 @@ def test_the_conv_suite_times_conv_ae_and_conv_vae_and_refuses_other_models(caps
     import argparse
 
     from autoencoders.bench.options import add_suite_arguments, conv_model_names, resolve
-    from autoencoders.cli import main
 
     parser = argparse.ArgumentParser()
     add_suite_arguments(parser, "conv", default_out="out")
@@ -591,10 +596,7 @@ def test_the_conv_suite_times_conv_ae_and_conv_vae_and_refuses_other_models(caps
     for text in ("mlp-ae", "conv-ae,vae", "nothing"):
         with pytest.raises(argparse.ArgumentTypeError):
             conv_model_names(text)
-        with pytest.raises(SystemExit) as raised:
-            main(["bench", "conv", "--models", text])
-        error = capsys.readouterr().err.strip().splitlines()
-        assert raised.value.code == 2 and len(error) == 1 and "--models" in error[0], error
+        assert_usage_error(["bench", "conv", "--models", text], "--models", capsys)
 
 
 def test_conv_vae_layer_cases_are_named_after_the_model_and_match_torch():
@@ -652,17 +654,13 @@ def test_peer_names_take_torch_and_optionally_jax(capsys):
     import argparse
 
     from autoencoders.bench.options import peer_names
-    from autoencoders.cli import main
 
     assert peer_names("torch") == ["torch"] and peer_names("torch,jax") == ["torch", "jax"]
     assert peer_names("jax, torch,torch") == ["jax", "torch"]
     for text in ("jax", "torch,tf", "", "tf"):
         with pytest.raises(argparse.ArgumentTypeError, match="torch"):
             peer_names(text)
-    with pytest.raises(SystemExit) as raised:
-        main(["bench", "models", "--peers", "jax"])
-    error = capsys.readouterr().err.strip().splitlines()
-    assert raised.value.code == 2 and len(error) == 1 and "--peers" in error[0], error
+    assert_usage_error(["bench", "models", "--peers", "jax"], "--peers", capsys)
 
 
 def test_usable_peers_drop_jax_in_one_line_where_it_cannot_be_timed_fairly(monkeypatch):

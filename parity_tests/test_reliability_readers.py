@@ -45,7 +45,14 @@ from autoencoders.cli import main
 from autoencoders.convert import TORCH_FLOOR, convert
 from autoencoders.data import DataError, read_idx, write_idx
 from autoencoders.runs import checkpoint as checkpoint_module
-from autoencoders.runs.checkpoint import CheckpointError, latest_checkpoint, load_tensors, read_checkpoint, read_json
+from autoencoders.runs.checkpoint import (
+    CheckpointError,
+    collector_paused,
+    latest_checkpoint,
+    load_tensors,
+    read_checkpoint,
+    read_json,
+)
 from parity_tests.test_reliability_files import assert_one_line, hostile_files, rehash, tiny_mnist_dir
 from parity_tests.test_train import SMALL
 from scratch.memory import available_bytes
@@ -83,23 +90,12 @@ def guard(seconds: float = GUARD_S):
         signal.signal(signal.SIGALRM, previous)
 
 
-@contextmanager
-def collector_paused():
-    """The garbage collector off for a timed refusal: late in the suite a full collection walks
-    the millions of objects the earlier tests left, a second of CPU that measures the suite's
-    heap, not the reader (CI failed on 1.07 s for an eval that refuses in milliseconds)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def run_main(argv, capsys) -> tuple[int, str, float]:
     """(exit status, stderr, CPU seconds) of ``autoencoders ARGV`` in process, under the guard."""
     capsys.readouterr()
+    # The collector paused (as the product's JSON parses pause it): late in the suite a full
+    # collection walks the millions of objects earlier tests left, a second of CPU that measures
+    # the suite's heap, not the reader (CI failed on 1.07 s for an eval that refuses in ms).
     with guard(), collector_paused():
         started = time.process_time()
         status = main([str(arg) for arg in argv])
