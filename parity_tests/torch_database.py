@@ -214,11 +214,16 @@ def _compare_outputs(out, torch_out, dtype, what):
             np.testing.assert_array_equal(actual, expected, err_msg=f"{what}: output {k}")
 
 
-def _compare_layer(layer, parameters: dict, args, kwargs, torch_forward, dtype, rng, what):
+def _compare_layer(layer, parameters: dict, args, kwargs, torch_forward, dtype, rng, what, state=None):
     """Forward and backward through the scratch layer and through torch; compare the outputs,
-    the gradient of every input that requires grad, every parameter's gradient, and the
-    ``state_dict`` after forward (parameters and buffers)."""
-    state = {name: to_numpy(t).astype(dtype) for name, t in parameters.items() if t is not None}
+    the gradient of every input that requires grad and every parameter's gradient.
+
+    ``state`` (torch's ``state_dict`` before its forward: parameters and buffers) is loaded into
+    the layer, strictly; by default the non-None ``parameters``."""
+    if state is None:
+        state = {name: t for name, t in parameters.items() if t is not None}
+    # floating values in the case's dtype; integer buffers (num_batches_tracked) as they are
+    state = {name: _numpy(t, dtype) for name, t in state.items()}
     if state:
         layer.load_state_dict(state, strict=True)
     with warnings.catch_warnings():  # torch's note that its own "same" padding makes a copy
@@ -334,34 +339,48 @@ def _op_refuses(op, sample, what):
 
 
 def module_cases(info, dtype) -> list[Case]:
-    """Every ModuleInfo sample of ``info``'s class, built on both sides from the same arguments."""
+    """Every ModuleInfo sample of ``info``'s class, built on both sides from the same arguments,
+    in training mode, and in evaluation mode too where torch says the two differ
+    (``train_and_eval_differ``: BatchNorm's batch against running statistics)."""
     scratch_class = getattr(nn, info.module_cls.__name__)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        samples = info.module_inputs_func(info, device="cpu", dtype=_torch_dtype(dtype), requires_grad=True,
-                                          training=True)
     cases = []
-    for k, sample in enumerate(samples):
-        constructor, forward = sample.constructor_input, sample.forward_input
-        description = (f"{info.name}[{k}] {sample.desc or ''}: {info.module_cls.__name__}("
-                       f"{_describe(constructor.args, constructor.kwargs)})({_describe(forward.args, forward.kwargs)})")
-
-        def run(constructor=constructor, forward=forward, k=k, description=description):
-            with torch.random.fork_rng():
-                torch.manual_seed(k)
-                twin = info.module_cls(*constructor.args, **constructor.kwargs).to(_torch_dtype(dtype))
-            extra = {"dtype": dtype} if "dtype" in _parameter_names(scratch_class) else {}
-            layer = scratch_class(*_numpy(constructor.args, dtype), **_numpy(constructor.kwargs, dtype), **extra)
-            parameters = dict(twin.named_parameters())
-            args, kwargs = forward.args, forward.kwargs
-            if not args and "input" in kwargs:  # forward(input=x): scratch takes torch's keyword too
-                kwargs = dict(kwargs)
-                args = (kwargs.pop("input"),)
-            _compare_layer(layer, parameters, args, kwargs, lambda: twin(*forward.args, **forward.kwargs),
-                           dtype, np.random.default_rng(k), description)
-            _compare_state(layer, twin, dtype, description)
-        cases.append(Case("module", info.name, description, run=run))
+    for training in (True, False) if info.train_and_eval_differ else (True,):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            samples = info.module_inputs_func(info, device="cpu", dtype=_torch_dtype(dtype), requires_grad=True,
+                                              training=training)
+        mode = "" if training else " (eval)"
+        for k, sample in enumerate(samples):
+            constructor, forward = sample.constructor_input, sample.forward_input
+            description = (f"{info.name}[{k}]{mode} {sample.desc or ''}: {info.module_cls.__name__}("
+                           f"{_describe(constructor.args, constructor.kwargs)})"
+                           f"({_describe(forward.args, forward.kwargs)})")
+            run = functools.partial(_compare_module, info, scratch_class, constructor, forward, training, dtype, k,
+                                    description)
+            cases.append(Case("module", info.name, description, run=run))
     return cases
+
+
+def _compare_module(info, scratch_class, constructor, forward, training, dtype, k, what):
+    """One ModuleInfo sample: torch's module and scratch's built alike, torch's parameters *and*
+    buffers loaded into scratch, both put in the sample's mode, then compared as layers are, and
+    their state_dicts (the running statistics a training-mode forward updated) after forward."""
+    with torch.random.fork_rng():
+        torch.manual_seed(k)
+        twin = info.module_cls(*constructor.args, **constructor.kwargs).to(_torch_dtype(dtype))
+    twin.train(training)
+    extra = {"dtype": dtype} if "dtype" in _parameter_names(scratch_class) else {}
+    layer = scratch_class(*_numpy(constructor.args, dtype), **_numpy(constructor.kwargs, dtype), **extra)
+    if hasattr(layer, "train"):
+        layer.train(training)
+    state = {key: value.detach().clone() for key, value in twin.state_dict().items()}
+    args, kwargs = forward.args, forward.kwargs
+    if not args and "input" in kwargs:  # forward(input=x): scratch takes torch's keyword too
+        kwargs = dict(kwargs)
+        args = (kwargs.pop("input"),)
+    _compare_layer(layer, dict(twin.named_parameters()), args, kwargs, lambda: twin(*forward.args, **forward.kwargs),
+                   dtype, np.random.default_rng(k), what, state=state)
+    _compare_state(layer, twin, dtype, what)
 
 
 def _parameter_names(cls) -> set[str]:

@@ -111,6 +111,8 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value) -> None:
@@ -120,7 +122,9 @@ class Module:
             )
         # Re-assigning a name keeps its place, as in torch (dict assignment keeps insertion order);
         # a name moves registries (or leaves them) only when the new value is of another kind.
-        if isinstance(value, Parameter):
+        if name in self.__dict__.get("_buffers", {}) and (value is None or isinstance(value, np.ndarray)):
+            self._buffers[name] = value  # a buffer stays a buffer when re-assigned an array (torch)
+        elif isinstance(value, Parameter):
             self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
@@ -129,7 +133,29 @@ class Module:
         else:
             self._parameters.pop(name, None)
             self._modules.pop(name, None)
+            self._buffers.pop(name, None)
+            self._non_persistent_buffers.discard(name)
         object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, array: np.ndarray | None, persistent: bool = True) -> None:
+        """Register ``array`` (or None: a slot not in use) as state that is not a parameter, as
+        torch's ``register_buffer``: it is reached as ``self.name``, listed by ``named_buffers``,
+        and (``persistent``, not None) saved and loaded by ``state_dict`` under ``"name"``, after
+        this module's parameters. Re-assigning ``self.name`` an array keeps it a buffer."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"{type(self).__name__}.register_buffer: a buffer's name is a non-empty string "
+                             f"without '.', got {name!r}")
+        if array is not None and not isinstance(array, np.ndarray):
+            raise TypeError(f"{type(self).__name__}.register_buffer({name!r}): expected a NumPy array or None, "
+                            f"got {type(array).__name__}")
+        if name in self._parameters or name in self._modules:
+            raise KeyError(f"{type(self).__name__}.register_buffer: {name!r} is already a parameter or a module")
+        object.__setattr__(self, name, array)
+        self._buffers[name] = array
+        if persistent:
+            self._non_persistent_buffers.discard(name)
+        else:
+            self._non_persistent_buffers.add(name)
 
     # -- the two passes -------------------------------------------------------------------
     def forward(self, *inputs):
@@ -182,6 +208,30 @@ class Module:
     def parameters(self) -> list[Parameter]:
         return [parameter for _, parameter in self.named_parameters()]
 
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(dotted_name, array)`` for every buffer that is not None, in torch's order."""
+        for module_name, module in self.named_modules(prefix):
+            for name, array in module._buffers.items():
+                if array is not None:
+                    yield (f"{module_name}.{name}" if module_name else name), array
+
+    def buffers(self) -> list[np.ndarray]:
+        return [array for _, array in self.named_buffers()]
+
+    def _state_items(self) -> Iterator[tuple[str, np.ndarray, "Module", str | None]]:
+        """(key, array, owner, buffer name or None) for everything ``state_dict`` holds, in
+        torch's order: each module's parameters, then its persistent buffers, then its children."""
+        seen: set[int] = set()
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for name, parameter in module._parameters.items():
+                if id(parameter) not in seen:
+                    seen.add(id(parameter))
+                    yield prefix + name, parameter.data, module, None
+            for name, array in module._buffers.items():
+                if array is not None and name not in module._non_persistent_buffers:
+                    yield prefix + name, array, module, name
+
     def num_parameters(self) -> int:
         return sum(parameter.size for parameter in self.parameters())
 
@@ -231,17 +281,17 @@ class Module:
 
     # -- state_dict -----------------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Copies of every parameter, under torch's keys and shapes."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        """Copies of every parameter and persistent buffer, under torch's keys, order and shapes."""
+        return OrderedDict((key, array.copy()) for key, array, _, _ in self._state_items())
 
     def load_state_dict(self, state_dict, strict: bool = True) -> None:
-        """Copy arrays (NumPy arrays or torch tensors) into the parameters, in place.
+        """Copy arrays (NumPy arrays or torch tensors) into the parameters and buffers, in place.
 
         Every key is checked before anything is written: missing keys, unexpected keys and
         shape mismatches raise one ``ValueError`` that lists them all; a value that is not an
         array, or holds no real numbers (complex, strings, objects), raises a ``TypeError``
         naming its key; either way the module is left unchanged. Values are cast to each
-        parameter's dtype. NaN and inf are loaded as they are, as torch loads them, so that a
+        parameter's (buffer's) dtype. NaN and inf are loaded as they are, as torch loads them, so that a
         diverged run's weights can still be inspected; a caller that must refuse them checks.
         """
         owner = type(self).__name__
@@ -250,7 +300,7 @@ class Module:
                 f"{owner}.load_state_dict: expected a mapping of names to arrays, "
                 f"got {type(state_dict).__name__}"
             )
-        own = OrderedDict(self.named_parameters())
+        own = OrderedDict((key, array) for key, array, _, _ in self._state_items())
         missing = [key for key in own if key not in state_dict]
         unexpected = [key for key in state_dict if key not in own]
         converted: dict[str, np.ndarray] = {}
@@ -275,7 +325,7 @@ class Module:
         if problems:
             raise ValueError(f"{owner}.load_state_dict: " + "; ".join(problems))
         for key, array in converted.items():
-            np.copyto(own[key].data, array, casting="unsafe")
+            np.copyto(own[key], array, casting="unsafe")  # in the parameter's (buffer's) own dtype
 
     def __repr__(self) -> str:
         if not self._modules:
