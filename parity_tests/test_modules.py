@@ -183,3 +183,106 @@ def test_max_unpool2d_forward_takes_torchs_keywords():
     values, indices = nn.MaxPool2d(2, return_indices=True)(np.random.default_rng(0).standard_normal((1, 2, 5, 4)))
     np.testing.assert_array_equal(nn.MaxUnpool2d(2)(input=values, indices=indices, output_size=(5, 4)),
                                   nn.MaxUnpool2d(2)(values, indices, (5, 4)))
+
+
+# ---------------------------------------------------------------------------- buffers
+
+
+class _Counted(nn.Module):
+    """A module with a parameter, two persistent buffers (one int64), a non-persistent one and a None."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(np.ones(3))
+        self.register_buffer("mean", np.zeros(3))
+        self.register_buffer("steps", np.array(0, dtype=np.int64))
+        self.register_buffer("scratchpad", np.zeros(2), persistent=False)
+        self.register_buffer("unused", None)
+
+
+class _TorchCounted(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(3, dtype=torch.float64))
+        self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("scratchpad", torch.zeros(2, dtype=torch.float64), persistent=False)
+        self.register_buffer("unused", None)
+
+
+def _nested(make):
+    return (nn.Sequential if make is _Counted else torch.nn.Sequential)(make(), make())
+
+
+def test_buffers_are_in_state_dict_in_torchs_order_keys_and_dtypes():
+    ours, theirs = _nested(_Counted).state_dict(), _nested(_TorchCounted).state_dict()
+    assert list(ours) == list(theirs) == ["0.scale", "0.mean", "0.steps", "1.scale", "1.mean", "1.steps"]
+    for key, value in theirs.items():
+        assert ours[key].dtype == value.numpy().dtype and ours[key].shape == tuple(value.shape), key
+    assert [name for name, _ in _nested(_Counted).named_buffers()] == [
+        "0.mean", "0.steps", "0.scratchpad", "1.mean", "1.steps", "1.scratchpad"]
+
+
+def test_buffers_move_both_ways_with_torch_strictly_in_place():
+    model, twin = _nested(_Counted), _nested(_TorchCounted)
+    twin[1].mean.copy_(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    twin[1].steps.fill_(7)
+    held = model[1].mean
+    model.load_state_dict(twin.state_dict(), strict=True)
+    assert model[1].mean is held and list(held) == [1.0, 2.0, 3.0]
+    assert model[1].steps.dtype == np.int64 and int(model[1].steps) == 7
+    model[0].steps[...] = 3
+    back = _nested(_TorchCounted)
+    back.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()}, strict=True)
+    assert int(back[0].steps) == 3 and back[1].mean.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_missing_buffer_is_refused_and_changes_nothing():
+    model = _nested(_Counted)
+    state = model.state_dict()
+    state["0.mean"] = np.full(3, 9.0)
+    del state["1.steps"]
+    with pytest.raises(ValueError, match=r"missing keys \['1.steps'\]"):
+        model.load_state_dict(state)
+    assert not np.any(model[0].mean == 9.0)
+
+
+def test_reassigning_a_buffer_keeps_it_a_buffer_and_other_values_unregister_it():
+    module = _Counted()
+    module.mean = np.full(3, 2.0)
+    assert list(module.state_dict()["mean"]) == [2.0, 2.0, 2.0]
+    module.mean = "not an array"
+    assert "mean" not in module.state_dict() and "mean" not in dict(module.named_buffers())
+
+
+@pytest.mark.parametrize("name, array, error, message", [
+    ("a.b", np.zeros(1), ValueError, "without '.'"),
+    ("b", [0.0], TypeError, "expected a NumPy array or None, got list"),
+    ("scale", np.zeros(1), KeyError, "already a parameter"),
+])
+def test_register_buffer_refuses_bad_arguments(name, array, error, message):
+    with pytest.raises(error, match=message):
+        _Counted().register_buffer(name, array)
+
+
+def test_train_and_eval_set_every_submodule_like_torch():
+    model = _nested(_Counted)
+    assert model.eval() is model and not any(m.training for _, m in model.named_modules())
+    model[1].train()
+    assert [m.training for _, m in model.named_modules()] == [False, False, True]
+
+
+def test_a_refused_pass_leaves_running_statistics_and_generators_as_they_were():
+    """A later child refusing its input undoes the earlier children's training-mode updates (torch
+    keeps them; scratch's refused call changes nothing)."""
+    model = nn.Sequential(nn.BatchNorm1d(3, dtype=np.float64), nn.Dropout(0.5, rng=0), nn.Linear(4, 2, dtype=np.float64))
+    before = model.state_dict()
+    generator = model[1].generator.bit_generator.state
+    with pytest.raises(ValueError):
+        model(np.random.default_rng(0).standard_normal((5, 3)))
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    assert model[1].generator.bit_generator.state == generator
+    setattr(model, "2", nn.Linear(3, 2, dtype=np.float64))
+    model(np.random.default_rng(0).standard_normal((5, 3)))  # accepted: now the updates stay
+    assert int(model[0].num_batches_tracked) == 1 and model[1].generator.bit_generator.state != generator

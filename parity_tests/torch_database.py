@@ -98,6 +98,23 @@ def _max_unpool2d(dtype, input, indices, kernel_size, stride=None, padding=0, ou
     return nn.MaxUnpool2d(kernel_size, stride, padding), {}, (input, indices), {"output_size": output_size}
 
 
+# F.interpolate (every variant of its OpInfo: the adapter keys on the op's name, and each mode is
+# an argument Upsample takes) and the deprecated F.upsample_nearest / F.upsample_bilinear, which are
+# interpolate with mode "nearest", and "bilinear" with align_corners=True: UpsamplingNearest2d and
+# UpsamplingBilinear2d are those.
+def _interpolate(dtype, input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None, antialias=False):
+    if antialias:
+        raise NotImplementedError("antialias=True is not implemented in scratch's Upsample")
+    return nn.Upsample(size, scale_factor, mode, align_corners, recompute_scale_factor), {}, (input,), {}
+
+
+def _upsample(layer_class):
+    def adapter(dtype, input, size=None, scale_factor=None):
+        return layer_class(size, scale_factor), {}, (input,), {}
+    return adapter
+
+
 def _elementwise(layer_class):
     def adapter(dtype, input, *args, **kwargs):
         return layer_class(*args, **kwargs), {}, (input,), {}
@@ -121,12 +138,107 @@ def _mse(dtype, input, target, size_average=None, reduce=None, reduction="mean",
     return nn.MSELoss(size_average, reduce, reduction), {}, (input, target), {}
 
 
+# torch draws a dropout mask from its global generator. Each op sample's torch call runs after
+# torch.manual_seed(DRAW_SEED) (``_seeded``; the OpInfo may seed again inside), and the adapter
+# replays that very call on a tensor of ones: torch's CPU dropout returns input · bernoulli(1 - p)
+# / (1 - p), so the zeros of that output are the mask torch used, which scratch is handed.
+DRAW_SEED = 0
+
+
+def _seeded(call):
+    with torch.random.fork_rng():
+        torch.manual_seed(DRAW_SEED)
+        return call()
+
+
+def _dropout_adapter(layer_class, op_name, mask_of):
+    def adapter(dtype, input, p=0.5, training=True, inplace=False):
+        layer = layer_class(p, inplace)
+        layer.train(training)
+        op = next(op for op in databases()[0] if op.name == op_name)
+        ones = torch.ones_like(input.detach())
+        noise = _seeded(lambda: op.op(ones, p=p, training=True))
+        return layer, {}, (input,), {"mask": mask_of(np.asarray(noise.numpy() != 0))}
+    return adapter
+
+
 def _flatten(dtype, input, start_dim=0, end_dim=-1):
     return nn.Flatten(start_dim, end_dim), {}, (input,), {}
 
 
 def _unflatten(dtype, input, dim, sizes):
     return nn.Unflatten(dim, sizes), {}, (input,), {}
+
+
+# F.batch_norm, F.layer_norm and F.group_norm run as the modules holding the same tensors: the
+# running statistics F.batch_norm updates in place are the module's buffers (num_batches_tracked
+# from 0), its ``training`` the module's mode and its momentum the module's.
+_BATCH_NORMS = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}
+_BIAS_WITHOUT_WEIGHT = ("a bias without a weight: no normalization module holds one (affine=False drops both, "
+                        "bias=False the bias)")
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """What a normalization adapter asks EXCLUSIONS about: the case's dtype and how many values
+    each normalised group holds (a channel's N·L, a LayerNorm row, a GroupNorm group)."""
+
+    dtype: np.dtype
+    values: int
+
+
+def _one_value_per_group(case) -> bool:
+    return isinstance(case, _Groups) and case.values == 1
+
+
+def _two_values_per_group_in_float32(case) -> bool:
+    return isinstance(case, _Groups) and case.values == 2 and case.dtype == np.float32
+
+
+def _raise_if_excluded(name: str, dtype, input, values: int) -> None:
+    if not input.numel():  # an empty input has no group to normalise
+        return
+    reason = _exclusion("op", name, _Groups(np.dtype(dtype), int(values)))
+    if reason:
+        raise Excluded(reason)
+
+
+def _batch_norm(dtype, input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                eps=1e-5):
+    if input.dim() not in _BATCH_NORMS:
+        raise Excluded(f"a {input.dim()}-D input: torch's BatchNorm1d / BatchNorm2d modules, which scratch implements, "
+                       f"take (N, C), (N, C, L) or (N, C, H, W) only (F.batch_norm passes an empty 1-D tensor through "
+                       f"unchecked; 5-D is BatchNorm3d's, not in scratch)")
+    if weight is None and bias is not None:
+        raise Excluded(_BIAS_WITHOUT_WEIGHT)
+    tracked = running_mean is not None and running_var is not None
+    if (training or not tracked) and input.shape[1]:  # normalised by the batch's statistics
+        _raise_if_excluded("nn.functional.batch_norm", dtype, input, input.numel() // input.shape[1])
+    layer = _BATCH_NORMS[input.dim()](input.shape[1], eps, momentum, weight is not None, tracked, bias=bias is not None,
+                                      dtype=dtype)
+    layer.train(training)
+    buffers = {"running_mean": running_mean, "running_var": running_var,
+               "num_batches_tracked": torch.tensor(0) if tracked else None}
+    return layer, {"weight": weight, "bias": bias, **buffers}, (input,), {}
+
+
+def _layer_norm(dtype, input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    if weight is None and bias is not None:
+        raise Excluded(_BIAS_WITHOUT_WEIGHT)
+    _raise_if_excluded("nn.functional.layer_norm", dtype, input, np.prod(normalized_shape, dtype=np.int64))
+    layer = nn.LayerNorm(normalized_shape, eps, weight is not None, bias is not None, dtype=dtype)
+    return layer, {"weight": weight, "bias": bias}, (input,), {}
+
+
+def _group_norm(dtype, input, num_groups, weight=None, bias=None, eps=1e-5):
+    if weight is None and bias is not None:
+        raise Excluded(_BIAS_WITHOUT_WEIGHT)
+    # the channels torch checks the input against: the weight's, else the input's own
+    channels = weight.shape[0] if weight is not None else input.shape[1] if input.dim() >= 2 else num_groups
+    if input.dim() >= 2 and input.numel() and num_groups >= 1:
+        _raise_if_excluded("nn.functional.group_norm", dtype, input, input.numel() // (input.shape[0] * num_groups))
+    layer = nn.GroupNorm(num_groups, channels, eps, weight is not None, bias=bias is not None, dtype=dtype)
+    return layer, {"weight": weight, "bias": bias}, (input,), {}
 
 
 OP_ADAPTERS: dict[str, Callable] = {
@@ -136,15 +248,28 @@ OP_ADAPTERS: dict[str, Callable] = {
     "nn.functional.max_pool2d": _max_pool2d,
     "nn.functional.avg_pool2d": _avg_pool2d,
     "nn.functional.max_unpool2d": _max_unpool2d,
+    "nn.functional.interpolate": _interpolate,
+    "nn.functional.upsample_nearest": _upsample(nn.UpsamplingNearest2d),
+    "nn.functional.upsample_bilinear": _upsample(nn.UpsamplingBilinear2d),
     "nn.functional.relu": _elementwise(nn.ReLU),
     "nn.functional.leaky_relu": _elementwise(nn.LeakyReLU),
     "sigmoid": _elementwise(nn.Sigmoid),
     "tanh": _elementwise(nn.Tanh),
+    "nn.functional.gelu": _elementwise(nn.GELU),
+    "nn.functional.silu": _elementwise(nn.SiLU),
+    "nn.functional.elu": _elementwise(nn.ELU),
+    "nn.functional.softplus": _elementwise(nn.Softplus),
     "nn.functional.binary_cross_entropy": _bce,
     "nn.functional.binary_cross_entropy_with_logits": _bce_with_logits,
     "nn.functional.mse_loss": _mse,
+    "nn.functional.dropout": _dropout_adapter(nn.Dropout, "nn.functional.dropout", lambda keep: keep),
+    "nn.functional.dropout2d": _dropout_adapter(nn.Dropout2d, "nn.functional.dropout2d",
+                                                lambda keep: keep[(slice(None), slice(None)) + (slice(0, 1),) * (keep.ndim - 2)]),
     "flatten": _flatten,
     "unflatten": _unflatten,
+    "nn.functional.batch_norm": _batch_norm,
+    "nn.functional.layer_norm": _layer_norm,
+    "nn.functional.group_norm": _group_norm,
 }
 
 
@@ -164,6 +289,17 @@ def _tensor_hyperparameter(case) -> bool:
 EXCLUSIONS: list[tuple[str, str, Callable, str]] = [
     ("optimizer", "*", _tensor_hyperparameter,
      "a Tensor-valued hyper-parameter (lr or betas as tensors, for torch.compile's capture): scratch has no tensors"),
+    # F.batch_norm (training), F.layer_norm and F.group_norm on groups of one or two values: the
+    # exact result is 0 or cancels below the dtype's resolution, so both libraries return rounding
+    # noise (docs/normalization.md, "Groups of one or two values"); parity_tests/ops/
+    # test_normalization.py checks these cases against float64 and the terms' size instead.
+    ("op", "*", _one_value_per_group,
+     "one value per normalised group: x - mean is exactly 0, so the exact dweight = Σ dy·x̂ is 0 (scratch's); "
+     "torch's fused x·(1/σ) - mean·(1/σ) leaves its rounding there (-2.8e-16 in float64, -4.5e-6 in float32)"),
+    ("op", "*", _two_values_per_group_in_float32,
+     "two values per normalised group, in float32: x̂ = ±σ/√(σ² + eps), so dx = (1/σ)(g - mean g - x̂·mean(g·x̂)) "
+     "cancels to eps/(σ² + eps) ≈ 1e-7 of its terms, below float32's resolution of them: both libraries return "
+     "rounding noise (group_norm[20]: exact -2.07e-7, torch -2.68e-7, scratch -1.78e-7); float64 runs them"),
 ]
 
 
@@ -231,6 +367,11 @@ def _compare_layer(layer, parameters: dict, args, kwargs, torch_forward, dtype, 
         torch_out = torch_forward()
     out = layer(*_numpy(args, dtype), **_numpy(kwargs, dtype))
     _compare_outputs(out, torch_out, dtype, what)
+    # buffers the op took as arguments and updated in place (F.batch_norm's running statistics)
+    buffers = dict(layer.named_buffers()) if hasattr(layer, "named_buffers") else {}
+    for name, tensor in parameters.items():
+        if name in buffers and isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            assert_close(buffers[name], tensor, "torch", dtype, f"{what}: buffer {name!r} after forward")
     first, torch_first = _as_tuple(out)[0], _as_tuple(torch_out)[0]
     if not torch_first.requires_grad:  # nothing to differentiate (e.g. no input requires grad)
         return
@@ -301,7 +442,8 @@ def op_cases(op, dtype) -> list[Case]:
                 raise built
             layer, parameters, args, kwargs = built
             rng = np.random.default_rng(k)
-            _compare_layer(layer, parameters, args, kwargs, lambda: op.op(sample.input, *sample.args, **sample.kwargs),
+            _compare_layer(layer, parameters, args, kwargs,
+                           lambda: _seeded(lambda: op.op(sample.input, *sample.args, **sample.kwargs)),
                            dtype, rng, description)
         cases.append(Case("op", name, description, run=run))
     return cases

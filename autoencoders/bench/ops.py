@@ -10,6 +10,9 @@ Ops and shapes, float32, at the shapes the seed models use (taken from the defau
   sees inside the model (``autoencoders.bench.conv.model_layers``);
 - ``ReLU``, ``LeakyReLU``, ``Tanh`` on (B, 256), the mlp-ae's hidden width; ``Sigmoid`` on
   (B, 784), its output;
+- ``GELU`` (both forms), ``SiLU``, ``ELU``, ``Softplus``, ``BatchNorm1d``, ``LayerNorm``,
+  ``Dropout`` on (B, 256); ``BatchNorm2d``, ``GroupNorm(8, 32)``, ``Dropout2d`` on (B, 32, 14, 14);
+  ``Upsample`` x2, nearest and bilinear, on (B, 32, 7, 7) (``new_layer_cases``, ``dropout_cases``);
 - ``BCELoss``, ``BCEWithLogitsLoss``, ``MSELoss`` (mean) on (B, 784); ``GaussianKL`` (sum) on
   the vae's (B, 20) mean and log-variance; the torch side of the KL is
   ``torch_impl.functional.gaussian_kl``, written with torch ops;
@@ -204,6 +207,99 @@ def activation_cases(batch_size: int, rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+# The layers modern autoencoders add (docs/normalization.md, docs/upsampling.md, docs/dropout.md,
+# docs/activations.md), at the widths of the conv-vae's first block (32 channels at 14x14, 7x7
+# before an upsampling) and of the mlp-ae's hidden layer (256).
+CHANNELS, SIDE, WIDTH = 32, 14, 256
+
+
+def _loaded(layer, twin):
+    """``twin`` holding ``layer``'s parameters and buffers (strict), in float32."""
+    twin = twin.to(torch.float32)
+    twin.load_state_dict({key: torch.from_numpy(value) for key, value in layer.state_dict().items()}, strict=True)
+    return twin
+
+
+def new_layer_cases(batch_size: int, rng: np.random.Generator) -> list[Case]:
+    """GELU, SiLU, ELU, Softplus on (B, 256); BatchNorm1d and LayerNorm on (B, 256); BatchNorm2d
+    and GroupNorm(8) on (B, 32, 14, 14); Upsample x2 (nearest, bilinear) on (B, 32, 7, 7). The
+    normalizations run in training mode (batch statistics, running statistics updated)."""
+    flat, image, small = (batch_size, WIDTH), (batch_size, CHANNELS, SIDE, SIDE), (batch_size, CHANNELS, SIDE // 2, SIDE // 2)
+    specs = [
+        (nn.GELU(), torch.nn.GELU(), flat, f" on {WIDTH}"),
+        (nn.GELU("tanh"), torch.nn.GELU("tanh"), flat, f"(tanh) on {WIDTH}"),
+        (nn.SiLU(), torch.nn.SiLU(), flat, f" on {WIDTH}"),
+        (nn.ELU(), torch.nn.ELU(), flat, f" on {WIDTH}"),
+        (nn.Softplus(), torch.nn.Softplus(), flat, f" on {WIDTH}"),
+        (nn.BatchNorm1d(WIDTH, dtype=DTYPE), torch.nn.BatchNorm1d(WIDTH), flat, f"({WIDTH}) on {WIDTH}"),
+        (nn.LayerNorm(WIDTH, dtype=DTYPE), torch.nn.LayerNorm(WIDTH), flat, f"({WIDTH}) on {WIDTH}"),
+        (nn.BatchNorm2d(CHANNELS, dtype=DTYPE), torch.nn.BatchNorm2d(CHANNELS), image,
+         f"({CHANNELS}) on {CHANNELS}x{SIDE}x{SIDE}"),
+        (nn.GroupNorm(8, CHANNELS, dtype=DTYPE), torch.nn.GroupNorm(8, CHANNELS), image,
+         f"(8,{CHANNELS}) on {CHANNELS}x{SIDE}x{SIDE}"),
+        (nn.Upsample(scale_factor=2, mode="nearest"), torch.nn.Upsample(scale_factor=2, mode="nearest"), small,
+         f"(x2, nearest) on {CHANNELS}x{SIDE // 2}x{SIDE // 2}"),
+        (nn.Upsample(scale_factor=2, mode="bilinear"), torch.nn.Upsample(scale_factor=2, mode="bilinear"), small,
+         f"(x2, bilinear) on {CHANNELS}x{SIDE // 2}x{SIDE // 2}"),
+    ]
+    cases = []
+    for layer, twin, shape, where in specs:
+        x = rng.standard_normal(shape).astype(DTYPE)
+        cases += op_cases(f"{type(layer).__name__}{where}", layer, _loaded(layer, twin), [x], ["input"],
+                          batch_size, rng)
+    return cases + dropout_cases(batch_size, rng)
+
+
+def dropout_cases(batch_size: int, rng: np.random.Generator, p: float = 0.5) -> list[Case]:
+    """Dropout on (B, 256) and Dropout2d on (B, 32, 14, 14), in training mode: each side draws a
+    new mask per call, from its own generator, as in training. The check hands scratch the mask
+    torch drew (replayed from torch's generator state on a tensor of ones), and then the output
+    and dx must agree."""
+    cases = []
+    for make, make_twin, shape, where in ((nn.Dropout, torch.nn.Dropout, (batch_size, WIDTH), f"on {WIDTH}"),
+                                         (nn.Dropout2d, torch.nn.Dropout2d, (batch_size, CHANNELS, SIDE, SIDE),
+                                          f"on {CHANNELS}x{SIDE}x{SIDE}")):
+        label = f"{make.__name__}({p}) {where}"
+        layer, twin = make(p, rng=SEED), make_twin(p)
+        x = rng.standard_normal(shape).astype(DTYPE)
+        tx = _leaf(x, True)
+        grad_output = rng.standard_normal(shape).astype(DTYPE)
+        torch_grad_output = torch.from_numpy(grad_output.copy())
+        meta = {"kind": "op", "op": make.__name__, "batch_size": batch_size, "dtype": np.dtype(DTYPE).name,
+                "input_shapes": [list(shape)], "flops": 0}
+        torch_y = twin(tx)
+        backward_layer = make(p, rng=SEED)
+        forward_done = []
+
+        def scratch_backward(backward_layer=backward_layer, x=x, grad_output=grad_output, done=forward_done):
+            if not done:
+                backward_layer(x)
+                done.append(True)
+            return backward_layer.backward(grad_output)
+
+        def check(layer=layer, twin=twin, x=x, grad_output=grad_output, label=label, meta=meta):
+            state = torch.get_rng_state()
+            leaf = _leaf(x, True)
+            expected = twin(leaf)
+            expected.backward(torch.from_numpy(grad_output.copy()))
+            torch.set_rng_state(state)
+            keep = (twin(torch.ones(x.shape)) != 0).numpy()
+            mask = keep[:, :, :1, :1] if keep.ndim == 4 and isinstance(twin, torch.nn.Dropout2d) else keep
+            out = layer(x, mask=mask)
+            check_against_torch({"output": out, "grad input": layer.backward(grad_output)},
+                                {"output": expected, "grad input": leaf.grad}, f"{label}, batch {batch_size}",
+                                meta=meta)
+
+        cases += [
+            Case(f"{label} forward", partial(layer, x), partial(twin, tx), check,
+                 {**meta, "direction": "forward", "bytes": _nbytes(x, x)}),
+            Case(f"{label} backward", scratch_backward,
+                 partial(torch_y.backward, torch_grad_output, retain_graph=True), check,
+                 {**meta, "direction": "backward", "bytes": _nbytes(x, x)}),
+        ]
+    return cases
+
+
 def loss_cases(batch_size: int, rng: np.random.Generator) -> list[Case]:
     """BCE, BCE-with-logits and MSE (mean) on the images' width; the Gaussian KL (sum) on the vae's latent."""
     width = scratch_models.build("mlp-ae", dtype=DTYPE, rng=SEED).config["input_dim"]
@@ -290,7 +386,7 @@ def all_cases(batch_sizes, only=None, seed: int = SEED) -> list[Case]:
     for batch_size in batch_sizes:
         rng = np.random.default_rng(seed)
         cases += (linear_cases(batch_size, rng) + conv_cases(batch_size, rng) + activation_cases(batch_size, rng)
-                  + loss_cases(batch_size, rng))
+                  + new_layer_cases(batch_size, rng) + loss_cases(batch_size, rng))
     cases += [optimizer_case(name, seed) for name in OPTIMIZERS]
     if only:
         wanted = [text.lower() for text in only]

@@ -33,5 +33,8 @@ def test_every_scratch_layer_and_optimizer_meets_torchs_samples():
     names = {name for _, name, _ in ENTRIES}
     for expected in ("nn.Linear", "nn.Conv2d", "nn.ConvTranspose2d", "nn.MaxPool2d", "nn.ReLU", "nn.BCELoss",
                      "nn.functional.conv2d", "nn.functional.max_pool2d", "nn.functional.binary_cross_entropy_with_logits",
+                     "nn.BatchNorm1d", "nn.BatchNorm2d", "nn.LayerNorm", "nn.GroupNorm", "nn.GELU", "nn.SiLU", "nn.ELU",
+                     "nn.Softplus", "nn.functional.batch_norm", "nn.functional.dropout", "nn.functional.dropout2d",
+                     "nn.functional.interpolate.bilinear", "nn.functional.interpolate.nearest",
                      "SGD", "Adam", "AdamW"):
         assert expected in names, f"{expected} is not among the torch entries found: {sorted(names)}"

@@ -1,12 +1,20 @@
 """The math as pure functions: ``*_forward(...) -> (out, cache)``, ``*_backward(dout, cache)``."""
 
 from scratch.functional.activations import (
+    elu_backward,
+    elu_forward,
+    gelu_backward,
+    gelu_forward,
     leaky_relu_backward,
     leaky_relu_forward,
     relu_backward,
     relu_forward,
     sigmoid_backward,
     sigmoid_forward,
+    silu_backward,
+    silu_forward,
+    softplus_backward,
+    softplus_forward,
     tanh_backward,
     tanh_forward,
 )
@@ -16,6 +24,7 @@ from scratch.functional.conv import (
     conv_transpose2d_backward,
     conv_transpose2d_forward,
 )
+from scratch.functional.dropout import dropout_backward, dropout_forward
 from scratch.functional.linear import (
     activation_backward_bias,
     linear_activation_forward,
@@ -34,6 +43,14 @@ from scratch.functional.losses import (
     mse_forward,
     sigmoid_bce_backward,
 )
+from scratch.functional.normalization import (
+    batch_norm_backward,
+    batch_norm_forward,
+    group_norm_backward,
+    group_norm_forward,
+    layer_norm_backward,
+    layer_norm_forward,
+)
 from scratch.functional.penalties import (
     contractive_backward,
     contractive_forward,
@@ -50,6 +67,7 @@ from scratch.functional.pooling import (
     max_unpool2d_backward,
     max_unpool2d_forward,
 )
+from scratch.functional.upsampling import interpolate_backward, interpolate_forward
 from scratch.functional.vae import reparameterize_backward, reparameterize_forward
 
 __all__ = [name for name in dir() if name.endswith(("_forward", "_backward", "_bias", "_accumulate"))]

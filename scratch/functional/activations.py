@@ -2,8 +2,11 @@
 
 Each ``*_forward(x) -> (out, cache)`` and ``*_backward(grad_output, cache) -> grad_input``;
 shapes are preserved, ``(*) -> (*)``, 0-d and empty arrays included (no kernel runs on an empty
-one). ``relu_forward`` and ``leaky_relu_forward`` also run in place (``inplace=True``, torch's
-``relu_``/``leaky_relu_``): the result is written into ``x``, which is returned. Derivations:
+one). ``relu_forward``, ``leaky_relu_forward``, ``silu_forward`` and ``elu_forward`` also run in
+place (``inplace=True``, torch's ``relu_``/``leaky_relu_``/``silu_``/``elu_``): the result is
+written into ``x``, which is returned. Transcendentals come from NumPy's SIMD ufuncs (exp, expm1,
+log1p, tanh) between kernels wherever NumPy has them; erf, which it lacks, is ``math.erf`` inside a
+kernel (a scalar call: this Numba build has no vector math library). Derivations:
 docs/activations.md.
 """
 
@@ -143,3 +146,161 @@ def tanh_forward(x):
 def tanh_backward(grad_output, cache):
     """dx = dy · (1 - tanh(x)²), from the cached output."""
     return _apply(kernels.tanh_backward, grad_output, cache)
+
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+
+
+def gelu_forward(x, approximate="none"):
+    """out = x · Φ(x), Φ(x) = ½(1 + erf(x/√2)) the standard normal CDF (``approximate="none"``),
+    or out = ½x(1 + tanh(√(2/π)(x + 0.044715x³))) (``approximate="tanh"``): torch's two forms.
+
+    The cache is ``(x, aux, approximate)``: the input, and the transcendental the backward would
+    otherwise evaluate again, Φ(x) or tanh(√(2/π)(x + 0.044715x³)) (private arrays). The erf form
+    calls ``math.erf`` per element in the kernel (NumPy has no erf, and this Numba build no vector
+    math library); the tanh form takes NumPy's SIMD tanh between two kernels."""
+    if approximate not in GELU_APPROXIMATIONS:
+        raise ValueError(f"gelu_forward: approximate must be 'none' or 'tanh' (torch's two forms), got {approximate!r}")
+    x = np.asarray(x, order="C")  # kept for the backward: copied once if strided
+    out = np.empty(x.shape, dtype=x.dtype)
+    aux = np.empty(x.shape, dtype=x.dtype)
+    if x.size:
+        flat_x, flat_aux = x.reshape(-1), aux.reshape(-1)
+        if approximate == "tanh":
+            kernels.gelu_tanh_inner(flat_x, flat_aux)
+            np.tanh(aux, out=aux)
+            kernels.gelu_tanh_forward(flat_x, flat_aux, out.reshape(-1))
+        else:
+            kernels.gelu_forward(flat_x, flat_aux, out.reshape(-1))
+    return out, (x, aux, approximate)
+
+
+def gelu_backward(grad_output, cache):
+    """dx = dy · (Φ(x) + x φ(x)), φ(x) = e^{-x²/2}/√(2π) (erf form), or, with t the forward's tanh
+    and u = √(2/π)(x + 0.044715x³), dx = dy · (½(1 + t) + ½x(1 - t²) · √(2/π)(1 + 3 · 0.044715x²))
+    (tanh form); from the input and the forward's Φ(x) or t."""
+    x, aux, approximate = cache
+    kernel = kernels.gelu_tanh_backward if approximate == "tanh" else kernels.gelu_backward
+    grad_input = np.empty(x.shape, dtype=x.dtype)
+    if x.size:
+        kernel(_flat(grad_output), x.reshape(-1), aux.reshape(-1), grad_input.reshape(-1))
+    return grad_input
+
+
+def _exp_neg_abs(x) -> np.ndarray:
+    """e^{-|x|} into a new contiguous array: every exponent <= 0, NumPy's SIMD exp."""
+    e = np.empty(x.shape, dtype=x.dtype)
+    np.abs(x, out=e)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    return e
+
+
+def silu_forward(x, inplace=False):
+    """out = x · σ(x), overflow-free for any x (σ as ``sigmoid_forward``: 0 below
+    ``sigmoid_zero_below``, where torch's x / (1 + e^{-x}) is -0); ``inplace``: written into ``x``
+    (then out is x), as torch's ``silu_``.
+
+    The cache is ``(x, σ(x))``, σ(x) a private array; in place, x is a copy taken before the
+    write (torch's in-place silu keeps a copy of its input too)."""
+    sigmoid = _exp_neg_abs(x)  # e^{-|x|}, overwritten with σ(x) by the kernel
+    if x.size == 0:
+        return (x if inplace else np.empty(x.shape, dtype=x.dtype)), (np.asarray(x, order="C"), sigmoid)
+    zero_below = sigmoid_zero_below(x.dtype)
+    flat_sigmoid = sigmoid.reshape(-1)
+    if inplace:
+        kept = np.array(x, order="C")  # the input, before the write
+        _in_place(kernels.silu_forward, x, flat_sigmoid, zero_below, flat_sigmoid)
+        return x, (kept, sigmoid)
+    x = np.asarray(x, order="C")  # kept for the backward: copied once if strided
+    out = np.empty(x.shape, dtype=x.dtype)
+    kernels.silu_forward(x.reshape(-1), flat_sigmoid, zero_below, flat_sigmoid, out.reshape(-1))
+    return out, (x, sigmoid)
+
+
+def silu_backward(grad_output, cache):
+    """dx = dy · σ(x)(1 + x(1 - σ(x))), from the input and the forward's σ(x)."""
+    x, sigmoid = cache
+    return _apply(kernels.silu_backward, grad_output, x, sigmoid)
+
+
+def _nonpositive(x) -> np.ndarray:
+    """min(x, 0) (NaN stays NaN) into a new contiguous array, for an exp/expm1 that cannot overflow
+    (into ``out=``: a ufunc returns a 0-d input's result as a scalar otherwise)."""
+    result = np.empty(x.shape, dtype=x.dtype)
+    np.minimum(x, x.dtype.type(0), out=result)
+    return result
+
+
+def elu_forward(x, alpha=1.0, inplace=False):
+    """out = x for x > 0, alpha · (e^x - 1) for x <= 0, with e^x - 1 as expm1(x) (no cancellation
+    near 0); ``inplace``: written into ``x`` (then out is x), as torch's ``elu_``.
+
+    The cache is ``(a, alpha, from_output)``: the input (torch's backward reads it), or in place
+    the output, from which the backward gets alpha · e^x as out + alpha (torch's in-place backward
+    does the same); the output's sign is the input's only for alpha >= 0, so in place with a
+    negative alpha (or NaN) the cache is ``(None, alpha, True)`` and ``elu_backward`` refuses,
+    as torch's backward does."""
+    alpha = x.dtype.type(alpha)  # torch multiplies in the tensor's dtype
+    expm1 = _nonpositive(x)
+    np.expm1(expm1, out=expm1)
+    if inplace:
+        _in_place(kernels.elu_forward, x, expm1.reshape(-1), alpha)
+        return x, (x if alpha >= 0 else None, alpha, True)
+    x = np.asarray(x, order="C")  # kept for the backward: copied once if strided
+    out = np.empty(x.shape, dtype=x.dtype)
+    if x.size:
+        kernels.elu_forward(x.reshape(-1), expm1.reshape(-1), alpha, out.reshape(-1))
+    return out, (x, alpha, False)
+
+
+def elu_backward(grad_output, cache):
+    """dx = dy for x > 0; dy · alpha · e^x for x <= 0, from the input, or after an in-place forward
+    dy · (out + alpha) from the output (out <= 0 exactly where x <= 0, for alpha >= 0)."""
+    a, alpha, from_output = cache
+    if a is None:
+        raise RuntimeError(
+            f"elu_backward: the forward ran in place with the negative alpha {alpha}, so the input is gone and "
+            f"the output does not tell which branch each element took (torch refuses this backward too); run "
+            f"the forward with inplace=False")
+    grad_input = np.empty(a.shape, dtype=a.dtype)
+    if a.size == 0:
+        return grad_input
+    if from_output:
+        kernels.elu_backward_from_output(_flat(grad_output), a.reshape(-1), alpha, grad_input.reshape(-1))
+        return grad_input
+    exp = _nonpositive(a)
+    np.exp(exp, out=exp)
+    kernels.elu_backward(_flat(grad_output), a.reshape(-1), exp.reshape(-1), alpha, grad_input.reshape(-1))
+    return grad_input
+
+
+def softplus_forward(x, beta=1.0, threshold=20.0):
+    """out = x where beta · x > threshold, else log(1 + e^{βx}) / beta, evaluated as
+    (max(βx, 0) + log1p(e^{-|βx|})) / beta: no exponential of a positive number, so finite for
+    any threshold (torch's log1p(exp(βx)) overflows once βx passes ~88.7 in float32, ~709.8 in
+    float64, which only a threshold above those reaches).
+
+    The cache is ``(x, e^{-|βx|}, beta, threshold)``; beta and threshold in the input's dtype, as
+    torch converts them."""
+    beta, threshold = x.dtype.type(beta), x.dtype.type(threshold)
+    x = np.asarray(x, order="C")  # kept for the backward: copied once if strided
+    exp_neg_abs = np.empty(x.shape, dtype=x.dtype)
+    out = np.empty(x.shape, dtype=x.dtype)
+    if x.size:
+        flat_x, flat_e = x.reshape(-1), exp_neg_abs.reshape(-1)
+        kernels.softplus_exponent(flat_x, beta, flat_e)  # -|βx| (in the kernel: no NumPy overflow check)
+        np.exp(exp_neg_abs, out=exp_neg_abs)
+        np.log1p(exp_neg_abs, out=out)
+        kernels.softplus_forward(flat_x, beta, threshold, out.reshape(-1), out.reshape(-1))
+    return out, (x, exp_neg_abs, beta, threshold)
+
+
+def softplus_backward(grad_output, cache):
+    """dx = dy where beta · x > threshold, else dy · σ(βx), σ from the forward's e^{-|βx|}."""
+    x, exp_neg_abs, beta, threshold = cache
+    grad_input = np.empty(x.shape, dtype=x.dtype)
+    if x.size:
+        kernels.softplus_backward(_flat(grad_output), x.reshape(-1), beta, threshold, exp_neg_abs.reshape(-1),
+                                  grad_input.reshape(-1))
+    return grad_input

@@ -7,8 +7,8 @@ and checked at backward, which raises ``InplaceModificationError`` if it was mod
 between, as torch raises (``scratch.nn.inplace``; ``_CachingModule._save`` and ``_take``).
 
 Empty inputs pass through as in torch (a batch of no rows, a zero-sized axis): empty outputs,
-empty input gradients, nothing added to a parameter's ``.grad``. ``ReLU(inplace=True)`` and
-``LeakyReLU(inplace=True)`` write their result into their input and return it, as torch's do; an
+empty input gradients, nothing added to a parameter's ``.grad``. ``ReLU``, ``LeakyReLU``, ``SiLU``
+and ``ELU`` with ``inplace=True`` write their result into their input and return it, as torch's do; an
 array another layer kept for its backward and that such a write changes is caught at that
 layer's backward (``_before_writing``), as torch's version counter catches it.
 """
@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from scratch import functional as F
+from scratch.functional.activations import GELU_APPROXIMATIONS
 from scratch.memory import check_parameter, uniform_array
 from scratch.nn import inplace
 from scratch.nn.module import Module, Parameter
@@ -217,8 +218,9 @@ class _Activation(_CachingModule):
     """Shape-preserving element-wise layer backed by a functional forward/backward pair.
 
     Its backward reads the cached output (ReLU, Sigmoid, Tanh: ``_KEEPS = "output"``) or the
-    cached input (LeakyReLU), which is watched for in-place edits. A layer with ``inplace``
-    (ReLU, LeakyReLU) writes its result into its input and returns that array."""
+    cached input (LeakyReLU, GELU, SiLU, ELU, Softplus), which is watched for in-place edits. A
+    layer with ``inplace`` (ReLU, LeakyReLU, SiLU, ELU) writes its result into its input and
+    returns that array."""
 
     _forward = None
     _backward = None
@@ -330,6 +332,122 @@ class Tanh(_Activation):
 
     _forward = staticmethod(F.tanh_forward)
     _backward = staticmethod(F.tanh_backward)
+
+
+def _check_number(value, owner: str, name: str):
+    """A real number (a Python int or float is kept as given, so that the repr is torch's);
+    anything else is refused with a TypeError naming the layer."""
+    if not is_real_number(value):
+        raise TypeError(f"{owner}: {name} must be a real number, got {value!r} ({type(value).__name__})")
+    return value if isinstance(value, (int, float)) else float(value)
+
+
+class GELU(_Activation):
+    """x · Φ(x), Φ the standard normal CDF: ``approximate="none"`` by erf, ``"tanh"`` by
+    ½x(1 + tanh(√(2/π)(x + 0.044715x³))), torch's two forms. The backward reads the input and the
+    forward's Φ(x) (or tanh), which is private."""
+
+    _forward = staticmethod(F.gelu_forward)
+    _backward = staticmethod(F.gelu_backward)
+    _KEEPS = "input"
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if not isinstance(approximate, str):
+            raise TypeError(f"GELU: approximate must be the string 'none' or 'tanh', got {approximate!r} "
+                            f"({type(approximate).__name__})")
+        if approximate not in GELU_APPROXIMATIONS:
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh' (torch's two forms), got {approximate!r}")
+        self.approximate = approximate
+
+    def _arguments(self) -> tuple:
+        return (self.approximate,)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(_Activation):
+    """x · σ(x) (swish), overflow-free for any x. ``inplace=True``: the result is written into the
+    input, which is returned; the backward then reads a copy of the input taken before the write
+    (torch's in-place SiLU keeps one too), so a later edit of the output does not concern it."""
+
+    _forward = staticmethod(F.silu_forward)
+    _backward = staticmethod(F.silu_backward)
+    _KEEPS = "input"
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = _check_flag(inplace, "SiLU", "inplace")
+
+    def _kept(self, cache) -> tuple:
+        return () if self.inplace else super()._kept(cache)  # in place it keeps a private copy
+
+
+class ELU(_Activation):
+    """x for x > 0, alpha · (e^x - 1) for x <= 0 (by expm1).
+
+    The backward reads the input, as torch's does. ``inplace=True``: the result is written into
+    the input, which is returned; the backward then reads the output (alpha · e^x = out + alpha),
+    which tells the branch only for alpha >= 0: with a negative alpha (or NaN) the backward is
+    refused, as torch refuses it. (Inference with it is fine.)"""
+
+    _forward = staticmethod(F.elu_forward)
+    _backward = staticmethod(F.elu_backward)
+    _KEEPS = "input"
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__()
+        self.alpha = _check_number(alpha, "ELU", "alpha")
+        self.inplace = _check_flag(inplace, "ELU", "inplace")
+
+    def _arguments(self) -> tuple:
+        return (self.alpha,)
+
+    def _kept(self, cache) -> tuple:
+        if not self.inplace:
+            return super()._kept(cache)
+        return () if cache[0] is None else (("output", cache[0]),)
+
+    def _backward_refusal(self) -> str | None:
+        """Why the cached forward admits no backward (an in-place forward with a negative alpha),
+        or None; ``Sequential.backward`` asks before any child runs."""
+        if self._cache is None or self._cache[0] is not None:
+            return None
+        return (f"{self!r} ran its forward in place with a negative alpha, so the input is gone and the "
+                f"output does not tell which branch each element took: expected a forward with inplace=False "
+                f"or an alpha >= 0 (torch refuses this backward too)")
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        cache = self._take(grad_output)
+        refusal = self._backward_refusal()
+        if refusal:
+            raise RuntimeError(f"ELU.backward: {refusal}")
+        return type(self)._backward(grad_output, cache)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
+
+
+class Softplus(_Activation):
+    """log(1 + e^{beta·x}) / beta, and x itself where beta · x > threshold (torch's cut-off),
+    evaluated without an exponential of a positive number. The backward reads the input and the
+    forward's e^{-|beta·x|}, which is private."""
+
+    _forward = staticmethod(F.softplus_forward)
+    _backward = staticmethod(F.softplus_backward)
+    _KEEPS = "input"
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        self.beta = _check_number(beta, "Softplus", "beta")
+        self.threshold = _check_number(threshold, "Softplus", "threshold")
+
+    def _arguments(self) -> tuple:
+        return (self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 def _normalize_dim(dim: int, shape: tuple, owner: str, name: str = "dim") -> int:

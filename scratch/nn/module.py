@@ -341,6 +341,31 @@ class Module:
         return ""
 
 
+def _mutable_state(root: Module) -> list:
+    """What a training-mode forward may change besides the caches: every buffer (BatchNorm's
+    running statistics and count: the array and a copy) and every module's random generator
+    (Dropout's: its state), so that a pass a later child refuses can be undone."""
+    state = []
+    for _, module in root.named_modules():
+        for name, array in module._buffers.items():
+            if array is not None:
+                state.append((module, name, array, array.copy()))
+        generator = module.__dict__.get("generator")
+        if isinstance(generator, np.random.Generator):
+            state.append((module, None, generator, generator.bit_generator.state))
+    return state
+
+
+def _restore_mutable_state(state) -> None:
+    for module, name, held, copy in state:
+        if name is None:
+            held.bit_generator.state = copy
+        else:
+            np.copyto(held, copy)
+            module._buffers[name] = held
+            object.__setattr__(module, name, held)
+
+
 class Sequential(Module):
     """Chain of modules; keys ``"0.weight"``, ``"2.bias"``... exactly as torch numbers them.
 
@@ -389,7 +414,10 @@ class Sequential(Module):
         """Run the children in order; a pair that fuses (Linear then ReLU) runs as one.
 
         A child that refuses its input (a later layer finding the image too small, say) leaves
-        every child's forward cache as it was before this call, not half overwritten.
+        every child's forward cache as it was before this call, not half overwritten, and in
+        training mode every buffer (running statistics) and random generator (dropout masks)
+        too: torch keeps the updates of the children that ran; scratch's refused call changes
+        nothing.
 
         The whole chain is one ``inplace.Pass``: of the arrays the children keep for backward,
         only those that may share memory with ``x`` or with the returned array are fingerprinted
@@ -399,6 +427,7 @@ class Sequential(Module):
         x = input  # torch's name for the argument (forward(input=...)); x below
         modules = list(self._modules.values())
         saved = [(module, module._forward_state()) for module in self._caching_modules()]
+        mutable = _mutable_state(self) if self.training else ()
         index = 0
         with inplace.Pass(x) as current:
             try:
@@ -417,6 +446,7 @@ class Sequential(Module):
             except Exception:
                 for module, state in saved:
                     module._restore_forward_state(state)
+                _restore_mutable_state(mutable)
                 raise
             current.returns(x)
         return x
