@@ -434,3 +434,34 @@ def test_load_run_gives_the_model_with_its_newest_weights_in_either_backend(tmp_
     assert isinstance(autoencoders.load_run(tmp_path / "run", backend="torch").model, torch.nn.Module)
     with pytest.raises(ValueError, match="backend must be one of scratch, torch, got 'jax'"):
         autoencoders.load_run(tmp_path / "run", backend="jax")
+
+
+@pytest.mark.parametrize("backend", ["scratch", "torch"])
+def test_evaluation_and_pictures_run_in_evaluation_mode_and_give_back_each_modules_mode(backend):
+    """BatchNorm must use its running statistics and Dropout drop nothing when a backend evaluates,
+    encodes or decodes; afterwards every module has the mode it had (a submodule the user froze
+    in evaluation mode stays so)."""
+    from autoencoders.backends import make_backend
+    from autoencoders.train import TrainConfig
+
+    config = TrainConfig(model="vae", dtype="float64", backend=backend)
+    engine = make_backend(config, {})
+    modules = [module for _, module in engine.model.named_modules()]
+    frozen = modules[-1]
+    frozen.training = False
+    seen = []
+    original = type(engine.model).loss
+
+    def spy(self, *args, **kwargs):
+        seen.append([module.training for module in modules])
+        return original(self, *args, **kwargs)
+
+    x = np.random.default_rng(0).random((3, 784))
+    noise = np.random.default_rng(1).standard_normal((3, engine.model.config["latent_dim"]))
+    type(engine.model).loss = spy
+    try:
+        engine.evaluate(x, noise)
+    finally:
+        type(engine.model).loss = original
+    assert seen and not any(seen[0]), "evaluate runs every module in evaluation mode"
+    assert [module.training for module in modules] == [True] * (len(modules) - 1) + [False]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from autoencoders.backends.modes import evaluation_mode
 from scratch import optim
 from scratch.models import REGISTRY, build
 
@@ -30,12 +31,9 @@ class ScratchBackend:
         return parts
 
     def evaluate(self, x: np.ndarray, noise) -> tuple[dict[str, float], np.ndarray]:
-        self.model.eval()
-        try:
+        with evaluation_mode(self.model):
             parts = self.model.loss(x, noise=noise)
             return parts, self.model.reconstruct(x, noise=noise)
-        finally:
-            self.model.train()
 
     def weights(self) -> dict[str, np.ndarray]:
         return dict(self.model.state_dict())
@@ -57,18 +55,17 @@ class ScratchBackend:
         return self.model.corrupt(x, noise) if self.spec.family == "denoising" else None
 
     def encode(self, x: np.ndarray):
-        """(μ, logvar) of a VAE's posterior for flat images (N, D)."""
-        return self.model.encode(x)
+        """(μ, logvar) of a VAE's posterior for flat images (N, D), in evaluation mode."""
+        with evaluation_mode(self.model):
+            return self.model.encode(x)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        """A VAE's Bernoulli means (N, D) for latents (N, latent_dim)."""
-        return self.model.decode(z)
+        """A VAE's Bernoulli means (N, D) for latents (N, latent_dim), in evaluation mode."""
+        with evaluation_mode(self.model):
+            return self.model.decode(z)
 
     def hidden_activations(self, x: np.ndarray) -> np.ndarray:
         """The hidden code h (N, hidden_dim) of a one-hidden-layer model (``HIDDEN_CODE_MODELS``)
         for images x (N, D) or (N, C, H, W), in evaluation mode."""
-        self.model.eval()
-        try:
+        with evaluation_mode(self.model):
             return np.asarray(self.model.encode(x))
-        finally:
-            self.model.train()

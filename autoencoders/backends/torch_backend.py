@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from autoencoders.backends.modes import evaluation_mode
 from scratch.models import REGISTRY
 from torch_impl.models import build
 
@@ -37,13 +38,10 @@ class TorchBackend:
 
     @torch.no_grad()
     def evaluate(self, x: np.ndarray, noise) -> tuple[dict[str, float], np.ndarray]:
-        self.model.eval()
-        try:
+        with evaluation_mode(self.model):
             tx, tnoise = self._tensor(x), self._tensor(noise)
             parts = {key: float(value) for key, value in self.model.loss(tx, noise=tnoise).items()}
             return parts, self.model.reconstruct(tx, noise=tnoise).numpy()
-        finally:
-            self.model.train()
 
     def weights(self) -> dict[str, np.ndarray]:
         return {key: value.detach().cpu().numpy().copy() for key, value in self.model.state_dict().items()}
@@ -84,18 +82,17 @@ class TorchBackend:
 
     @torch.no_grad()
     def encode(self, x: np.ndarray):
-        mean, logvar = self.model.encode(self._tensor(x))
+        with evaluation_mode(self.model):
+            mean, logvar = self.model.encode(self._tensor(x))
         return mean.numpy(), logvar.numpy()
 
     @torch.no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:
-        return self.model.decode(self._tensor(z)).numpy()
+        with evaluation_mode(self.model):
+            return self.model.decode(self._tensor(z)).numpy()
 
     @torch.no_grad()
     def hidden_activations(self, x: np.ndarray) -> np.ndarray:
         """The hidden code h (N, hidden_dim) of sparse-, contractive- or tied-ae for images x."""
-        self.model.eval()
-        try:
+        with evaluation_mode(self.model):
             return self.model.encode(self._tensor(x)).numpy()
-        finally:
-            self.model.train()

@@ -265,7 +265,35 @@ class ReLU(_Activation):
         self.inplace = _check_flag(inplace, "ReLU", "inplace")
 
 
-class LeakyReLU(_Activation):
+class _InPlaceFromOutput(_Activation):
+    """An activation whose backward reads its input, or after an in-place forward its output,
+    which stands in for the input only for some arguments: where it cannot (the forward leaves
+    ``None`` as the cache's array), the backward is refused, as torch refuses it, with
+    ``_REFUSAL``'s reason; ``Sequential.backward`` asks ``_backward_refusal`` before any child runs."""
+
+    _KEEPS = "input"
+    _REFUSAL = ""
+
+    def _kept(self, cache) -> tuple:
+        if not self.inplace:
+            return super()._kept(cache)
+        return () if cache[0] is None else (("output", cache[0]),)
+
+    def _backward_refusal(self) -> str | None:
+        """Why the cached forward admits no backward, or None."""
+        if self._cache is None or self._cache[0] is not None:
+            return None
+        return f"{self!r} ran its forward in place with {self._REFUSAL} (torch refuses this backward too)"
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        cache = self._take(grad_output)
+        refusal = self._backward_refusal()
+        if refusal:
+            raise RuntimeError(f"{type(self).__name__}.backward: {refusal}")
+        return type(self)._backward(grad_output, cache)
+
+
+class LeakyReLU(_InPlaceFromOutput):
     """x if x > 0 else negative_slope · x.
 
     ``inplace=True``: the result is written into the input, which is returned; the backward then
@@ -275,7 +303,8 @@ class LeakyReLU(_Activation):
 
     _forward = staticmethod(F.leaky_relu_forward)
     _backward = staticmethod(F.leaky_relu_backward)
-    _KEEPS = "input"  # the output's sign is not the input's for a negative slope
+    _REFUSAL = ("a negative slope, so the input is gone and the output's sign is not the input's: expected a "
+                "forward with inplace=False or a negative_slope >= 0")
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
@@ -287,27 +316,6 @@ class LeakyReLU(_Activation):
 
     def _arguments(self) -> tuple:
         return (self.negative_slope,)
-
-    def _kept(self, cache) -> tuple:
-        if not self.inplace:
-            return super()._kept(cache)
-        return () if cache[0] is None else (("output", cache[0]),)
-
-    def _backward_refusal(self) -> str | None:
-        """Why the cached forward admits no backward (an in-place forward with a negative slope),
-        or None; ``Sequential.backward`` asks before any child runs."""
-        if self._cache is None or self._cache[0] is not None:
-            return None
-        return (f"{self!r} ran its forward in place with a negative slope, so the input is gone and the "
-                f"output's sign is not the input's: expected a forward with inplace=False or a negative_slope "
-                f">= 0 (torch refuses this backward too)")
-
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        cache = self._take(grad_output)
-        refusal = self._backward_refusal()
-        if refusal:
-            raise RuntimeError(f"LeakyReLU.backward: {refusal}")
-        return type(self)._backward(grad_output, cache)
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
@@ -384,7 +392,7 @@ class SiLU(_Activation):
         return () if self.inplace else super()._kept(cache)  # in place it keeps a private copy
 
 
-class ELU(_Activation):
+class ELU(_InPlaceFromOutput):
     """x for x > 0, alpha · (e^x - 1) for x <= 0 (by expm1).
 
     The backward reads the input, as torch's does. ``inplace=True``: the result is written into
@@ -394,7 +402,8 @@ class ELU(_Activation):
 
     _forward = staticmethod(F.elu_forward)
     _backward = staticmethod(F.elu_backward)
-    _KEEPS = "input"
+    _REFUSAL = ("a negative alpha, so the input is gone and the output does not tell which branch each element "
+                "took: expected a forward with inplace=False or an alpha >= 0")
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False):
         super().__init__()
@@ -403,27 +412,6 @@ class ELU(_Activation):
 
     def _arguments(self) -> tuple:
         return (self.alpha,)
-
-    def _kept(self, cache) -> tuple:
-        if not self.inplace:
-            return super()._kept(cache)
-        return () if cache[0] is None else (("output", cache[0]),)
-
-    def _backward_refusal(self) -> str | None:
-        """Why the cached forward admits no backward (an in-place forward with a negative alpha),
-        or None; ``Sequential.backward`` asks before any child runs."""
-        if self._cache is None or self._cache[0] is not None:
-            return None
-        return (f"{self!r} ran its forward in place with a negative alpha, so the input is gone and the "
-                f"output does not tell which branch each element took: expected a forward with inplace=False "
-                f"or an alpha >= 0 (torch refuses this backward too)")
-
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        cache = self._take(grad_output)
-        refusal = self._backward_refusal()
-        if refusal:
-            raise RuntimeError(f"ELU.backward: {refusal}")
-        return type(self)._backward(grad_output, cache)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
