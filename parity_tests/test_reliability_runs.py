@@ -504,3 +504,16 @@ def test_a_float32_mnist_run_resumed_under_another_blas_thread_count_is_bit_exac
     for key in expected:
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
     assert "thread counts set as the run recorded them: blas 1 -> 2" in resumed.stdout
+
+
+def test_a_0d_buffer_keeps_its_shape_and_dtype_through_a_checkpoint_file(tmp_path):
+    """BatchNorm's num_batches_tracked is a 0-d int64 (torch's too): written and read back, it
+    stays 0-d int64 (np.ascontiguousarray would have made it (1,), which the model then refuses)."""
+    from autoencoders.runs.checkpoint import load_tensors, save_tensors
+
+    tensors = {"bn.num_batches_tracked": np.array(7, dtype=np.int64), "bn.running_mean": np.arange(3.0)}
+    save_tensors(tmp_path / "t.safetensors", tensors)
+    loaded = load_tensors(tmp_path / "t.safetensors")
+    assert loaded["bn.num_batches_tracked"].shape == () and loaded["bn.num_batches_tracked"].dtype == np.int64
+    assert int(loaded["bn.num_batches_tracked"]) == 7
+    np.testing.assert_array_equal(loaded["bn.running_mean"], tensors["bn.running_mean"])

@@ -165,7 +165,7 @@ def save_tensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] 
     """Write NumPy arrays as safetensors, atomically."""
     from safetensors.numpy import save
 
-    arrays = {key: np.ascontiguousarray(value) for key, value in tensors.items()}
+    arrays = {key: np.require(value, requirements="C") for key, value in tensors.items()}  # 0-d stays 0-d
     return atomic_write_bytes(path, save(arrays, metadata=metadata))
 
 

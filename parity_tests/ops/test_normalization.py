@@ -806,3 +806,77 @@ def test_group_norm_kernels_match_references_and_serial(layout, dtype, seed):
     terms = spread * (gdy + np.repeat(np.abs(means[0]), width // groups, axis=1)
                       + a * np.repeat(np.abs(means[1]), width // groups, axis=1))
     assert_close(dx, expected, "kernel", dtype, "group_norm_backward_input", scale=terms)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reductions_give_each_lane_the_bits_it_gets_alone(dtype):
+    """``moments`` and the ``*_backward_reduce`` kernels run ``LANES`` channels (or rows) side by
+    side, each in its own accumulators: every channel's and every group row's sums must be the
+    bits it gets computed alone, for counts that leave the last block of lanes part-filled."""
+    rng = np.random.default_rng(3)
+    for n, c, length in ((9, 2 * K.LANES + 3, 1), (3, K.LANES + 1, 7), (2, 1, 5)):
+        x = (rng.standard_normal((n, c, length)) * 3 + 50).astype(dtype)
+        dy = rng.standard_normal((n, c, length)).astype(dtype)
+        for moments in (K.moments, K.moments_serial):
+            together = np.zeros(c), np.zeros(c)
+            moments(x, *together)
+            for channel in range(c):
+                alone = np.zeros(1), np.zeros(1)
+                moments(np.ascontiguousarray(x[:, channel:channel + 1]), *alone)
+                assert (together[0][channel], together[1][channel]) == (alone[0][0], alone[1][0])
+        mean, invstd = x.mean(axis=(0, 2)).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
+        for reduce in (K.batch_norm_backward_reduce, K.batch_norm_backward_reduce_serial):
+            together = np.zeros(c), np.zeros(c)
+            reduce(dy, x, mean, invstd, *together)
+            for channel in range(c):
+                alone = np.zeros(1), np.zeros(1)
+                part = slice(channel, channel + 1)
+                reduce(np.ascontiguousarray(dy[:, part]), np.ascontiguousarray(x[:, part]), mean[part], invstd[part],
+                       *alone)
+                assert (together[0][channel], together[1][channel]) == (alone[0][0], alone[1][0])
+    for n, groups, per_group, inner in ((2 * K.LANES + 3, 3, 2, 5), (K.LANES + 1, 1, 6, 1), (2, 2, 1, 3)):
+        width = groups * per_group * inner
+        x = (rng.standard_normal((n, width)) * 3 + 50).astype(dtype)
+        dy = rng.standard_normal((n, width)).astype(dtype)
+        mean = x.reshape(n, groups, -1).mean(axis=2).astype(dtype)
+        rstd = rng.uniform(0.5, 2, (n, groups)).astype(dtype)
+        weight = rng.uniform(-2, 2, groups * per_group).astype(dtype)
+        for reduce in (K.group_norm_backward_reduce, K.group_norm_backward_reduce_serial):
+            together = np.zeros((n, groups)), np.zeros((n, groups))
+            reduce(dy, x, mean, rstd, weight, inner, *together)
+            for row in range(n):
+                alone = np.zeros((1, groups)), np.zeros((1, groups))
+                part = slice(row, row + 1)
+                reduce(dy[part], x[part], mean[part], rstd[part], weight, inner, *alone)
+                np.testing.assert_array_equal(together[0][row], alone[0][0])
+                np.testing.assert_array_equal(together[1][row], alone[1][0])
+
+
+def test_serial_and_parallel_kernels_give_the_functional_layer_the_same_bits(monkeypatch):
+    """``PARALLEL_FROM`` picks serial twins for small inputs, parallel kernels for large: the same
+    numbers either way, forward and backward, for each of the three normalizations."""
+    from scratch.functional import normalization as FN
+    rng = np.random.default_rng(5)
+    x4 = rng.standard_normal((6, 8, 3, 5)).astype(np.float32)
+    x2 = rng.standard_normal((9, 13)).astype(np.float32)
+    weight8, bias8 = rng.standard_normal(8).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    weight13, bias13 = rng.standard_normal(13).astype(np.float32), rng.standard_normal(13).astype(np.float32)
+
+    def run():
+        results = []
+        for forward, backward, x, arguments in (
+                (FN.batch_norm_forward, FN.batch_norm_backward, x4,
+                 (weight8, bias8, np.zeros(8, np.float32), np.ones(8, np.float32), True)),
+                (FN.batch_norm_forward, FN.batch_norm_backward, x2,
+                 (weight13, bias13, np.zeros(13, np.float32), np.ones(13, np.float32), True)),
+                (FN.group_norm_forward, FN.group_norm_backward, x4, (4, weight8, bias8)),
+                (FN.layer_norm_forward, FN.layer_norm_backward, x2, ((13,), weight13, bias13))):
+            y, cache = forward(x, *arguments)
+            results += [y, *backward(np.cos(x), cache)]
+        return results
+
+    serial = run()
+    monkeypatch.setattr(FN, "PARALLEL_FROM", 0)
+    for a, b in zip(serial, run()):
+        np.testing.assert_array_equal(a, b)
+

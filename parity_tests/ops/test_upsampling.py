@@ -407,6 +407,101 @@ def test_kernels_run_arbitrary_tables():
                  scale=np.abs(dy).sum() * 30)
 
 
+def _forward_in_nested_order(x, tables):
+    """The forward one output at a time, as the nested formula reads: Σ_a (Σ_b (Σ_e x·ww)·wh)·wd,
+    each sum started from its first term, every operation on scalars of the dtype."""
+    (index_d, weight_d, count_d), (index_h, weight_h, count_h), (index_w, weight_w, count_w) = tables
+    out = np.empty((x.shape[0], index_d.shape[0], index_h.shape[0], index_w.shape[0]), x.dtype)
+    for p, i, j, k in np.ndindex(out.shape):
+        depth_total = None
+        for a in range(count_d[i]):
+            height_total = None
+            for b in range(count_h[j]):
+                width_total = None
+                for e in range(count_w[k]):
+                    term = x[p, index_d[i, a], index_h[j, b], index_w[k, e]] * weight_w[k, e]
+                    width_total = term if width_total is None else width_total + term
+                term = width_total * weight_h[j, b]
+                height_total = term if height_total is None else height_total + term
+            term = height_total * weight_d[i, a]
+            depth_total = term if depth_total is None else depth_total + term
+        out[p, i, j, k] = depth_total
+    return out
+
+
+def _backward_in_output_order(dy, tables, input_shape):
+    """The scatter-add one term at a time: outputs (i, j, k) in row-major order, then the taps
+    (a, b, e), dx[...] += ((wd·wh)·ww)·dy on scalars of the dtype: the order each input element
+    must get its terms in (torch's)."""
+    (index_d, weight_d, count_d), (index_h, weight_h, count_h), (index_w, weight_w, count_w) = tables
+    dx = np.zeros(input_shape, dy.dtype)
+    for p, i, j, k in np.ndindex(dy.shape):
+        for a in range(count_d[i]):
+            for b in range(count_h[j]):
+                for e in range(count_w[k]):
+                    target = (p, index_d[i, a], index_h[j, b], index_w[k, e])
+                    dx[target] = dx[target] + weight_d[i, a] * weight_h[j, b] * weight_w[k, e] * dy[p, i, j, k]
+    return dx
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode, spatial_in, size", [
+    ("bilinear", (3, 4), (7, 9)),  # the last row's and column's two taps clamped onto one pixel
+    ("bicubic", (4, 3), (6, 7)),  # four taps, clamped onto one pixel at both borders
+    ("nearest", (3, 2, 4), (5, 4, 7)),
+    ("trilinear", (2, 3, 3), (3, 5, 4)),
+    ("area", (5, 7), (3, 4)),
+    ("linear", (5,), (11,)),
+])
+def test_kernels_give_the_nested_sums_bits_in_torchs_order(mode, spatial_in, size, dtype):
+    """The forward blends one axis at a time and the backward loops over the taps outside the
+    columns where they read distinct rows: both must still give every value the bits of the
+    one-output-at-a-time nested sum, in torch's order of terms, serial and parallel alike; and
+    more planes than one ``PLANE_CHUNK``, not a multiple of it."""
+    rng = np.random.default_rng(7)
+    shape = (3, K.PLANE_CHUNK // 3 + 2, *spatial_in)  # 3·7 = 21 planes: a chunk and a part of one
+    x = rng.standard_normal(shape).astype(dtype)
+    case = {"x_shape": shape, "arguments": {"size": size, "mode": mode}}
+    (forward, backward), spatial_out = _kernel_tables(case, dtype)
+    x3 = x.reshape(FU._as_3d(shape))
+    out_shape = FU._as_3d((*shape[:2], *spatial_out))
+    for kernel in (K.interpolate_forward, K.interpolate_forward_serial):
+        y = np.empty(out_shape, dtype)
+        kernel(x3, y, *FU._flat(forward))
+        np.testing.assert_array_equal(y, _forward_in_nested_order(x3, forward))
+    dy = rng.standard_normal(out_shape).astype(dtype)
+    expected = _backward_in_output_order(dy, backward, x3.shape)
+    for kernel in (K.interpolate_backward, K.interpolate_backward_serial):
+        dx = np.empty_like(x3)
+        kernel(dy, dx, *FU._flat(backward))
+        np.testing.assert_array_equal(dx, expected)
+
+
+def test_distinct_taps_flags_the_outputs_whose_taps_share_a_position():
+    index = np.array([[0, 1], [2, 2], [3, 0], [1, 1]])
+    count = np.array([2, 2, 1, 1])
+    np.testing.assert_array_equal(K._distinct_taps_jit(index, count), [True, False, True, True])
+
+
+def test_serial_and_parallel_kernels_give_the_functional_layer_the_same_bits(monkeypatch):
+    """``PARALLEL_FROM`` picks the serial twins for small outputs, the parallel kernels for large:
+    the same numbers either way."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 5, 4, 6)).astype(np.float32)
+
+    def run():
+        results = []
+        for mode in ("nearest", "bilinear", "bicubic", "area"):
+            y, cache = FU.interpolate_forward(x, size=(7, 5), mode=mode)
+            results += [y, FU.interpolate_backward(np.cos(y), cache)]
+        return results
+
+    serial = run()
+    monkeypatch.setattr(FU, "PARALLEL_FROM", 0)
+    for a, b in zip(serial, run()):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------------- refusals
 
 X = np.zeros((1, 1, 3, 4))

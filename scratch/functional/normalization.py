@@ -11,9 +11,10 @@ Derivations: docs/normalization.md. All three compute y = γ·x̂ + β with x̂ 
 The statistics, the backward's reductions and its element-wise pass run in the kernels of
 ``scratch.kernels.normalization``, which sum in float64 (why, there). The policy lives here:
 which statistics to use, the running-statistics update (momentum, the unbiased variance), ε, the
-dtypes. Shapes and values are checked one level up (``scratch.nn``). Empty inputs (N = 0, or an
-empty channel or row) give an empty output, an empty dx and zero parameter gradients, and leave
-running statistics as they are (torch's too).
+dtypes, and whether a kernel runs parallel or as its serial twin (``PARALLEL_FROM``). Shapes and
+values are checked one level up (``scratch.nn``). Empty inputs (N = 0, or an empty channel or
+row) give an empty output, an empty dx and zero parameter gradients, and leave running
+statistics as they are (torch's too).
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ import math
 import numpy as np
 
 from scratch.kernels import normalization as kernels
+
+#: inputs of fewer elements than this run the kernels' serial twins (``*_serial``), larger ones the
+#: parallel kernels. Below it a ``prange`` region's wake-up of the OpenMP pool costs more than the
+#: second thread saves (docs/speed.md, "New layers (issue 17)"); either choice gives the same bits.
+PARALLEL_FROM = 1 << 20
+
+
+def _kernel(name: str, size: int):
+    """The kernel ``name`` of ``scratch.kernels.normalization`` for an input of ``size`` elements:
+    its serial twin below ``PARALLEL_FROM``, the parallel kernel from there."""
+    return getattr(kernels, name if size >= PARALLEL_FROM else f"{name}_serial")
 
 
 def _inverse_std(var64: np.ndarray, eps: float) -> np.ndarray:
@@ -75,7 +87,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
     if training:
         mean64, var64 = np.zeros(channels), np.zeros(channels)  # (C,) float64; unused when M = 0
         if x3.size:
-            kernels.moments(x3, mean64, var64)
+            _kernel("moments", x3.size)(x3, mean64, var64)
             if running_mean is not None:
                 _update_running(running_mean, mean64, momentum)
             if running_var is not None:
@@ -88,7 +100,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
     shift = np.zeros(channels, dtype) if bias is None else np.ascontiguousarray(bias, dtype)  # β (C,)
     out3 = np.empty_like(x3)  # (N, C, L)
     if x3.size:
-        kernels.batch_norm_forward(x3, mean, invstd, gain, shift, out3)
+        _kernel("batch_norm_forward", x3.size)(x3, mean, invstd, gain, shift, out3)
     cache = (x3, mean, invstd, None if weight is None else gain, bias is not None, bool(training), x.shape)
     return out3.reshape(x.shape), cache
 
@@ -113,10 +125,10 @@ def batch_norm_backward(grad_output, cache):
     sum_dy, sum_dy_xhat = np.zeros(channels), np.zeros(channels)  # (C,) float64: Σ dy, Σ dy·x̂
     grad_input3 = np.empty_like(x3)  # (N, C, L)
     if x3.size:
-        kernels.batch_norm_backward_reduce(dy3, x3, mean, invstd, sum_dy, sum_dy_xhat)
+        _kernel("batch_norm_backward_reduce", dy3.size)(dy3, x3, mean, invstd, sum_dy, sum_dy_xhat)
         count = batch * length
         gain = np.ones(channels, dtype) if weight is None else weight  # γ (C,)
-        kernels.batch_norm_backward_input(dy3, x3, mean, invstd, gain, (sum_dy / count).astype(dtype),
+        _kernel("batch_norm_backward_input", dy3.size)(dy3, x3, mean, invstd, gain, (sum_dy / count).astype(dtype),
                                           (sum_dy_xhat / count).astype(dtype), batch_statistics, grad_input3)
     grad_weight = None if weight is None else sum_dy_xhat.astype(dtype)
     grad_bias = sum_dy.astype(dtype) if has_bias else None
@@ -135,14 +147,14 @@ def _grouped_forward(x2, groups, channels, inner, weight, bias, eps, input_shape
     batch, width = x2.shape
     mean64, var64 = np.zeros(batch * groups), np.zeros(batch * groups)  # (N·G,) float64
     if x2.size:
-        kernels.moments(x2.reshape(1, batch * groups, width // groups), mean64, var64)  # rows as (1, N·G, K)
+        _kernel("moments", x2.size)(x2.reshape(1, batch * groups, width // groups), mean64, var64)  # rows as (1, N·G, K)
     mean = mean64.astype(dtype).reshape(batch, groups)  # (N, G) in x's dtype
     rstd = _inverse_std(var64, eps).astype(dtype).reshape(batch, groups)  # (N, G): 1/σ
     gain = np.ones(channels, dtype) if weight is None else np.ascontiguousarray(weight, dtype).reshape(channels)
     shift = np.zeros(channels, dtype) if bias is None else np.ascontiguousarray(bias, dtype).reshape(channels)
     out2 = np.empty_like(x2)  # (N, J)
     if x2.size:
-        kernels.group_norm_forward(x2, mean, rstd, gain, shift, inner, out2)
+        _kernel("group_norm_forward", x2.size)(x2, mean, rstd, gain, shift, inner, out2)
     cache = (x2, mean, rstd, None if weight is None else gain, None if weight is None else np.shape(weight),
              bias is not None, np.shape(bias), channels, inner, input_shape)
     return out2.reshape(input_shape), cache
@@ -162,12 +174,12 @@ def _grouped_backward(grad_output, cache):
     if x2.size:
         gain = np.ones(channels, dtype) if weight is None else weight  # γ (channels,)
         sum_gdy, sum_gdy_xhat = np.zeros((batch, groups)), np.zeros((batch, groups))  # (N, G) float64
-        kernels.group_norm_backward_reduce(dy2, x2, mean, rstd, gain, inner, sum_gdy, sum_gdy_xhat)
+        _kernel("group_norm_backward_reduce", dy2.size)(dy2, x2, mean, rstd, gain, inner, sum_gdy, sum_gdy_xhat)
         count = width // groups  # K: the values of each group
-        kernels.group_norm_backward_input(dy2, x2, mean, rstd, gain, inner, (sum_gdy / count).astype(dtype),
+        _kernel("group_norm_backward_input", dy2.size)(dy2, x2, mean, rstd, gain, inner, (sum_gdy / count).astype(dtype),
                                           (sum_gdy_xhat / count).astype(dtype), grad_input2)
         if weight is not None or has_bias:
-            kernels.group_norm_backward_params(dy2, x2, mean, rstd, column_dy, column_dy_xhat)
+            _kernel("group_norm_backward_params", dy2.size)(dy2, x2, mean, rstd, column_dy, column_dy_xhat)
 
     def per_channel(columns):  # (chunks, J) -> (channels,): the chunks and each channel's inner positions summed
         return columns.sum(axis=0).reshape(channels, inner).sum(axis=1).astype(dtype)

@@ -40,6 +40,12 @@ ALIGNING_MODES = ("linear", "bilinear", "bicubic", "trilinear", "lanczos")
 #: 2-D outputs with H_out + W_out up to this many take torch's channels-last nearest path
 #: (``_use_vectorized_kernel_cond_2d`` in UpSampleKernel.cpp), whose indices are float32 ``nearest_idx``
 SMALL_OUTPUT = 128
+#: a forward (backward) whose output (dy) has fewer elements than this runs the kernel's serial twin,
+#: a larger one the parallel kernel: below it a ``prange`` region's wake-up of the OpenMP pool costs
+#: more than the second thread saves; at the bench's 0.8 M outputs the two measured alike on a busy
+#: machine and the parallel one up to 2x faster on an idle one (docs/speed.md, "New layers
+#: (issue 17)"). The bits are the same either way.
+PARALLEL_FROM = 1 << 18
 
 _F32 = np.float32
 _F64 = np.float64
@@ -418,7 +424,8 @@ def interpolate_forward(x, size=None, scale_factor=None, mode="nearest", align_c
     y = np.empty(out_shape, dtype=x.dtype)
     if y.size:
         x3 = np.ascontiguousarray(x).reshape(_as_3d(x.shape))
-        kernels.interpolate_forward(x3, y.reshape(_as_3d(out_shape)), *_flat(_padded(forward, x.dtype)))
+        kernel = kernels.interpolate_forward if y.size >= PARALLEL_FROM else kernels.interpolate_forward_serial
+        kernel(x3, y.reshape(_as_3d(out_shape)), *_flat(_padded(forward, x.dtype)))
     # torch's bicubic backward copies the gradient when the sizes agree (UpSampleBicubic2d.cpp)
     copies = mode == "bicubic" and tuple(spatial_in) == spatial_out
     return y, (_padded(backward, x.dtype), x.shape, x.dtype, copies)
@@ -438,6 +445,8 @@ def interpolate_backward(grad_output, cache):
     grad_input = np.empty(input_shape, dtype=dtype)
     if grad_input.size:
         grad3 = np.ascontiguousarray(grad_output).reshape(_as_3d(grad_output.shape))
-        kernels.interpolate_backward(grad3, grad_input.reshape(_as_3d(input_shape)), *_flat(tables))
+        parallel = grad3.size >= PARALLEL_FROM
+        kernel = kernels.interpolate_backward if parallel else kernels.interpolate_backward_serial
+        kernel(grad3, grad_input.reshape(_as_3d(input_shape)), *_flat(tables))
     return grad_input
 
