@@ -46,7 +46,7 @@ LATENT_MODELS = model_names(option="latent_dim")
 SHALLOW_AUTOENCODERS = model_names(family="regularized")
 NOISY_INPUT_MODELS = model_names(option="noise")
 # gradcheck builds small fully-connected models: those sized by input_dim and hidden width(s)
-GRADCHECK_MODELS = tuple(name for name in model_names(option="input_dim") if name in HIDDEN_DIM_MODELS + HIDDEN_DIMS_MODELS)
+GRADCHECK_MODELS = tuple(name for name in model_names(option="input_dim") if name in HIDDEN_DIM_MODELS + HIDDEN_DIMS_MODELS and "image_size" not in REGISTRY[name].options)
 # Options the command line offers for one model only (other models may accept the key with
 # another meaning or default, e.g. every VAE's beta is 1): the option's dest -> that model.
 MODEL_SPECIFIC = {"beta": "beta-vae", "capacity_max": "beta-vae", "capacity_steps": "beta-vae", "gamma": "beta-vae",

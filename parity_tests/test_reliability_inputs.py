@@ -805,6 +805,7 @@ SMALL = {  # small enough to build and run in milliseconds; every input is (N, 1
     "seed-vae": {"hidden_dim": 6, "latent_dim": 3},
     "beta-vae": {"hidden_dim": 6, "latent_dim": 3, "capacity_max": 5.0},
     "conv-vae": {"channels": [2, 2], "latent_dim": 3},
+    "deep-conv-vae": {"hidden_dims": [2, 2], "latent_dim": 3},
     "sparse-ae": {"hidden_dim": 6},
     "contractive-ae": {"hidden_dim": 6},
     "tied-ae": {"hidden_dim": 6},

@@ -434,7 +434,7 @@ def test_contractive_penalty_matches_torch_at_zero_and_one(codes, dtype, seed, s
 MODEL_NAMES = tuple(MODELS)
 VAE_NAMES = ("vae", "seed-vae", "beta-vae", "conv-vae")
 #: the layer whose output is the log-variance (for seed-vae: the second half of its rows)
-LOGVAR_LAYER = {"vae": "fc22", "beta-vae": "fc22", "conv-vae": "fc22", "seed-vae": "encoder.2"}
+LOGVAR_LAYER = {"vae": "fc22", "beta-vae": "fc22", "conv-vae": "fc22", "deep-conv-vae": "fc22", "seed-vae": "encoder.2"}
 PARAMETER_LAYERS = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d, TiedDecoder)
 #: a pre-activation inside float32's underflow window, about (-104, -88.7): σ(x) is 0 in torch, a
 #: subnormal in the overflow-free e^x / (1 + e^x); BCE makes that 100 nats against |x|
@@ -449,6 +449,9 @@ def extreme_model_cases(draw, name):
         channels = [draw(st.integers(1, 3)), draw(st.integers(1, 3))]
         config = dict(channels=channels, **({"latent_dim": draw(st.integers(1, 3))} if name == "conv-vae" else {}))
         return config, (batch, 1, 28, 28), magnitude, seed
+    if name == "deep-conv-vae":  # one or two Conv-BatchNorm-LeakyReLU blocks: 28 -> 14 (-> 7)
+        hidden_dims = [draw(st.integers(1, 3)) for _ in range(draw(st.integers(1, 2)))]
+        return dict(hidden_dims=hidden_dims, latent_dim=draw(st.integers(1, 3))), (batch, 1, 28, 28), magnitude, seed
     width = draw(st.integers(1, 16))
     if name in ("mlp-ae", "denoising-ae"):
         config = dict(input_dim=width, hidden_dims=draw(st.lists(st.integers(1, 6), max_size=2)),
@@ -509,6 +512,14 @@ def _drive_to_extremes(model, x, noise, dtype, magnitude, rng):
         _torch_loss(twin, x, noise)  # the call order, with the initial weights
         for name in list(order):
             layer = modules[name]
+            if layer.bias is None:  # a convolution before a BatchNorm: only its weight is rescaled
+                stop_at[0] = name
+                with contextlib.suppress(Reached):
+                    _torch_loss(twin, x, noise)
+                peak = outputs[name].abs().max()
+                if peak > 0:
+                    layer.weight /= peak
+                continue
             layer.bias.zero_()
             stop_at[0] = name
             with contextlib.suppress(Reached):
@@ -550,7 +561,7 @@ def _gradient_terms(twin, x, noise) -> dict:
             output.register_hook(on_grad)
 
     for module in twin.modules():
-        if isinstance(module, PARAMETER_LAYERS):
+        if isinstance(module, PARAMETER_LAYERS + (torch.nn.BatchNorm2d,)):
             hooks.append(module.register_forward_hook(on_forward))
     loss = _torch_loss(twin, x, noise)["loss"]
     for hook in hooks:
@@ -561,6 +572,11 @@ def _gradient_terms(twin, x, noise) -> dict:
     for module, inputs, grad in calls:
         if grad is None:
             continue
+        if isinstance(module, torch.nn.BatchNorm2d):  # dγ = Σ dy·x̂ and dβ = Σ dy per channel
+            for key, term in zip(("weight", "bias"), _batch_norm_terms(module, inputs, grad)):
+                name = names[id(getattr(module, key))]
+                terms[name] = terms.get(name, 0.0) + term
+            continue
         parameters = list(module.parameters()) + ([module._source[0].weight] if isinstance(module, TiedDecoder) else [])
         with torch.enable_grad():
             grads = torch.autograd.grad(module(inputs.abs()), parameters, grad_outputs=grad.abs(), allow_unused=True)
@@ -569,6 +585,18 @@ def _gradient_terms(twin, x, noise) -> dict:
                 key = names[id(parameter)]
                 terms[key] = terms.get(key, 0.0) + g.abs().numpy().astype(np.float64)
     return terms
+
+
+def _batch_norm_terms(module, x, dy):
+    """(Σ |dy·x̂|, Σ |dy|) per channel over (N, H, W): the terms BatchNorm's dγ and dβ sum, with x̂
+    from the batch's statistics in training mode (the running ones in evaluation mode)."""
+    axes = (0, 2, 3)
+    if module.training or module.running_mean is None:
+        mean, var = x.mean(axes, keepdim=True), x.var(axes, unbiased=False, keepdim=True)
+    else:
+        mean, var = module.running_mean.view(1, -1, 1, 1), module.running_var.view(1, -1, 1, 1)
+    x_hat = (x - mean) / torch.sqrt(var + module.eps)
+    return (dy * x_hat).abs().sum(axes).numpy().astype(np.float64), dy.abs().sum(axes).numpy().astype(np.float64)
 
 
 def _assert_model_matches_torch(model, x, noise, dtype, what):

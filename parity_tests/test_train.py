@@ -71,7 +71,9 @@ def _metrics(run_dir: Path) -> list[dict]:
     ("contractive-ae", {"hidden_dim": 32, "contraction_weight": 1.0}, {"loss", "recon", "penalty"}),
     ("tied-ae", {"hidden_dim": 32}, {"loss", "recon"}),
     ("tied-ae", {"hidden_dim": 32, "activation": "tanh"}, {"loss", "recon"}),
-], ids=["mlp-ae", "denoising-ae", "sparse-ae", "sparse-ae-l1", "contractive-ae", "tied-ae", "tied-ae-tanh"])
+    ("deep-conv-vae", {"hidden_dims": [4, 8], "latent_dim": 4}, {"loss", "recon", "kl"}),
+], ids=["mlp-ae", "denoising-ae", "sparse-ae", "sparse-ae-l1", "contractive-ae", "tied-ae", "tied-ae-tanh",
+        "deep-conv-vae"])
 def test_both_backends_train_the_same_run(tmp_path, model, model_config, parts):
     """Same seed: identical initial weights, batches and noise, so the two runs agree (float64),
     every loss part (the penalty too) epoch by epoch and the final weights."""
@@ -115,6 +117,43 @@ def test_resume_after_sigkill_ends_with_the_uninterrupted_weights(tmp_path, back
     for key in whole:
         np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
     assert [m["test"] for m in _metrics(tmp_path / "killed")] == [m["test"] for m in _metrics(tmp_path / "whole")]
+
+
+BATCH_NORM_RUN = ["--hidden-dims", "4,8", "--latent-dim", "4", "--quiet"]
+
+
+@pytest.mark.parametrize("backend", ["scratch", pytest.param("torch", marks=pytest.mark.slow)])
+def test_a_batch_norm_model_resumes_with_the_uninterrupted_running_statistics(tmp_path, backend):
+    """deep-conv-vae (BatchNorm after every convolution) killed with SIGKILL in epoch 2 and resumed:
+    its parameters and BatchNorm's buffers (running_mean, running_var, num_batches_tracked, which
+    the checkpoint holds beside the weights) end bit for bit where the uninterrupted run's end."""
+    common = ["train", "deep-conv-vae", "--epochs", "3", "--dtype", "float64", "--backend", backend, *BATCH_NORM_RUN]
+    cli(*common, "--out", "whole", cwd=tmp_path, check_status=0)
+    killed = cli(*common, "--out", "killed", cwd=tmp_path, env={KILL_AT_STEP_VARIABLE: "18"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed = cli("train", "--resume", "killed", "--quiet", cwd=tmp_path, check_status=0)
+    assert "resuming killed after epoch 1" in resumed.stdout
+    whole = load_tensors(tmp_path / "whole" / "model.safetensors")
+    again = load_tensors(tmp_path / "killed" / "model.safetensors")
+    assert whole.keys() == again.keys()
+    buffers = [key for key in whole if key.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked")]
+    assert len(buffers) == 3 * 4  # two encoder and two decoder BatchNorms
+    for key in whole:
+        assert again[key].dtype == whole[key].dtype and again[key].shape == whole[key].shape, key
+        np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
+    for key in buffers:
+        if key.endswith("num_batches_tracked"):  # one per training step: 3 epochs of 12; evaluation counts none
+            assert whole[key].shape == () and whole[key].dtype == np.int64 and int(whole[key]) == 36, key
+        else:  # moved away from their initial 0 and 1
+            assert not np.array_equal(whole[key], np.zeros_like(whole[key])) and not np.array_equal(
+                whole[key], np.ones_like(whole[key])), key
+    assert [m["test"] for m in _metrics(tmp_path / "killed")] == [m["test"] for m in _metrics(tmp_path / "whole")]
+    # the checkpoint loads into the torch twin, buffers included (strict)
+    from safetensors.torch import load_file
+
+    config = json.loads((tmp_path / "killed" / "config.json").read_text())
+    twin = torch_build("deep-conv-vae", **{**config["model_config"], "image_size": 8}).double()
+    twin.load_state_dict(load_file(tmp_path / "killed" / "model.safetensors"), strict=True)
 
 
 def test_a_run_leaves_metrics_pictures_and_a_checkpoint_torch_loads(tmp_path):

@@ -73,8 +73,10 @@ def _updates(outputs: dict) -> dict:
 
 def torch_adam_step(initial: dict, outputs: dict) -> dict:
     """torch.optim.Adam's first step (LR, WEIGHT_DECAY) from ``initial`` weights with the gradients
-    in ``outputs`` (``"grad KEY"``), as ``{"updated KEY": weights}``."""
-    parameters = {key: torch.nn.Parameter(torch.from_numpy(value.copy())) for key, value in initial.items()}
+    in ``outputs`` (``"grad KEY"``), as ``{"updated KEY": weights}``; buffers in ``initial`` (BatchNorm's
+    running statistics: no gradient) are not parameters and are left out."""
+    parameters = {key: torch.nn.Parameter(torch.from_numpy(value.copy())) for key, value in initial.items()
+                  if f"grad {key}" in outputs}
     for key, parameter in parameters.items():
         parameter.grad = torch.from_numpy(np.array(outputs[f"grad {key}"], dtype=initial[key].dtype))
     torch.optim.Adam(parameters.values(), lr=LR, weight_decay=WEIGHT_DECAY).step()

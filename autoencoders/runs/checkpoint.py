@@ -599,6 +599,8 @@ def _and_more(keys: list) -> str:
     return f" and {len(keys) - 1} more" if len(keys) > 1 else ""
 
 
+# BatchNorm's buffers (torch's names): in a model's state_dict, but no parameters of its optimizer.
+_BATCH_NORM_BUFFERS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 # The per-parameter state of this library's optimizers (torch's names): SGD, Adam, AdamW.
 _OPTIMIZER_STATE_NAMES = frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
 
@@ -607,7 +609,7 @@ def _check_optimizer_fits(optimizer: dict, expected: dict[str, np.ndarray], arra
     """Refuse optimizer state that is not for ``expected``'s parameters: the optimizers number
     parameters 0, 1, ... in ``state_dict()`` order; every parameter's state has the same entries,
     each a name this library's optimizers keep; each buffer has its parameter's shape and dtype."""
-    owns = list(expected.items())
+    owns = [(key, own) for key, own in expected.items() if key.rsplit(".", 1)[-1] not in _BATCH_NORM_BUFFERS]
     held = sorted(index for group in optimizer["param_groups"] for index in group["params"])
     if held != list(range(len(owns))):
         raise CheckpointError(f"{meta_source}: the optimizer's parameter groups hold {len(held)} parameters "

@@ -9,7 +9,7 @@ from scratch.models.conv import ConvAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from scratch.models.registry import FAMILIES, REGISTRY, ModelSpec, model_names, spec
 from scratch.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
-from scratch.models.vae import BetaVAE, ConvVAE, SeedVAE, VariationalAutoencoder
+from scratch.models.vae import BetaVAE, ConvVAE, DeepConvVAE, SeedVAE, VariationalAutoencoder
 
 # name -> class, read from the one registry (scratch/models/registry.py)
 MODELS = {name: entry.cls for name, entry in REGISTRY.items()}
@@ -40,5 +40,6 @@ def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype
 
 
 __all__ = ["FAMILIES", "MODELS", "REGISTRY", "ModelSpec", "build", "draw_noise", "model_names", "spec", "BetaVAE", "ContractiveAutoencoder", "ConvAutoencoder",
+           "DeepConvVAE",
            "DenoisingAutoencoder", "MLPAutoencoder", "SeedVAE", "SparseAutoencoder", "TiedAutoencoder",
            "VariationalAutoencoder"]

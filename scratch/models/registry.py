@@ -20,7 +20,7 @@ from types import MappingProxyType
 from scratch.models.conv import ConvAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from scratch.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
-from scratch.models.vae import BetaVAE, ConvVAE, SeedVAE, VariationalAutoencoder
+from scratch.models.vae import BetaVAE, ConvVAE, DeepConvVAE, SeedVAE, VariationalAutoencoder
 
 FAMILIES = ("plain", "denoising", "variational", "regularized", "conv")
 INPUT_KINDS = ("flat", "image")
@@ -72,6 +72,7 @@ REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("seed-vae", SeedVAE, family="variational", input_kind="flat", noise_kind="gaussian"),
     ModelSpec("beta-vae", BetaVAE, family="variational", input_kind="flat", noise_kind="gaussian"),
     ModelSpec("conv-vae", ConvVAE, family="variational", input_kind="flat", noise_kind="gaussian"),
+    ModelSpec("deep-conv-vae", DeepConvVAE, family="variational", input_kind="flat", noise_kind="gaussian"),
     ModelSpec("sparse-ae", SparseAutoencoder, family="regularized", input_kind="flat", noise_kind="none"),
     ModelSpec("contractive-ae", ContractiveAutoencoder, family="regularized", input_kind="flat", noise_kind="none"),
     ModelSpec("tied-ae", TiedAutoencoder, family="regularized", input_kind="flat", noise_kind="none"),

@@ -331,3 +331,120 @@ class ConvVAE(_Variational):
     def _decoder_backward_from_loss(self):
         grad_logits = self.bce.backward_through_sigmoid(self.decoder[-1])  # (N, C, 28, 28)
         return self.decoder.backward(grad_logits, start=len(self.decoder) - 2)
+
+
+def conv_sizes(image_size: int, blocks: int) -> list[int]:
+    """The encoder's feature-map sizes for Conv2d(3, stride 2, padding 1) blocks:
+    s_{k+1} = ⌊(s_k + 2·1 - 3)/2⌋ + 1 = ⌈s_k/2⌉; 28 -> 14 -> 7 -> 4 for three blocks."""
+    sizes = [int(image_size)]
+    for _ in range(blocks):
+        sizes.append((sizes[-1] - 1) // 2 + 1)
+    return sizes
+
+
+def transpose_output_paddings(sizes) -> list[int]:
+    """The output_padding of each ConvTranspose2d(3, stride 2, padding 1) that retraces ``sizes``
+    in reverse: it maps s to 2·s - 1 + output_padding, so output_padding = target - (2·s - 1),
+    which is 0 or 1 (< stride) since s = ⌈target/2⌉; 4 -> 7 -> 14 -> 28 takes 0, 1, 1."""
+    backwards = list(reversed(sizes))
+    return [target - (2 * size - 1) for size, target in zip(backwards, backwards[1:])]
+
+
+class DeepConvVAE(_Variational):
+    """PyTorch-VAE's vanilla VAE (Subramanian 2020) scaled to 28x28, with a Sigmoid output for BCE.
+
+    Encoder: one block per width h in ``hidden_dims``: Conv2d(in, h, 3, s2, p1, bias=False)
+    BatchNorm2d(h) LeakyReLU(0.01), then Flatten and fc21/fc22 (μ, logvar). Decoder: Linear(latent,
+    h_last·s·s) Unflatten, one block per width in reverse: ConvTranspose2d(3, s2, p1, output_padding
+    from the sizes, bias=False) BatchNorm2d LeakyReLU, the last block back to hidden_dims[0] at the
+    image size, then Conv2d(hidden_dims[0], C, 3, p1) Sigmoid. Sizes with (32, 64, 128) on 28x28:
+    28 -> 14 -> 7 -> 4 -> latent -> 4 -> 7 -> 14 -> 28.
+
+    The convolutions in front of a BatchNorm have no bias (PyTorch-VAE's have one): training-mode
+    BatchNorm subtracts the batch mean again, so such a bias changes nothing, its exact gradient
+    is 0 and the computed one is rounding noise that Adam would turn into steps of ±lr
+    (docs/vae.md#batchnorm-in-a-vae). BatchNorm normalises with the batch's statistics in
+    training mode and with its running statistics in evaluation mode (``model.eval()``); the
+    running statistics are buffers in ``state_dict`` (``running_mean``, ``running_var``,
+    ``num_batches_tracked``). Keys: encoder.{0,3,6} (conv weights), encoder.{1,4,7} (BatchNorm),
+    fc21, fc22, decoder.0 (Linear), decoder.{2,5,8} (transposed convs), decoder.{3,6,9}
+    (BatchNorm), decoder.11 (the output conv), for three widths.
+    """
+
+    name = "deep-conv-vae"
+
+    def __init__(self, in_channels=1, hidden_dims=(32, 64, 128), latent_dim=20, image_size=28, beta=1.0,
+                 input_dim=None, *, rng=None, dtype=np.float32):
+        super().__init__()
+        owner = f"{type(self).__name__}({self.name})"
+        from scratch.nn import BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, LeakyReLU, Unflatten
+
+        check_integer(in_channels, owner, "in_channels", minimum=1)
+        if isinstance(hidden_dims, (str, bytes)) or not hasattr(hidden_dims, "__iter__"):
+            raise TypeError(f"{owner}: hidden_dims must be a sequence of positive ints (one conv block per "
+                            f"width), got {hidden_dims!r}")
+        hidden_dims = tuple(hidden_dims)
+        if not hidden_dims:
+            raise ValueError(f"{owner}: hidden_dims must hold at least one width, got {hidden_dims!r}")
+        for index, width in enumerate(hidden_dims):
+            check_integer(width, owner, f"hidden_dims[{index}]", minimum=1)
+        _positive(owner, latent_dim=latent_dim, image_size=image_size)
+        if not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and beta >= 0 and math.isfinite(beta)):
+            raise ValueError(f"{owner}: beta must be a non-negative number, got {beta!r}")
+        if input_dim is not None and check_integer(input_dim, owner, "input_dim", minimum=1) \
+                != in_channels * image_size * image_size:
+            raise ValueError(f"{owner}: input_dim {input_dim} disagrees with in_channels·image_size² = "
+                             f"{in_channels * image_size * image_size} (it follows from them; leave it out)")
+        input_dim = in_channels * image_size * image_size
+        hidden_dims = tuple(int(width) for width in hidden_dims)
+        rng, dtype = self._setup(owner, input_dim, latent_dim, rng, dtype,
+                                 dict(in_channels=int(in_channels), hidden_dims=list(hidden_dims),
+                                      image_size=int(image_size), beta=float(beta)))
+        layer = dict(rng=rng, dtype=dtype)
+        sizes = conv_sizes(image_size, len(hidden_dims))
+        last, side = hidden_dims[-1], sizes[-1]
+        encoder, width = [], in_channels
+        for h in hidden_dims:
+            encoder += [Conv2d(width, h, 3, stride=2, padding=1, bias=False, **layer), BatchNorm2d(h, dtype=dtype),
+                        LeakyReLU()]
+            width = h
+        self.encoder = Sequential(*encoder, Flatten())
+        features = last * side * side
+        self.fc21 = Linear(features, latent_dim, **layer)
+        self.fc22 = Linear(features, latent_dim, **layer)
+        widths = list(reversed(hidden_dims)) + [hidden_dims[0]]  # the last block keeps the first width
+        decoder = [Linear(latent_dim, features, **layer), Unflatten(1, (last, side, side))]
+        for (wide, narrow), padding in zip(zip(widths, widths[1:]), transpose_output_paddings(sizes)):
+            decoder += [ConvTranspose2d(wide, narrow, 3, stride=2, padding=1, output_padding=padding, bias=False,
+                                        **layer), BatchNorm2d(narrow, dtype=dtype), LeakyReLU()]
+        self.decoder = Sequential(*decoder, Conv2d(hidden_dims[0], in_channels, 3, padding=1, **layer), Sigmoid())
+
+    @staticmethod
+    def config_for_images(image_shape) -> dict:
+        return {"in_channels": int(image_shape[0]), "image_size": int(image_shape[1])}
+
+    def _image_shape(self, n):
+        size = self._config["image_size"]
+        return (n, self._config["in_channels"], size, size)
+
+    def _flatten_input(self, x, name="x"):
+        return flatten_image_input(self, x, self._image_shape(0)[1:], name)
+
+    @forward_pass
+    def encode(self, x):
+        """(N, D) or (N, C, H, W) -> (μ, logvar); BatchNorm in the model's mode (running statistics in eval)."""
+        flat = self._flatten_input(x)
+        h = self.encoder(flat.reshape(self._image_shape(len(flat))))  # (N, h_last·s·s)
+        return self.fc21(h), self.fc22(h)
+
+    def _encoder_backward(self, grad_mean, grad_logvar, input_grad=True):
+        grad_h = self.fc21.backward(grad_mean) + self.fc22.backward(grad_logvar)
+        grad_x = self.encoder.backward(grad_h, input_grad=input_grad)  # (N, C, H, W); BatchNorm's batch-coupled backward
+        return None if grad_x is None else grad_x.reshape(len(grad_x), -1)
+
+    def decode(self, z):
+        return self.decoder(z).reshape(len(z), -1)  # (N, D)
+
+    def _decoder_backward_from_loss(self):
+        grad_logits = self.bce.backward_through_sigmoid(self.decoder[-1])  # (N, C, H, W)
+        return self.decoder.backward(grad_logits, start=len(self.decoder) - 2)

@@ -8,7 +8,7 @@ from torch_impl.functional import resolve_dtype
 from torch_impl.models.conv import ConvAutoencoder
 from torch_impl.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from torch_impl.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
-from torch_impl.models.vae import BetaVAE, ConvVAE, SeedVAE, VariationalAutoencoder
+from torch_impl.models.vae import BetaVAE, ConvVAE, DeepConvVAE, SeedVAE, VariationalAutoencoder
 
 MODELS = {
     "mlp-ae": MLPAutoencoder,
@@ -18,6 +18,7 @@ MODELS = {
     "seed-vae": SeedVAE,
     "beta-vae": BetaVAE,
     "conv-vae": ConvVAE,
+    "deep-conv-vae": DeepConvVAE,
     "sparse-ae": SparseAutoencoder,
     "contractive-ae": ContractiveAutoencoder,
     "tied-ae": TiedAutoencoder,

@@ -142,3 +142,59 @@ class ConvVAE(_Variational):
 
     def decode(self, z):
         return self.decoder(z).reshape(z.shape[0], -1)
+
+
+def _conv_sizes(image_size, blocks):
+    """Conv2d(3, stride 2, padding 1) maps s to ⌊(s - 1)/2⌋ + 1: 28 -> 14 -> 7 -> 4."""
+    sizes = [int(image_size)]
+    for _ in range(blocks):
+        sizes.append((sizes[-1] - 1) // 2 + 1)
+    return sizes
+
+
+class DeepConvVAE(_Variational):
+    """Twin of scratch's deep-conv-vae (PyTorch-VAE's vanilla VAE on 28x28, Sigmoid output):
+    encoder.{0,3,6} Conv2d (no bias) .{1,4,7} BatchNorm2d, LeakyReLU; fc21, fc22; decoder.0 Linear,
+    Unflatten, decoder.{2,5,8} ConvTranspose2d (no bias) .{3,6,9} BatchNorm2d, LeakyReLU;
+    decoder.11 Conv2d, Sigmoid (for three widths)."""
+
+    name = "deep-conv-vae"
+
+    def __init__(self, in_channels=1, hidden_dims=(32, 64, 128), latent_dim=20, image_size=28, beta=1.0,
+                 input_dim=None, *, generator=None):
+        super().__init__()
+        if input_dim is not None and input_dim != in_channels * image_size * image_size:
+            raise ValueError(f"DeepConvVAE: input_dim {input_dim} disagrees with in_channels·image_size²")
+        hidden_dims = [int(width) for width in hidden_dims]
+        if not hidden_dims:
+            raise ValueError("DeepConvVAE: hidden_dims must hold at least one width")
+        self.config = dict(input_dim=in_channels * image_size * image_size, latent_dim=int(latent_dim),
+                           in_channels=int(in_channels), hidden_dims=list(hidden_dims), image_size=int(image_size),
+                           beta=float(beta))
+        self.generator = generator
+        sizes = _conv_sizes(image_size, len(hidden_dims))
+        last, side = hidden_dims[-1], sizes[-1]
+        encoder, width = [], in_channels
+        for h in hidden_dims:
+            encoder += [nn.Conv2d(width, h, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(h), nn.LeakyReLU()]
+            width = h
+        self.encoder = nn.Sequential(*encoder, nn.Flatten())
+        features = last * side * side
+        self.fc21 = nn.Linear(features, latent_dim)
+        self.fc22 = nn.Linear(features, latent_dim)
+        widths = list(reversed(hidden_dims)) + [hidden_dims[0]]
+        backwards = list(reversed(sizes))
+        decoder = [nn.Linear(latent_dim, features), nn.Unflatten(1, (last, side, side))]
+        for index, (wide, narrow) in enumerate(zip(widths, widths[1:])):
+            size, target = backwards[index], backwards[index + 1]
+            decoder += [nn.ConvTranspose2d(wide, narrow, 3, stride=2, padding=1, output_padding=target - (2 * size - 1),
+                                           bias=False), nn.BatchNorm2d(narrow), nn.LeakyReLU()]
+        self.decoder = nn.Sequential(*decoder, nn.Conv2d(hidden_dims[0], in_channels, 3, padding=1), nn.Sigmoid())
+
+    def encode(self, x):
+        size = self.config["image_size"]
+        h = self.encoder(x.reshape(x.shape[0], self.config["in_channels"], size, size))
+        return self.fc21(h), self.fc22(h)
+
+    def decode(self, z):
+        return self.decoder(z).reshape(z.shape[0], -1)
