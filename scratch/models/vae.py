@@ -260,7 +260,45 @@ class BetaVAE(VariationalAutoencoder):
         return parts
 
 
-class ConvVAE(_Variational):
+class _ConvVariational(_Variational):
+    """The image plumbing of the convolutional VAEs: (N, D) or (N, C, H, W) in, flat (N, D) out of
+    ``encode``/``decode``, so the evaluation code serves every VAE alike; the subclass builds
+    ``encoder`` (ending in Flatten), ``fc21``/``fc22`` and ``decoder`` (ending in Sigmoid)."""
+
+    @staticmethod
+    def config_for_images(image_shape) -> dict:
+        return {"in_channels": int(image_shape[0]), "image_size": int(image_shape[1])}
+
+    def _image_shape(self, n):
+        size = self._config["image_size"]
+        return (n, self._config["in_channels"], size, size)
+
+    def _flatten_input(self, x, name="x"):
+        return flatten_image_input(self, x, self._image_shape(0)[1:], name)
+
+    @forward_pass
+    def encode(self, x):
+        flat = self._flatten_input(x)
+        h = self.encoder(flat.reshape(self._image_shape(len(flat))))  # (N, features)
+        return self.fc21(h), self.fc22(h)
+
+    def _encoder_backward(self, grad_mean, grad_logvar, input_grad=True):
+        grad_h = self.fc21.backward(grad_mean) + self.fc22.backward(grad_logvar)
+        grad_x = self.encoder.backward(grad_h, input_grad=input_grad)  # (N, C, H, W)
+        return None if grad_x is None else grad_x.reshape(len(grad_x), -1)
+
+    def decode(self, z):
+        return self.decoder(z).reshape(len(z), -1)  # (N, D)
+
+    def _decoder_backward(self, grad_probabilities):
+        return self.decoder.backward(grad_probabilities.reshape(self._image_shape(len(grad_probabilities))))
+
+    def _decoder_backward_from_loss(self):
+        grad_logits = self.bce.backward_through_sigmoid(self.decoder[-1])  # (N, C, H, W)
+        return self.decoder.backward(grad_logits, start=len(self.decoder) - 2)
+
+
+class ConvVAE(_ConvVariational):
     """A convolutional VAE on 28x28: encoder Conv(C,c1,4,s2,p1) ReLU Conv(c1,c2,4,s2,p1) ReLU
     Flatten -> fc21/fc22 (μ, logvar); decoder Linear(latent, c2·7·7) ReLU Unflatten ConvT(c2,c1,
     4,s2,p1) ReLU ConvT(c1,C,4,s2,p1) Sigmoid: 28 -> 14 -> 7 -> latent -> 7 -> 14 -> 28.
@@ -300,38 +338,6 @@ class ConvVAE(_Variational):
                                   ConvTranspose2d(wide, narrow, 4, stride=2, padding=1, **layer), ReLU(),
                                   ConvTranspose2d(narrow, in_channels, 4, stride=2, padding=1, **layer), Sigmoid())
 
-    @staticmethod
-    def config_for_images(image_shape) -> dict:
-        return {"in_channels": int(image_shape[0]), "image_size": int(image_shape[1])}
-
-    def _image_shape(self, n):
-        size = self._config["image_size"]
-        return (n, self._config["in_channels"], size, size)
-
-    def _flatten_input(self, x, name="x"):
-        return flatten_image_input(self, x, self._image_shape(0)[1:], name)
-
-    @forward_pass
-    def encode(self, x):
-        flat = self._flatten_input(x)
-        h = self.encoder(flat.reshape(self._image_shape(len(flat))))  # (N, c2·7·7)
-        return self.fc21(h), self.fc22(h)
-
-    def _encoder_backward(self, grad_mean, grad_logvar, input_grad=True):
-        grad_h = self.fc21.backward(grad_mean) + self.fc22.backward(grad_logvar)
-        grad_x = self.encoder.backward(grad_h, input_grad=input_grad)  # (N, C, 28, 28)
-        return None if grad_x is None else grad_x.reshape(len(grad_x), -1)
-
-    def decode(self, z):
-        return self.decoder(z).reshape(len(z), -1)  # (N, D)
-
-    def _decoder_backward(self, grad_probabilities):
-        return self.decoder.backward(grad_probabilities.reshape(self._image_shape(len(grad_probabilities))))
-
-    def _decoder_backward_from_loss(self):
-        grad_logits = self.bce.backward_through_sigmoid(self.decoder[-1])  # (N, C, 28, 28)
-        return self.decoder.backward(grad_logits, start=len(self.decoder) - 2)
-
 
 def conv_sizes(image_size: int, blocks: int) -> list[int]:
     """The encoder's feature-map sizes for Conv2d(3, stride 2, padding 1) blocks:
@@ -350,7 +356,7 @@ def transpose_output_paddings(sizes) -> list[int]:
     return [target - (2 * size - 1) for size, target in zip(backwards, backwards[1:])]
 
 
-class DeepConvVAE(_Variational):
+class DeepConvVAE(_ConvVariational):
     """PyTorch-VAE's vanilla VAE (Subramanian 2020) scaled to 28x28, with a Sigmoid output for BCE.
 
     Encoder: one block per width h in ``hidden_dims``: Conv2d(in, h, 3, s2, p1, bias=False)
@@ -418,33 +424,3 @@ class DeepConvVAE(_Variational):
             decoder += [ConvTranspose2d(wide, narrow, 3, stride=2, padding=1, output_padding=padding, bias=False,
                                         **layer), BatchNorm2d(narrow, dtype=dtype), LeakyReLU()]
         self.decoder = Sequential(*decoder, Conv2d(hidden_dims[0], in_channels, 3, padding=1, **layer), Sigmoid())
-
-    @staticmethod
-    def config_for_images(image_shape) -> dict:
-        return {"in_channels": int(image_shape[0]), "image_size": int(image_shape[1])}
-
-    def _image_shape(self, n):
-        size = self._config["image_size"]
-        return (n, self._config["in_channels"], size, size)
-
-    def _flatten_input(self, x, name="x"):
-        return flatten_image_input(self, x, self._image_shape(0)[1:], name)
-
-    @forward_pass
-    def encode(self, x):
-        """(N, D) or (N, C, H, W) -> (μ, logvar); BatchNorm in the model's mode (running statistics in eval)."""
-        flat = self._flatten_input(x)
-        h = self.encoder(flat.reshape(self._image_shape(len(flat))))  # (N, h_last·s·s)
-        return self.fc21(h), self.fc22(h)
-
-    def _encoder_backward(self, grad_mean, grad_logvar, input_grad=True):
-        grad_h = self.fc21.backward(grad_mean) + self.fc22.backward(grad_logvar)
-        grad_x = self.encoder.backward(grad_h, input_grad=input_grad)  # (N, C, H, W); BatchNorm's batch-coupled backward
-        return None if grad_x is None else grad_x.reshape(len(grad_x), -1)
-
-    def decode(self, z):
-        return self.decoder(z).reshape(len(z), -1)  # (N, D)
-
-    def _decoder_backward_from_loss(self):
-        grad_logits = self.bce.backward_through_sigmoid(self.decoder[-1])  # (N, C, H, W)
-        return self.decoder.backward(grad_logits, start=len(self.decoder) - 2)

@@ -111,7 +111,19 @@ class BetaVAE(VariationalAutoencoder):
         return parts
 
 
-class ConvVAE(_Variational):
+class _ConvVariational(_Variational):
+    """The convolutional VAEs' image plumbing: (N, D) or (N, C, H, W) in, flat (N, D) out."""
+
+    def encode(self, x):
+        size = self.config["image_size"]
+        h = self.encoder(x.reshape(x.shape[0], self.config["in_channels"], size, size))
+        return self.fc21(h), self.fc22(h)
+
+    def decode(self, z):
+        return self.decoder(z).reshape(z.shape[0], -1)
+
+
+class ConvVAE(_ConvVariational):
     """Twin of scratch's conv-vae: keys encoder.{0,2}, fc21, fc22, decoder.{0,3,5}."""
 
     name = "conv-vae"
@@ -135,14 +147,6 @@ class ConvVAE(_Variational):
                                      nn.ConvTranspose2d(wide, narrow, 4, 2, 1), nn.ReLU(),
                                      nn.ConvTranspose2d(narrow, in_channels, 4, 2, 1), nn.Sigmoid())
 
-    def encode(self, x):
-        size = self.config["image_size"]
-        h = self.encoder(x.reshape(x.shape[0], self.config["in_channels"], size, size))
-        return self.fc21(h), self.fc22(h)
-
-    def decode(self, z):
-        return self.decoder(z).reshape(z.shape[0], -1)
-
 
 def _conv_sizes(image_size, blocks):
     """Conv2d(3, stride 2, padding 1) maps s to ⌊(s - 1)/2⌋ + 1: 28 -> 14 -> 7 -> 4."""
@@ -152,7 +156,7 @@ def _conv_sizes(image_size, blocks):
     return sizes
 
 
-class DeepConvVAE(_Variational):
+class DeepConvVAE(_ConvVariational):
     """Twin of scratch's deep-conv-vae (PyTorch-VAE's vanilla VAE on 28x28, Sigmoid output):
     encoder.{0,3,6} Conv2d (no bias) .{1,4,7} BatchNorm2d, LeakyReLU; fc21, fc22; decoder.0 Linear,
     Unflatten, decoder.{2,5,8} ConvTranspose2d (no bias) .{3,6,9} BatchNorm2d, LeakyReLU;
@@ -191,10 +195,3 @@ class DeepConvVAE(_Variational):
                                            bias=False), nn.BatchNorm2d(narrow), nn.LeakyReLU()]
         self.decoder = nn.Sequential(*decoder, nn.Conv2d(hidden_dims[0], in_channels, 3, padding=1), nn.Sigmoid())
 
-    def encode(self, x):
-        size = self.config["image_size"]
-        h = self.encoder(x.reshape(x.shape[0], self.config["in_channels"], size, size))
-        return self.fc21(h), self.fc22(h)
-
-    def decode(self, z):
-        return self.decoder(z).reshape(z.shape[0], -1)
