@@ -51,7 +51,7 @@ GRADCHECK_MODELS = tuple(name for name in model_names(option="input_dim") if nam
 # another meaning or default, e.g. every VAE's beta is 1): the option's dest -> that model.
 MODEL_SPECIFIC = {"beta": "beta-vae", "capacity_max": "beta-vae", "capacity_steps": "beta-vae", "gamma": "beta-vae",
                   "penalty": "sparse-ae", "sparsity_target": "sparse-ae", "sparsity_weight": "sparse-ae",
-                  "contraction_weight": "contractive-ae", "activation": "tied-ae"}
+                  "contraction_weight": "contractive-ae", "activation": "tied-ae", "num_samples": "iwae"}
 DEFAULTS = dict(epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-5, seed=0)
 # The offline digits are 1,500 small training images: 12 steps an epoch at batch 128, so an
 # epoch there teaches as much as 1/40 of an MNIST epoch. Its default runs longer to compare.
@@ -92,7 +92,8 @@ def _add_model_options(parser) -> None:
 
     group = parser.add_argument_group("model")
     group.add_argument("--hidden-dims", type=_int_list, metavar="N[,N...]",
-                       help="hidden layer widths: mlp-ae and denoising-ae (default 256); the single hidden layer "
+                       help="hidden layer widths: mlp-ae and denoising-ae (default 256), iwae (default 200,200), "
+                            "deep-conv-vae's conv blocks (default 32,64,128); the single hidden layer "
                             "of vae, seed-vae, beta-vae (default 400) and of sparse-ae, contractive-ae, tied-ae "
                             "(default 256)")
     group.add_argument("--latent-dim", type=_positive_int, metavar="N",
@@ -121,6 +122,9 @@ def _add_model_options(parser) -> None:
                             "norm (default 0.1)")
     group.add_argument("--activation", choices=list(TIED_ACTIVATIONS),
                        help="tied-ae: the hidden units' activation (default sigmoid)")
+    group.add_argument("--num-samples", type=_positive_int, metavar="K",
+                       help="iwae: importance samples per image in training (default 5; 1 is the one-sample "
+                            "Monte Carlo ELBO)")
 
 
 def _model_config(args) -> dict:
@@ -280,9 +284,9 @@ def _load_run(run_dir):
     return run.config, run.dataset, run.backend, run.state
 
 
-def _variational_evaluation(config, dataset, weights, samples: int) -> dict:
-    """Nats per image on the test set: −ELBO, KL per dimension, active units, and (samples > 0)
-    the importance-sampled −log p(x). Runs on a scratch model holding the run's weights, whichever
+def _variational_evaluation(config, dataset, weights, samples: int, bound_samples=(1, 5, 50)) -> dict:
+    """Nats per image on the test set: −ELBO, KL per dimension, active units, the K-sample bound
+    −ℒ_K for K in ``bound_samples``, and (samples > 0) the importance-sampled −log p(x). Runs on a scratch model holding the run's weights, whichever
     backend trained them (the keys are the same)."""
     from autoencoders.data import binarize
     from autoencoders.train import evaluation_rng, model_config_for
@@ -294,12 +298,17 @@ def _variational_evaluation(config, dataset, weights, samples: int) -> dict:
     model.eval()
     rng = evaluation_rng(config.seed)
     images = binarize(dataset.test_images, config.binarize, rng).astype(np.float64).reshape(len(dataset.test_images), -1)
-    eps = model.noise_for(model.config, images.shape, rng, np.float64)
+    eps = rng.standard_normal((len(images), model.config["latent_dim"]))  # one ε per image (the iwae draws K)
     result = {"negative_elbo": float(evaluation.negative_elbo(model, images, eps).mean())}
     kl = evaluation.kl_per_dimension(model, images)
     count, variances = evaluation.active_units(model, images)
     result.update(kl_per_dimension=[float(v) for v in kl], active_units=int(count),
                   latent_dim=int(model.config["latent_dim"]))
+    # −ℒ_K, the importance-weighted bound of Burda et al., at a few K: −ℒ_1 is the one-sample ELBO
+    # (its KL sampled), and the bound tightens with K towards −log p(x)
+    bound_samples = sorted(set(bound_samples) | {model.config.get("num_samples", 1)})  # and the iwae's training K
+    result["bounds"] = {str(k): float(-evaluation.importance_sampled_log_likelihood(model, images, k, rng=rng).mean())
+                        for k in bound_samples}
     if samples > 0:
         estimate = evaluation.importance_sampled_nll(model, images, samples=samples, rng=rng)
         result.update(nll=float(estimate.nll), nll_standard_error=float(estimate.standard_error), nll_samples=samples)
@@ -331,6 +340,8 @@ def _eval(args) -> int:
         print(f"  -ELBO    {v['negative_elbo']:.4f} nats per image (float64, one ε per image)")
         print(f"  active units {v['active_units']} of {v['latent_dim']} (Var_x E[z|x] > 0.01)")
         print("  KL per dimension: " + " ".join(f"{k:.3f}" for k in v["kl_per_dimension"]))
+        print("  -L_K     " + "  ".join(f"K={k}: {value:.4f}" for k, value in v["bounds"].items())
+              + " nats per image (importance-weighted bound; K=1 is the sampled ELBO)")
         if "nll" in v:
             print(f"  -log p(x) {v['nll']:.4f} ± {v['nll_standard_error']:.4f} nats per image "
                   f"(importance sampling, K = {v['nll_samples']})")

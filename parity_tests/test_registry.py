@@ -81,6 +81,8 @@ def test_the_registered_kinds_are_what_the_model_does(name):
         assert noise is None
     elif entry.noise_kind == "corruption":
         assert noise is not None and noise.shape[0] == 2 and noise.size == images.size
+    elif entry.noise_kind == "gaussian-samples":
+        assert noise.shape == (2, model.config["num_samples"], model.config["latent_dim"])
     else:
         assert noise.shape == (2, model.config["latent_dim"])
     flat = images.reshape(2, -1)

@@ -72,8 +72,9 @@ def _metrics(run_dir: Path) -> list[dict]:
     ("tied-ae", {"hidden_dim": 32}, {"loss", "recon"}),
     ("tied-ae", {"hidden_dim": 32, "activation": "tanh"}, {"loss", "recon"}),
     ("deep-conv-vae", {"hidden_dims": [4, 8], "latent_dim": 4}, {"loss", "recon", "kl"}),
+    ("iwae", {"hidden_dims": [16, 8], "latent_dim": 4, "num_samples": 3}, {"loss", "recon", "kl"}),
 ], ids=["mlp-ae", "denoising-ae", "sparse-ae", "sparse-ae-l1", "contractive-ae", "tied-ae", "tied-ae-tanh",
-        "deep-conv-vae"])
+        "deep-conv-vae", "iwae"])
 def test_both_backends_train_the_same_run(tmp_path, model, model_config, parts):
     """Same seed: identical initial weights, batches and noise, so the two runs agree (float64),
     every loss part (the penalty too) epoch by epoch and the final weights."""
@@ -451,8 +452,36 @@ def test_eval_of_a_vae_reports_elbo_kl_per_dimension_active_units_and_nll(tmp_pa
     # the importance-sampled bound is tighter than the ELBO (K = 50, 297 test images)
     assert variational["nll"] < variational["negative_elbo"]
     assert variational["negative_elbo"] == pytest.approx(result["test"]["loss"], rel=0.05)
+    assert list(variational["bounds"]) == ["1", "5", "50"]  # −ℒ_K, tighter with K, above −log p̂_50 at K = 50
+    assert variational["bounds"]["1"] > variational["bounds"]["5"] > variational["bounds"]["50"]
     bad = cli("eval", "run", "--nll-samples", "-1", cwd=tmp_path)
     assert bad.returncode == 2 and "non-negative integer" in bad.stderr
+
+
+IWAE_RUN = ["--hidden-dims", "16,8", "--latent-dim", "4", "--num-samples", "3", "--binarize", "dynamic", "--quiet"]
+
+
+def test_an_iwae_resumes_after_sigkill_with_the_uninterrupted_weights_and_reports_its_bounds(tmp_path):
+    """iwae (K = 3 ε per image and Bernoulli-resampled images every batch, both from the run's
+    generators) killed with SIGKILL in epoch 2 and resumed: bit for bit the uninterrupted run. Its
+    evaluation reports −ℒ_K at K = 1, 3 (its own), 5, 50, each at least the importance-sampled
+    −log p(x) at K = 200 up to the estimates' noise, and falling with K."""
+    common = ["train", "iwae", "--epochs", "3", "--dtype", "float64", *IWAE_RUN]
+    cli(*common, "--out", "whole", cwd=tmp_path, check_status=0)
+    killed = cli(*common, "--out", "killed", cwd=tmp_path, env={KILL_AT_STEP_VARIABLE: "18"})
+    assert killed.returncode == -signal.SIGKILL
+    cli("train", "--resume", "killed", "--quiet", cwd=tmp_path, check_status=0)
+    whole = load_tensors(tmp_path / "whole" / "model.safetensors")
+    again = load_tensors(tmp_path / "killed" / "model.safetensors")
+    for key in whole:
+        np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
+    assert [m["test"] for m in _metrics(tmp_path / "killed")] == [m["test"] for m in _metrics(tmp_path / "whole")]
+    result = json.loads(cli("eval", "whole", "--json", "--nll-samples", "200", cwd=tmp_path, check_status=0).stdout)
+    bounds = result["variational"]["bounds"]
+    assert list(bounds) == ["1", "3", "5", "50"]
+    values = [bounds[k] for k in bounds]
+    assert values == sorted(values, reverse=True), bounds  # tighter with K
+    assert result["variational"]["nll"] < bounds["50"]
 
 
 def test_load_run_gives_the_model_with_its_newest_weights_in_either_backend(tmp_path):

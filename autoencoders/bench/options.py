@@ -251,16 +251,19 @@ def activation_floats(name: str) -> int:
     """Floats per example that the default model ``name`` keeps from a forward pass: the outputs
     of its layers (Flatten and Unflatten are views), walked in registration order from a
     (1, 28, 28) image. The models register their layers in the order data meets them, but for
-    the MLP VAEs' activations, registered after the layers: those count the last layer's width."""
+    the MLP VAEs' activations, registered after the layers: those count the last layer's width.
+    The IWAE decodes K = ``num_samples`` codes per image: its decoder's outputs count K times."""
     from scratch import models
 
+    model = models.build(name, rng=0)
+    samples = model.config.get("num_samples", 1)
     shape, total = IMAGE_SHAPE, 0
-    for _, layer in models.build(name, rng=0).named_modules():
+    for module_name, layer in model.named_modules():
         if layer._modules:
             continue
         shape = _layer_output_shape(layer, shape)
         if layer._CACHE_ATTRIBUTES and type(layer).__name__ not in ("Flatten", "Unflatten"):
-            total += math.prod(shape)
+            total += math.prod(shape) * (samples if module_name.startswith("decoder.") else 1)
     return total
 
 

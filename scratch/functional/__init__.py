@@ -68,6 +68,11 @@ from scratch.functional.pooling import (
     max_unpool2d_forward,
 )
 from scratch.functional.upsampling import interpolate_backward, interpolate_forward
-from scratch.functional.vae import reparameterize_backward, reparameterize_forward
+from scratch.functional.vae import (
+    importance_weighted_bound_backward,
+    importance_weighted_bound_forward,
+    reparameterize_backward,
+    reparameterize_forward,
+)
 
 __all__ = [name for name in dir() if name.endswith(("_forward", "_backward", "_bias", "_accumulate"))]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratch.models.conv import ConvAutoencoder
+from scratch.models.iwae import ImportanceWeightedAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from scratch.models.registry import FAMILIES, REGISTRY, ModelSpec, model_names, spec
 from scratch.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
@@ -41,5 +42,5 @@ def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype
 
 __all__ = ["FAMILIES", "MODELS", "REGISTRY", "ModelSpec", "build", "draw_noise", "model_names", "spec", "BetaVAE", "ContractiveAutoencoder", "ConvAutoencoder",
            "DeepConvVAE",
-           "DenoisingAutoencoder", "MLPAutoencoder", "SeedVAE", "SparseAutoencoder", "TiedAutoencoder",
+           "DenoisingAutoencoder", "ImportanceWeightedAutoencoder", "MLPAutoencoder", "SeedVAE", "SparseAutoencoder", "TiedAutoencoder",
            "VariationalAutoencoder"]

@@ -7,7 +7,8 @@ equal). A model is added here once, and the parity families pick it up by its fa
 - family: ``plain`` | ``denoising`` | ``variational`` | ``regularized`` | ``conv`` (DESIGN.md)
 - input kind: ``flat`` (N, D), also accepting (N, C, H, W) with C·H·W = D; ``image`` (N, C, H, W)
 - noise kind: what ``noise=`` carries: ``none``; ``corruption`` (the denoising mask or noise,
-  shaped like x); ``gaussian`` (the reparameterisation ε, (N, latent_dim))
+  shaped like x); ``gaussian`` (the reparameterisation ε, (N, latent_dim)); ``gaussian-samples``
+  (K reparameterisation draws per image, (N, K, latent_dim))
 - defaults: the constructor's keyword defaults (the configuration keys the model accepts)
 """
 
@@ -18,13 +19,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from scratch.models.conv import ConvAutoencoder
+from scratch.models.iwae import ImportanceWeightedAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from scratch.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
 from scratch.models.vae import BetaVAE, ConvVAE, DeepConvVAE, SeedVAE, VariationalAutoencoder
 
 FAMILIES = ("plain", "denoising", "variational", "regularized", "conv")
 INPUT_KINDS = ("flat", "image")
-NOISE_KINDS = ("none", "corruption", "gaussian")
+NOISE_KINDS = ("none", "corruption", "gaussian", "gaussian-samples")
 
 
 def _defaults(cls) -> MappingProxyType:
@@ -73,6 +75,8 @@ REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("beta-vae", BetaVAE, family="variational", input_kind="flat", noise_kind="gaussian"),
     ModelSpec("conv-vae", ConvVAE, family="variational", input_kind="flat", noise_kind="gaussian"),
     ModelSpec("deep-conv-vae", DeepConvVAE, family="variational", input_kind="flat", noise_kind="gaussian"),
+    ModelSpec("iwae", ImportanceWeightedAutoencoder, family="variational", input_kind="flat",
+              noise_kind="gaussian-samples"),
     ModelSpec("sparse-ae", SparseAutoencoder, family="regularized", input_kind="flat", noise_kind="none"),
     ModelSpec("contractive-ae", ContractiveAutoencoder, family="regularized", input_kind="flat", noise_kind="none"),
     ModelSpec("tied-ae", TiedAutoencoder, family="regularized", input_kind="flat", noise_kind="none"),

@@ -6,6 +6,7 @@ import torch
 
 from torch_impl.functional import resolve_dtype
 from torch_impl.models.conv import ConvAutoencoder
+from torch_impl.models.iwae import ImportanceWeightedAutoencoder
 from torch_impl.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from torch_impl.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
 from torch_impl.models.vae import BetaVAE, ConvVAE, DeepConvVAE, SeedVAE, VariationalAutoencoder
@@ -19,6 +20,7 @@ MODELS = {
     "beta-vae": BetaVAE,
     "conv-vae": ConvVAE,
     "deep-conv-vae": DeepConvVAE,
+    "iwae": ImportanceWeightedAutoencoder,
     "sparse-ae": SparseAutoencoder,
     "contractive-ae": ContractiveAutoencoder,
     "tied-ae": TiedAutoencoder,
