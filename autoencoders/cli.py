@@ -51,7 +51,9 @@ GRADCHECK_MODELS = tuple(name for name in model_names(option="input_dim") if nam
 # another meaning or default, e.g. every VAE's beta is 1): the option's dest -> that model.
 MODEL_SPECIFIC = {"beta": "beta-vae", "capacity_max": "beta-vae", "capacity_steps": "beta-vae", "gamma": "beta-vae",
                   "penalty": "sparse-ae", "sparsity_target": "sparse-ae", "sparsity_weight": "sparse-ae",
-                  "contraction_weight": "contractive-ae", "activation": "tied-ae", "num_samples": "iwae"}
+                  "contraction_weight": "contractive-ae", "activation": "tied-ae", "num_samples": "iwae",
+                  "reg_weight": "wae-mmd", "kernel": "wae-mmd", "num_embeddings": "vq-vae", "embedding_dim": "vq-vae",
+                  "ema": "vq-vae"}
 DEFAULTS = dict(epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-5, seed=0)
 # The offline digits are 1,500 small training images: 12 steps an epoch at batch 128, so an
 # epoch there teaches as much as 1/40 of an MNIST epoch. Its default runs longer to compare.
@@ -122,6 +124,17 @@ def _add_model_options(parser) -> None:
                             "norm (default 0.1)")
     group.add_argument("--activation", choices=list(TIED_ACTIVATIONS),
                        help="tied-ae: the hidden units' activation (default sigmoid)")
+    group.add_argument("--reg-weight", type=_non_negative_float, metavar="L",
+                       help="wae-mmd: lambda, the weight of the MMD between the codes and prior samples (default 10)")
+    group.add_argument("--kernel", choices=["imq", "rbf"],
+                       help="wae-mmd: the MMD's kernel, inverse multiquadratic over 7 scales (default) or Gaussian")
+    group.add_argument("--num-embeddings", type=_positive_int, metavar="K",
+                       help="vq-vae: codebook entries (default 128)")
+    group.add_argument("--embedding-dim", type=_positive_int, metavar="D",
+                       help="vq-vae: the width of each code vector (default 16)")
+    group.add_argument("--ema", action="store_const", const=True,
+                       help="vq-vae: move the codebook by exponential moving averages (decay 0.99) instead of "
+                            "its loss term")
     group.add_argument("--num-samples", type=_positive_int, metavar="K",
                        help="iwae: importance samples per image in training (default 5; 1 is the one-sample "
                             "Monte Carlo ELBO)")

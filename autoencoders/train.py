@@ -176,6 +176,8 @@ def evaluate(backend, config: TrainConfig, images: np.ndarray) -> dict[str, floa
     rng = evaluation_rng(config.seed)
     dtype = np.dtype(config.dtype)
     totals: dict[str, float] = {}
+    quantized = REGISTRY[config.model].family == "quantized"
+    usage = 0
     for batch in _batches(images, max(config.batch_size, 500)):
         x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
         noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
@@ -185,7 +187,20 @@ def evaluate(backend, config: TrainConfig, images: np.ndarray) -> dict[str, floa
             totals[key] = totals.get(key, 0.0) + float(value) * weight
         for key, value in reconstruction_metrics(reconstruction, x).items():
             totals[key] = totals.get(key, 0.0) + value * len(x)
-    return _mean(totals, len(images))
+        if quantized:
+            usage = usage + backend.codebook_usage(x)
+    metrics = _mean(totals, len(images))
+    if quantized:  # of the whole test set's codes, not a mean of per-batch values
+        metrics["perplexity"] = codebook_perplexity(usage)
+    return metrics
+
+
+def codebook_perplexity(counts: np.ndarray) -> float:
+    """exp(−Σ_k p_k log p_k) of code frequencies p = counts / Σ counts (0·log 0 = 0): 1 when one
+    code is used, K when all K are used equally (van den Oord et al.'s codebook usage)."""
+    p = np.asarray(counts, dtype=np.float64) / max(1, int(np.sum(counts)))
+    used = p[p > 0]
+    return float(np.exp(-(used * np.log(used)).sum()))
 
 
 def _batch_weight(backend, batch_size: int) -> int:
@@ -222,8 +237,13 @@ def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Datase
     tied = " (the decoder's too, transposed)" if config.model == "tied-ae" else ""
     plots.save_filters(run_dir / f"filters-{tag}.png", first[1], dataset.image_shape,
                        title=f"{first[0]}{tied}, epoch {epoch}")
+    family = REGISTRY[config.model].family
     if getattr(backend.model, "loss_reduction", None) == "sum":  # the VAEs: a generative model
         write_generative_artifacts(run_dir, backend, config, dataset, tag)
+    elif family == "wasserstein":
+        write_prior_artifacts(run_dir, backend, config, dataset, tag)
+    elif family == "quantized":
+        write_codebook_artifacts(run_dir, backend, config, dataset, epoch, history)
     if config.model in HIDDEN_CODE_MODELS:
         write_code_artifacts(run_dir, backend, config, dataset, epoch)
     epochs = [entry["epoch"] for entry in history]
@@ -267,6 +287,47 @@ def write_code_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: D
         plots.save_histogram(run_dir / f"unit-means-{tag}.png", hidden.mean(axis=0), bins=min(50, units),
                              title=f"{heading}: each unit's mean activation ρ̂_j\nover {count} test images; {detail}",
                              xlabel="ρ̂_j, unit j's mean activation")
+
+
+def write_prior_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
+    """wae-mmd: 64 decoded prior samples z ~ N(0, I), and the codes of two test digits mixed
+    linearly in ten steps, decoded (its encoder is deterministic)."""
+    from autoencoders import plots
+
+    dtype = np.dtype(config.dtype)
+    rng = evaluation_rng(config.seed)
+    image_shape = dataset.image_shape
+    as_images = lambda flat: np.asarray(flat).reshape(len(flat), *image_shape)  # noqa: E731
+    z = rng.standard_normal((64, backend.model.config["latent_dim"])).astype(dtype)
+    plots.save_image_grid(run_dir / f"samples-{tag}.png", as_images(backend.decode(z)),
+                          title=f"{config.model}: 64 samples from the prior")
+    pair = binarize(dataset.test_images[:2], config.binarize, rng).astype(dtype).reshape(2, -1)
+    codes = np.asarray(backend.encode(pair))
+    steps = np.linspace(0, 1, 10, dtype=dtype)[:, None]
+    row = backend.decode((1 - steps) * codes[0] + steps * codes[1])
+    plots.save_image_rows(run_dir / f"interpolation-{tag}.png", [as_images(pair), as_images(row)],
+                          labels=["endpoints", "interpolation"], title=f"{config.model}: between two test digits' codes")
+
+
+def write_codebook_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int,
+                             history: list) -> None:
+    """vq-vae: how often each codebook entry is chosen on the first ``ACTIVATION_IMAGES`` test
+    images (``codebook-usage-epochNNN.png``) and the test set's codebook perplexity by epoch."""
+    from autoencoders import plots
+
+    rng = evaluation_rng(config.seed)
+    x = binarize(dataset.test_images[:ACTIVATION_IMAGES], config.binarize, rng).astype(np.dtype(config.dtype), copy=False)
+    counts = backend.codebook_usage(x)
+    codes = np.repeat(np.arange(len(counts)), counts)
+    used = int(np.count_nonzero(counts))
+    plots.save_histogram(run_dir / f"codebook-usage-epoch{epoch:03d}.png", codes, bins=len(counts),
+                         title=f"{config.model} ({config.backend}), epoch {epoch}: {used} of {len(counts)} codes used "
+                               f"on {len(x)} test images, perplexity {codebook_perplexity(counts):.1f}",
+                         xlabel="codebook entry k")
+    epochs = [entry["epoch"] for entry in history]
+    plots.save_curves(run_dir / "perplexity.png", {
+        "test perplexity": (epochs, [entry["test"]["perplexity"] for entry in history])},
+        ylabel="codebook perplexity", title=f"{config.model}: codebook perplexity (max {len(counts)})")
 
 
 def write_generative_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
@@ -386,7 +447,8 @@ def _resume(run_dir: Path, epochs: int | None, on_nonfinite: str | None, log, th
         return config, dataset, backend, [], 1
     directory = latest_checkpoint(run_dir)  # a damaged pointer is an error, not a fresh start
     # Checked against this model (keys, shapes, dtypes, optimizer buffers) before any loads.
-    weights, optimizer_state, state = read_checkpoint(directory, expected=backend.weights())
+    weights, optimizer_state, state = read_checkpoint(directory, expected=backend.weights(),
+                                                      parameters=backend.parameter_names())
     _update_config(run_dir, config, changes, done=state["epoch"])
     recorded = _recorded_threads(state, directory / "state.json")
     start_pools(torch=config.backend == "torch")

@@ -9,7 +9,7 @@ import inspect
 import numpy as np
 import pytest
 
-from parity_tests import test_models, test_regularized
+from parity_tests import test_models, test_regularized, test_vq_vae, test_wae
 from scratch.models import REGISTRY, ModelSpec, build, draw_noise, model_names, spec
 from torch_impl.models import MODELS as TWINS
 from torch_impl.models import build as torch_build
@@ -39,20 +39,33 @@ def _parametrized(function, argument: str) -> list:
     raise AssertionError(f"{function.__name__} is not parametrized over {argument!r}")
 
 
+# each parity family's file, its list of models, and its torch and finite-difference tests
+FAMILY_FILES = (
+    (test_models, test_models.MODEL_NAMES,
+     ("test_loss_and_every_gradient_match_torch", "test_model_gradients_match_finite_differences")),
+    (test_regularized, test_regularized.NAMES,
+     ("test_loss_parts_and_every_gradient_match_torch", "test_whole_loss_matches_finite_differences")),
+    (test_wae, test_wae.NAMES, ("test_loss_parts_and_every_gradient_match_torch", "test_whole_loss_matches_finite_differences")),
+    (test_vq_vae, test_vq_vae.NAMES,
+     ("test_loss_parts_codes_every_gradient_and_buffers_match_torch",
+      "test_decoder_and_codebook_gradients_match_finite_differences_of_the_loss")),
+)
+
+
 def test_every_registered_model_is_in_each_parity_family():
     """Loss and every gradient against torch, finite differences, the 30-step training run: the
-    models of test_models.py and of test_regularized.py together are the registry, each once."""
-    general, regularized = set(test_models.MODEL_NAMES), set(test_regularized.NAMES)
-    assert general.isdisjoint(regularized)
-    assert general | regularized == set(NAMES)
+    models of test_models.py, test_regularized.py, test_wae.py and test_vq_vae.py together are
+    the registry, each once."""
+    families = [set(names) for _, names, _ in FAMILY_FILES]
+    assert sum(len(family) for family in families) == len(set().union(*families)), "a model is in two families"
+    assert set().union(*families) == set(NAMES)
     # the training runs are parametrized by name; the torch and finite-difference checks draw
     # their cases from the same lists (test_models.model_cases, strategies.regularized_model_cases)
-    trained = (_parametrized(test_models.test_adam_training_run_tracks_torch, "name")
-               + _parametrized(test_regularized.test_adam_training_run_tracks_torch, "name"))
-    assert sorted(trained) == sorted(NAMES)
-    for module, names in ((test_models, ("test_loss_and_every_gradient_match_torch", "test_model_gradients_match_finite_differences")),
-                          (test_regularized, ("test_loss_parts_and_every_gradient_match_torch", "test_whole_loss_matches_finite_differences"))):
-        for test in names:
+    trained = [name for module, _, _ in FAMILY_FILES
+               for name in _parametrized(module.test_adam_training_run_tracks_torch, "name")]
+    assert sorted(set(trained)) == sorted(NAMES)
+    for module, _, tests in FAMILY_FILES:
+        for test in tests:
             assert callable(getattr(module, test)), f"{module.__name__}.{test} is gone"
 
 
@@ -81,6 +94,8 @@ def test_the_registered_kinds_are_what_the_model_does(name):
         assert noise is None
     elif entry.noise_kind == "corruption":
         assert noise is not None and noise.shape[0] == 2 and noise.size == images.size
+    elif entry.noise_kind == "prior":
+        assert noise.shape == (2, model.config["latent_dim"])
     elif entry.noise_kind == "gaussian-samples":
         assert noise.shape == (2, model.config["num_samples"], model.config["latent_dim"])
     else:

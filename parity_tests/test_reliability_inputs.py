@@ -807,6 +807,8 @@ SMALL = {  # small enough to build and run in milliseconds; every input is (N, 1
     "conv-vae": {"channels": [2, 2], "latent_dim": 3},
     "deep-conv-vae": {"hidden_dims": [2, 2], "latent_dim": 3},
     "iwae": {"hidden_dims": [6], "latent_dim": 3, "num_samples": 2},
+    "wae-mmd": {"hidden_dim": 6, "latent_dim": 3},
+    "vq-vae": {"channels": [2, 2], "embedding_dim": 2, "num_embeddings": 4},
     "sparse-ae": {"hidden_dim": 6},
     "contractive-ae": {"hidden_dim": 6},
     "tied-ae": {"hidden_dim": 6},
@@ -883,7 +885,7 @@ def test_every_entry_point_checks_x(name, method):
 
 def _noise_faults(name):
     owner = _owner(name)
-    label = r"noise \(x's shape\)" if name == "denoising-ae" else r"noise \(ε\)"
+    label = {"denoising-ae": r"noise \(x's shape\)", "wae-mmd": r"noise \(z_p, the prior samples\)"}.get(name, r"noise \(ε\)")
     expected = {"denoising-ae": r"\(2, 1, 28, 28\)", "iwae": r"\(2, 2, 3\)"}.get(name, r"\(2, 3\)")  # iwae: K = 2
     return [
         ("one row short", lambda n: n[:1], ValueError, rf"^{owner}: {label} must have shape {expected}, got \(1, "),

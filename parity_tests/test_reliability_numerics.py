@@ -475,7 +475,15 @@ def extreme_model_cases(draw, name):
     if name == "deep-conv-vae":  # one or two Conv-BatchNorm-LeakyReLU blocks: 28 -> 14 (-> 7)
         hidden_dims = [draw(st.integers(1, 3)) for _ in range(draw(st.integers(1, 2)))]
         return dict(hidden_dims=hidden_dims, latent_dim=draw(st.integers(1, 3))), (batch, 1, 28, 28), magnitude, seed
+    if name == "vq-vae":  # 28 -> 14 -> 7, a code of D-vectors per cell, nearest of K
+        config = dict(channels=[draw(st.integers(1, 3)), draw(st.integers(1, 3))], embedding_dim=draw(st.integers(1, 3)),
+                      num_embeddings=draw(st.integers(1, 4)), ema=draw(st.booleans()))
+        return config, (batch, 1, 28, 28), magnitude, seed
     width = draw(st.integers(1, 16))
+    if name == "wae-mmd":  # the MMD's U-statistic needs two codes at least
+        config = dict(input_dim=width, hidden_dim=draw(st.integers(1, 8)), latent_dim=draw(st.integers(1, 4)),
+                      reg_weight=draw(st.sampled_from([0.0, 10.0])), kernel=draw(st.sampled_from(["imq", "rbf"])))
+        return config, (draw(st.integers(2, 4)), width), magnitude, seed
     if name in ("mlp-ae", "denoising-ae"):
         config = dict(input_dim=width, hidden_dims=draw(st.lists(st.integers(1, 6), max_size=2)),
                       latent_dim=draw(st.integers(1, 4)),
@@ -627,12 +635,16 @@ def _batch_norm_terms(module, x, dy):
 
 def _assert_model_matches_torch(model, x, noise, dtype, what):
     """Loss, parts and every gradient finite, and equal to the twin's (same weights, same noise)."""
+    # the twins copy the model before its training-mode loss moves any buffer (vq-vae's EMA
+    # codebook is used, then moved, by the loss: a copy taken after would hold the moved one)
+    twin, terms = twin_of(model, dtype), _gradient_terms(twin_of(model, dtype), x, noise)
+    if model.name == "wae-mmd":
+        for key, term in _mmd_gradient_terms(twin, x, noise).items():
+            terms[key] = terms.get(key, 0.0) + term
     with stable():
         out = model.loss(x, noise=noise)
         model.zero_grad()
         model.backward()
-    twin = twin_of(model, dtype)
-    terms = _gradient_terms(twin_of(model, dtype), x, noise)
     tout = _torch_loss(twin, x, noise)
     tout["loss"].backward()
     assert set(out) == set(tout)
@@ -646,6 +658,45 @@ def _assert_model_matches_torch(model, x, noise, dtype, what):
         assert np.all(np.isfinite(parameter.grad)), f"{what}: d{key} not finite"
         scale = np.maximum(np.max(np.abs(expected)), terms.get(key, 0.0)) * weighting
         assert_close(parameter.grad, expected, "torch", dtype, f"{what} d{key}", scale=scale)
+
+
+def _mmd_gradient_terms(twin, x, noise) -> dict:
+    """{encoder parameter: the magnitude of the MMD terms its gradient sums}, for wae-mmd.
+
+    dMMD²/dz_i sums one kernel derivative per pair (z_i with every other code, z_i with every prior
+    sample), with signs; with codes of ±1e4 these cancel to 1e-8 (seen: float32 dfc1.weight 1.4e-8,
+    the two libraries 1.6e-3 apart relatively), so rounding is relative to T_i = λ·Σ_pairs
+    |coefficient·∂k/∂z_i|, carried through fc2 and fc1 as _gradient_terms carries |dy|."""
+    from torch_impl.models.wae import IMQ_SCALES
+
+    config = twin.config
+    with torch.no_grad():
+        x = torch.from_numpy(x).reshape(len(x), -1)
+        pre = twin.fc1(x)
+        hidden = torch.relu(pre)
+        codes, prior = twin.fc2(hidden), torch.from_numpy(noise)
+    n, d = codes.shape
+    scales = IMQ_SCALES if config["kernel"] == "imq" else (1.0,)
+    bandwidths = [2.0 * d * float(s) for s in scales]
+
+    def kernel_grad(a, b):
+        a = a.clone().requires_grad_()
+        squared = (a - b).pow(2).sum()
+        k = sum(c / (c + squared) if config["kernel"] == "imq" else torch.exp(-squared / c) for c in bandwidths)
+        return torch.autograd.grad(k, a)[0].abs()
+
+    terms = torch.zeros_like(codes)
+    for i in range(n):
+        for j in range(n):
+            if j != i:  # k(z_i, z_j) and k(z_j, z_i) in Σ_{i≠j}
+                terms[i] += 2 / (n * (n - 1)) * kernel_grad(codes[i], codes[j])
+        for j in range(len(prior)):
+            terms[i] += 2 / (n * len(prior)) * kernel_grad(codes[i], prior[j])
+    terms *= config["reg_weight"]
+    upstream = (terms @ twin.fc2.weight.detach().abs()) * (pre > 0)  # (N, hidden)
+    return {key: value.numpy().astype(np.float64) for key, value in (
+        ("fc2.weight", terms.T @ hidden.abs()), ("fc2.bias", terms.sum(0)),
+        ("fc1.weight", upstream.T @ x.abs()), ("fc1.bias", upstream.sum(0)))}
 
 
 def _importance_weight_sensitivity(twin, x, noise) -> float:
@@ -674,6 +725,11 @@ def test_models_with_extreme_pre_activations_match_torch(name, data, dtype):
     KL sparsity at ρ̂ = 0 and 1, VAE means of ±1e4 and log-variances of -80; loss, parts and
     every gradient finite and equal to torch's."""
     config, shape, magnitude, seed = data.draw(extreme_model_cases(name))
+    if name == "wae-mmd" and dtype == np.float32:
+        # the MMD reads differences of codes: a float32 code of 1e4 is rounded by u·1e4 = 6e-4, so
+        # codes a few units apart differ by a kernel input that is wrong in its fourth digit in
+        # either library (seen: dfc1.weight 1.6e-3 apart relatively); float64 takes ±1e4, float32 ±95
+        magnitude = min(magnitude, 95.0)
     rng = np.random.default_rng(seed)
     model = build(name, dtype=dtype, rng=rng, **config)
     x = np.where(rng.random(shape) < 0.8, rng.random(shape) < 0.5, rng.random(shape)).astype(dtype)

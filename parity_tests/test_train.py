@@ -73,8 +73,12 @@ def _metrics(run_dir: Path) -> list[dict]:
     ("tied-ae", {"hidden_dim": 32, "activation": "tanh"}, {"loss", "recon"}),
     ("deep-conv-vae", {"hidden_dims": [4, 8], "latent_dim": 4}, {"loss", "recon", "kl"}),
     ("iwae", {"hidden_dims": [16, 8], "latent_dim": 4, "num_samples": 3}, {"loss", "recon", "kl"}),
+    ("wae-mmd", {"hidden_dim": 32, "latent_dim": 4, "kernel": "rbf"}, {"loss", "recon", "mmd"}),
+    ("vq-vae", {"channels": [4, 8], "embedding_dim": 4, "num_embeddings": 8}, {"loss", "recon", "codebook", "commitment"}),
+    ("vq-vae", {"channels": [4, 8], "embedding_dim": 4, "num_embeddings": 8, "ema": True},
+     {"loss", "recon", "codebook", "commitment"}),
 ], ids=["mlp-ae", "denoising-ae", "sparse-ae", "sparse-ae-l1", "contractive-ae", "tied-ae", "tied-ae-tanh",
-        "deep-conv-vae", "iwae"])
+        "deep-conv-vae", "iwae", "wae-mmd", "vq-vae", "vq-vae-ema"])
 def test_both_backends_train_the_same_run(tmp_path, model, model_config, parts):
     """Same seed: identical initial weights, batches and noise, so the two runs agree (float64),
     every loss part (the penalty too) epoch by epoch and the final weights."""
@@ -85,7 +89,9 @@ def test_both_backends_train_the_same_run(tmp_path, model, model_config, parts):
         histories[backend] = run(tmp_path / backend, config, progress=False, log=lambda _: None)
         weights[backend] = load_tensors(tmp_path / backend / "model.safetensors")
     for a, b in zip(histories["scratch"], histories["torch"]):
-        assert set(a["train"]) == parts and set(a["test"]) == parts | {"bce", "mse"}
+        # vq-vae's test metrics add the codebook's perplexity over the whole test set
+        assert set(a["train"]) == parts and set(a["test"]) == parts | {"bce", "mse"} | (
+            {"perplexity"} if model == "vq-vae" else set())
         for split in ("train", "test"):
             assert set(a[split]) == set(b[split])
             for key in a[split]:
@@ -459,6 +465,31 @@ def test_eval_of_a_vae_reports_elbo_kl_per_dimension_active_units_and_nll(tmp_pa
 
 
 IWAE_RUN = ["--hidden-dims", "16,8", "--latent-dim", "4", "--num-samples", "3", "--binarize", "dynamic", "--quiet"]
+
+
+@pytest.mark.parametrize("model, options", [
+    ("wae-mmd", ["--hidden-dims", "16", "--latent-dim", "3", "--reg-weight", "5"]),
+    ("vq-vae", ["--embedding-dim", "3", "--num-embeddings", "6", "--ema"]),
+])
+def test_wae_and_vq_vae_resume_after_sigkill_bit_for_bit(tmp_path, model, options):
+    """wae-mmd (prior samples drawn every step) and vq-vae with its EMA codebook (buffers moved by
+    every training-mode loss, saved in the checkpoint) killed in epoch 2 and resumed: the weights,
+    buffers and test metrics of the uninterrupted run, bit for bit; and the run's pictures."""
+    common = ["train", model, "--epochs", "3", "--dtype", "float64", *options, "--quiet"]
+    cli(*common, "--out", "whole", cwd=tmp_path, check_status=0)
+    killed = cli(*common, "--out", "killed", cwd=tmp_path, env={KILL_AT_STEP_VARIABLE: "18"})
+    assert killed.returncode == -signal.SIGKILL
+    cli("train", "--resume", "killed", "--quiet", cwd=tmp_path, check_status=0)
+    whole = load_tensors(tmp_path / "whole" / "model.safetensors")
+    again = load_tensors(tmp_path / "killed" / "model.safetensors")
+    assert whole.keys() == again.keys()
+    for key in whole:
+        np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
+    assert [m["test"] for m in _metrics(tmp_path / "killed")] == [m["test"] for m in _metrics(tmp_path / "whole")]
+    pictures = {"wae-mmd": ["samples-epoch003.png", "interpolation-epoch003.png"],
+                "vq-vae": ["codebook-usage-epoch003.png", "perplexity.png"]}[model]
+    for name in pictures:
+        assert (tmp_path / "whole" / name).stat().st_size > 0, name
 
 
 def test_an_iwae_resumes_after_sigkill_with_the_uninterrupted_weights_and_reports_its_bounds(tmp_path):

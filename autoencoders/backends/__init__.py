@@ -36,6 +36,9 @@ class Backend(Protocol):
     def weights(self) -> dict[str, np.ndarray]:
         """The model's state_dict as NumPy arrays under torch's keys (copies)."""
 
+    def parameter_names(self) -> list[str]:
+        """The keys of ``weights()`` that the optimizer steps, in its order (the rest are buffers)."""
+
     def weights_finite(self) -> bool:
         """Whether every parameter is finite (no NaN, no ±inf)."""
 
@@ -59,6 +62,9 @@ class Backend(Protocol):
 
     def hidden_activations(self, x: np.ndarray) -> np.ndarray:
         """The hidden code (N, hidden_dim) of a one-hidden-layer model, in evaluation mode."""
+
+    def codebook_usage(self, x: np.ndarray) -> np.ndarray:
+        """vq-vae: how many code vectors of ``x`` chose each codebook entry, (K,) int64."""
 
 
 def __getattr__(name: str):

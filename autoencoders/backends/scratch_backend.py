@@ -38,6 +38,10 @@ class ScratchBackend:
     def weights(self) -> dict[str, np.ndarray]:
         return dict(self.model.state_dict())
 
+    def parameter_names(self) -> list[str]:
+        """The keys of ``weights()`` that the optimizer steps, in its order (the rest are buffers)."""
+        return [key for key, _ in self.model.named_parameters()]
+
     def weights_finite(self) -> bool:
         """Whether every parameter is finite (no NaN, no ±inf)."""
         return all(bool(np.isfinite(parameter.data).all()) for parameter in self.model.parameters())
@@ -55,9 +59,14 @@ class ScratchBackend:
         return self.model.corrupt(x, noise) if self.spec.family == "denoising" else None
 
     def encode(self, x: np.ndarray):
-        """(μ, logvar) of a VAE's posterior for flat images (N, D), in evaluation mode."""
+        """(μ, logvar) of a VAE's posterior, or wae-mmd's code z, for flat images (N, D), in evaluation mode."""
         with evaluation_mode(self.model):
             return self.model.encode(x)
+
+    def codebook_usage(self, x: np.ndarray) -> np.ndarray:
+        """vq-vae: how many code vectors of images x chose each codebook entry, (K,) int64."""
+        with evaluation_mode(self.model):
+            return np.asarray(self.model.codebook_usage(x), dtype=np.int64)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """A VAE's Bernoulli means (N, D) for latents (N, latent_dim), in evaluation mode."""

@@ -46,6 +46,10 @@ class TorchBackend:
     def weights(self) -> dict[str, np.ndarray]:
         return {key: value.detach().cpu().numpy().copy() for key, value in self.model.state_dict().items()}
 
+    def parameter_names(self) -> list[str]:
+        """The keys of ``weights()`` that the optimizer steps, in its order (the rest are buffers)."""
+        return [key for key, _ in self.model.named_parameters()]
+
     def weights_finite(self) -> bool:
         """Whether every parameter is finite (no NaN, no ±inf)."""
         with torch.no_grad():
@@ -82,9 +86,16 @@ class TorchBackend:
 
     @torch.no_grad()
     def encode(self, x: np.ndarray):
+        """A VAE's (μ, logvar), or the code of a deterministic encoder (wae-mmd's z), as arrays."""
         with evaluation_mode(self.model):
-            mean, logvar = self.model.encode(self._tensor(x))
-        return mean.numpy(), logvar.numpy()
+            code = self.model.encode(self._tensor(x))
+        return tuple(part.numpy() for part in code) if isinstance(code, tuple) else code.numpy()
+
+    @torch.no_grad()
+    def codebook_usage(self, x: np.ndarray) -> np.ndarray:
+        """vq-vae: how many code vectors of images x chose each codebook entry, (K,) int64."""
+        with evaluation_mode(self.model):
+            return np.asarray(self.model.codebook_usage(self._tensor(x)), dtype=np.int64)
 
     @torch.no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:

@@ -599,17 +599,23 @@ def _and_more(keys: list) -> str:
     return f" and {len(keys) - 1} more" if len(keys) > 1 else ""
 
 
-# BatchNorm's buffers (torch's names): in a model's state_dict, but no parameters of its optimizer.
+# BatchNorm's buffers (torch's names): in a model's state_dict, but no parameters of its optimizer;
+# how the optimizer's parameters are told apart when the caller does not name them (``parameters``).
 _BATCH_NORM_BUFFERS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 # The per-parameter state of this library's optimizers (torch's names): SGD, Adam, AdamW.
 _OPTIMIZER_STATE_NAMES = frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
 
 
-def _check_optimizer_fits(optimizer: dict, expected: dict[str, np.ndarray], arrays_source, meta_source) -> None:
-    """Refuse optimizer state that is not for ``expected``'s parameters: the optimizers number
-    parameters 0, 1, ... in ``state_dict()`` order; every parameter's state has the same entries,
-    each a name this library's optimizers keep; each buffer has its parameter's shape and dtype."""
-    owns = [(key, own) for key, own in expected.items() if key.rsplit(".", 1)[-1] not in _BATCH_NORM_BUFFERS]
+def _check_optimizer_fits(optimizer: dict, expected: dict[str, np.ndarray], arrays_source, meta_source,
+                          parameters=None) -> None:
+    """Refuse optimizer state that is not for ``expected``'s parameters (``parameters``: their
+    keys, the model's buffers left out; None: every key but BatchNorm's buffers): the optimizers
+    number parameters 0, 1, ... in ``state_dict()`` order; every parameter's state has the same
+    entries, each a name this library's optimizers keep; each buffer has its parameter's shape and dtype."""
+    if parameters is None:
+        owns = [(key, own) for key, own in expected.items() if key.rsplit(".", 1)[-1] not in _BATCH_NORM_BUFFERS]
+    else:
+        owns = [(key, expected[key]) for key in parameters]
     held = sorted(index for group in optimizer["param_groups"] for index in group["params"])
     if held != list(range(len(owns))):
         raise CheckpointError(f"{meta_source}: the optimizer's parameter groups hold {len(held)} parameters "
@@ -770,7 +776,8 @@ def _verified_file(path: Path, digest: str, bound: _Bound, keep: bool) -> bytes 
     return data
 
 
-def read_checkpoint(directory, expected: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict, dict]:
+def read_checkpoint(directory, expected: dict[str, np.ndarray] | None = None,
+                    parameters=None) -> tuple[dict[str, np.ndarray], dict, dict]:
     """(weights, optimizer state_dict, state.json) of one checkpoint directory, verified.
 
     Everything is checked before anything is returned: ``state.json``'s fields and their types,
@@ -787,6 +794,10 @@ def read_checkpoint(directory, expected: dict[str, np.ndarray] | None = None) ->
     expected : dict of str to np.ndarray, optional
         The model's own ``state_dict()`` (a backend's ``weights()``): its keys, shapes and
         dtypes, in parameter order.
+    parameters : sequence of str, optional
+        The keys of ``expected`` that are the optimizer's parameters, in order (a backend's
+        ``parameter_names()``); the rest are buffers (BatchNorm's statistics, an EMA codebook).
+        Default: every key but BatchNorm's buffers.
 
     Returns
     -------
@@ -813,5 +824,5 @@ def read_checkpoint(directory, expected: dict[str, np.ndarray] | None = None) ->
     optimizer = unflatten_optimizer_state(arrays, state["optimizer"], arrays_source=optimizer_path, meta_source=state_path)
     if expected is not None:
         check_weights(weights, expected, model_path)
-        _check_optimizer_fits(optimizer, expected, optimizer_path, state_path)
+        _check_optimizer_fits(optimizer, expected, optimizer_path, state_path, parameters)
     return weights, optimizer, state

@@ -49,7 +49,8 @@ def load_run(run_dir, backend: str | None = None) -> Run:
     directory = latest_checkpoint(run_dir)
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     model_backend = make_backend(config, model_config_for(config, dataset))
-    weights, _, state = read_checkpoint(directory, expected=model_backend.weights())  # before anything loads
+    weights, _, state = read_checkpoint(directory, expected=model_backend.weights(),  # before anything loads
+                                        parameters=model_backend.parameter_names())
     check_finite_weights(weights, directory / "model.safetensors")
     model_backend.load_weights(weights)
     state["weights"] = weights

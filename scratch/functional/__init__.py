@@ -43,6 +43,7 @@ from scratch.functional.losses import (
     mse_forward,
     sigmoid_bce_backward,
 )
+from scratch.functional.mmd import mmd_backward, mmd_forward
 from scratch.functional.normalization import (
     batch_norm_backward,
     batch_norm_forward,
@@ -67,6 +68,7 @@ from scratch.functional.pooling import (
     max_unpool2d_backward,
     max_unpool2d_forward,
 )
+from scratch.functional.quantize import vector_quantize_backward, vector_quantize_forward
 from scratch.functional.upsampling import interpolate_backward, interpolate_forward
 from scratch.functional.vae import (
     importance_weighted_bound_backward,

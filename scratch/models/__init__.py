@@ -11,6 +11,8 @@ from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from scratch.models.registry import FAMILIES, REGISTRY, ModelSpec, model_names, spec
 from scratch.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
 from scratch.models.vae import BetaVAE, ConvVAE, DeepConvVAE, SeedVAE, VariationalAutoencoder
+from scratch.models.vq import VQVAE
+from scratch.models.wae import WAEMMD
 
 # name -> class, read from the one registry (scratch/models/registry.py)
 MODELS = {name: entry.cls for name, entry in REGISTRY.items()}
@@ -42,5 +44,5 @@ def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype
 
 __all__ = ["FAMILIES", "MODELS", "REGISTRY", "ModelSpec", "build", "draw_noise", "model_names", "spec", "BetaVAE", "ContractiveAutoencoder", "ConvAutoencoder",
            "DeepConvVAE",
-           "DenoisingAutoencoder", "ImportanceWeightedAutoencoder", "MLPAutoencoder", "SeedVAE", "SparseAutoencoder", "TiedAutoencoder",
+           "DenoisingAutoencoder", "ImportanceWeightedAutoencoder", "MLPAutoencoder", "SeedVAE", "SparseAutoencoder", "TiedAutoencoder", "VQVAE", "WAEMMD",
            "VariationalAutoencoder"]

@@ -4,11 +4,14 @@ Everything that iterates models (the CLI, the training loop, the benchmarks, the
 asks this table; ``torch_impl.models`` keys its twins by the same names (a test holds the two
 equal). A model is added here once, and the parity families pick it up by its family.
 
-- family: ``plain`` | ``denoising`` | ``variational`` | ``regularized`` | ``conv`` (DESIGN.md)
+- family: ``plain`` | ``denoising`` | ``variational`` | ``regularized`` | ``conv`` (DESIGN.md), and
+  ``wasserstein`` (a deterministic code matched to the prior by a divergence of samples: wae-mmd)
+  and ``quantized`` (a code of nearest codebook vectors: vq-vae)
 - input kind: ``flat`` (N, D), also accepting (N, C, H, W) with C·H·W = D; ``image`` (N, C, H, W)
 - noise kind: what ``noise=`` carries: ``none``; ``corruption`` (the denoising mask or noise,
   shaped like x); ``gaussian`` (the reparameterisation ε, (N, latent_dim)); ``gaussian-samples``
-  (K reparameterisation draws per image, (N, K, latent_dim))
+  (K reparameterisation draws per image, (N, K, latent_dim)); ``prior`` (samples z ~ p(z) = N(0, I)
+  that the loss compares the codes with, (N, latent_dim))
 - defaults: the constructor's keyword defaults (the configuration keys the model accepts)
 """
 
@@ -23,10 +26,12 @@ from scratch.models.iwae import ImportanceWeightedAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from scratch.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
 from scratch.models.vae import BetaVAE, ConvVAE, DeepConvVAE, SeedVAE, VariationalAutoencoder
+from scratch.models.vq import VQVAE
+from scratch.models.wae import WAEMMD
 
-FAMILIES = ("plain", "denoising", "variational", "regularized", "conv")
+FAMILIES = ("plain", "denoising", "variational", "regularized", "conv", "wasserstein", "quantized")
 INPUT_KINDS = ("flat", "image")
-NOISE_KINDS = ("none", "corruption", "gaussian", "gaussian-samples")
+NOISE_KINDS = ("none", "corruption", "gaussian", "gaussian-samples", "prior")
 
 
 def _defaults(cls) -> MappingProxyType:
@@ -77,6 +82,8 @@ REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("deep-conv-vae", DeepConvVAE, family="variational", input_kind="flat", noise_kind="gaussian"),
     ModelSpec("iwae", ImportanceWeightedAutoencoder, family="variational", input_kind="flat",
               noise_kind="gaussian-samples"),
+    ModelSpec("wae-mmd", WAEMMD, family="wasserstein", input_kind="flat", noise_kind="prior"),
+    ModelSpec("vq-vae", VQVAE, family="quantized", input_kind="flat", noise_kind="none"),
     ModelSpec("sparse-ae", SparseAutoencoder, family="regularized", input_kind="flat", noise_kind="none"),
     ModelSpec("contractive-ae", ContractiveAutoencoder, family="regularized", input_kind="flat", noise_kind="none"),
     ModelSpec("tied-ae", TiedAutoencoder, family="regularized", input_kind="flat", noise_kind="none"),

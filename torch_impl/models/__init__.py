@@ -10,6 +10,8 @@ from torch_impl.models.iwae import ImportanceWeightedAutoencoder
 from torch_impl.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from torch_impl.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
 from torch_impl.models.vae import BetaVAE, ConvVAE, DeepConvVAE, SeedVAE, VariationalAutoencoder
+from torch_impl.models.vq import VQVAE
+from torch_impl.models.wae import WAEMMD
 
 MODELS = {
     "mlp-ae": MLPAutoencoder,
@@ -21,6 +23,8 @@ MODELS = {
     "conv-vae": ConvVAE,
     "deep-conv-vae": DeepConvVAE,
     "iwae": ImportanceWeightedAutoencoder,
+    "wae-mmd": WAEMMD,
+    "vq-vae": VQVAE,
     "sparse-ae": SparseAutoencoder,
     "contractive-ae": ContractiveAutoencoder,
     "tied-ae": TiedAutoencoder,
