@@ -244,6 +244,22 @@ def test_linear_does_not_fuse_where_the_kernel_would_be_wrong():
     assert not linear.fuses_with(nn.Sigmoid())
 
 
+@pytest.mark.parametrize("following", [nn.Tanh(), nn.Sigmoid(), nn.LeakyReLU(-0.5), nn.GELU()], ids=repr)
+def test_forward_fused_with_a_pair_that_does_not_fuse_is_the_two_calls(following):
+    """The models call ``forward_fused(x, activation)`` directly; with an activation the kernel
+    cannot fuse it ran ReLU anyway (a Tanh swapped in for a VAE's ReLU changed nothing)."""
+    rng = np.random.default_rng(0)
+    linear, x, dy = nn.Linear(3, 4, rng=0, dtype=np.float64), rng.standard_normal((2, 3)), rng.standard_normal((2, 4))
+    expected = following(linear(x))
+    expected_dx = linear.backward(following.backward(dy))
+    expected_grads = (linear.weight.grad.copy(), linear.bias.grad.copy())
+    linear.zero_grad()
+    np.testing.assert_array_equal(linear.forward_fused(x, following), expected)
+    np.testing.assert_array_equal(linear.backward_fused(dy, following), expected_dx)
+    np.testing.assert_array_equal(linear.weight.grad, expected_grads[0])
+    np.testing.assert_array_equal(linear.bias.grad, expected_grads[1])
+
+
 # ---------------------------------------------------------------------------- empty inputs (issue 15)
 # torch passes an empty batch through Linear: an empty output and dx, and dW, db get nothing (a sum
 # over no rows). A layer may have no inputs (y = b) or no outputs too. docs/linear.md.

@@ -190,7 +190,10 @@ class Linear(_CachingModule):
     def forward_fused(self, x: np.ndarray, following: Module) -> np.ndarray:
         """``following(self(x))`` with the bias and the activation in one pass; both layers keep
         the caches their own forward would have left. An in-place activation fuses too: the
-        array it would overwrite is this layer's fresh output, which nothing else holds."""
+        array it would overwrite is this layer's fresh output, which nothing else holds. A pair
+        that does not fuse (``fuses_with``: any other activation, no bias) runs as the two calls."""
+        if not self.fuses_with(following):
+            return following(self(x))
         self._check_input(x)
         kind = "relu" if type(following) is ReLU else "leaky_relu"
         slope = getattr(following, "negative_slope", 0.0)
@@ -203,7 +206,9 @@ class Linear(_CachingModule):
 
     def backward_fused(self, grad_output: np.ndarray, following: Module, *, input_grad: bool = True):
         """``self.backward(following.backward(grad_output))`` with the activation's backward and
-        the bias gradient in one pass."""
+        the bias gradient in one pass (as the two calls for a pair that does not fuse)."""
+        if not self.fuses_with(following):
+            return self.backward(following.backward(grad_output), input_grad=input_grad)
         activation_cache = following._take(grad_output)
         cache = self._take(grad_output)  # the pre-activation has the output's shape and dtype
         kind = "relu" if type(following) is ReLU else "leaky_relu"
