@@ -7,8 +7,6 @@ MNIST with its labels tracking the twin. Derivation: docs/cvae.md."""
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
 import pytest
 import torch
@@ -16,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from parity_tests import strategies as S
-from parity_tests.mnist import MNIST_DIR, mnist_train_images
+from parity_tests.mnist import mnist_train_images, mnist_train_labels
 from parity_tests.tolerances import GRADCHECK, assert_close
 from scratch import optim
 from scratch.gradcheck import gradcheck
@@ -28,17 +26,6 @@ from torch_impl.models.cvae import ConditionalVAE as TorchConditionalVAE
 OWNER = "ConditionalVAE"
 KEYS = [f"{layer}.{kind}" for layer in ("fc1", "fc21", "fc22", "fc3", "fc4") for kind in ("weight", "bias")]
 PARTS = {"loss", "recon", "kl"}
-
-
-def mnist_train_labels(count: int) -> np.ndarray:
-    """The first ``count`` training labels (int64, (count,)), from the IDX file beside the images."""
-    path = MNIST_DIR / "train-labels-idx1-ubyte.gz"
-    if not path.exists():
-        pytest.skip(f"real MNIST labels not found at {path} (set MNIST_DIR to the folder of the IDX .gz files)")
-    with gzip.open(path, "rb") as stream:
-        header = np.frombuffer(stream.read(8), dtype=">i4")
-        assert header[0] == 2049 and header[1] >= count, f"unexpected IDX header {header}"
-        return np.frombuffer(stream.read(count), dtype=np.uint8).astype(np.int64)
 
 
 @st.composite

@@ -63,6 +63,21 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _assert_killed_run_resumes_bit_for_bit(tmp_path: Path, common: list[str], kill_at: int = 18) -> None:
+    """Run ``common`` whole (``whole``) and SIGKILLed at step ``kill_at`` (``killed``), resume the
+    killed one: its weights and buffers, and every epoch's test metrics, equal the whole run's."""
+    cli(*common, "--out", "whole", cwd=tmp_path, check_status=0)
+    killed = cli(*common, "--out", "killed", cwd=tmp_path, env={KILL_AT_STEP_VARIABLE: str(kill_at)})
+    assert killed.returncode == -signal.SIGKILL
+    cli("train", "--resume", "killed", "--quiet", cwd=tmp_path, check_status=0)
+    whole = load_tensors(tmp_path / "whole" / "model.safetensors")
+    again = load_tensors(tmp_path / "killed" / "model.safetensors")
+    assert whole.keys() == again.keys()
+    for key in whole:
+        np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
+    assert [m["test"] for m in _metrics(tmp_path / "killed")] == [m["test"] for m in _metrics(tmp_path / "whole")]
+
+
 @pytest.mark.parametrize("model, model_config, parts", [
     ("mlp-ae", {"hidden_dims": [32], "latent_dim": 8}, {"loss", "recon"}),
     ("denoising-ae", {"hidden_dims": [32], "latent_dim": 8}, {"loss", "recon"}),
@@ -475,17 +490,8 @@ def test_wae_and_vq_vae_resume_after_sigkill_bit_for_bit(tmp_path, model, option
     """wae-mmd (prior samples drawn every step) and vq-vae with its EMA codebook (buffers moved by
     every training-mode loss, saved in the checkpoint) killed in epoch 2 and resumed: the weights,
     buffers and test metrics of the uninterrupted run, bit for bit; and the run's pictures."""
-    common = ["train", model, "--epochs", "3", "--dtype", "float64", *options, "--quiet"]
-    cli(*common, "--out", "whole", cwd=tmp_path, check_status=0)
-    killed = cli(*common, "--out", "killed", cwd=tmp_path, env={KILL_AT_STEP_VARIABLE: "18"})
-    assert killed.returncode == -signal.SIGKILL
-    cli("train", "--resume", "killed", "--quiet", cwd=tmp_path, check_status=0)
-    whole = load_tensors(tmp_path / "whole" / "model.safetensors")
-    again = load_tensors(tmp_path / "killed" / "model.safetensors")
-    assert whole.keys() == again.keys()
-    for key in whole:
-        np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
-    assert [m["test"] for m in _metrics(tmp_path / "killed")] == [m["test"] for m in _metrics(tmp_path / "whole")]
+    _assert_killed_run_resumes_bit_for_bit(tmp_path, ["train", model, "--epochs", "3", "--dtype", "float64", *options,
+                                                      "--quiet"])
     pictures = {"wae-mmd": ["samples-epoch003.png", "interpolation-epoch003.png"],
                 "vq-vae": ["codebook-usage-epoch003.png", "perplexity.png"]}[model]
     for name in pictures:
@@ -497,16 +503,7 @@ def test_an_iwae_resumes_after_sigkill_with_the_uninterrupted_weights_and_report
     generators) killed with SIGKILL in epoch 2 and resumed: bit for bit the uninterrupted run. Its
     evaluation reports −ℒ_K at K = 1, 3 (its own), 5, 50, each at least the importance-sampled
     −log p(x) at K = 200 up to the estimates' noise, and falling with K."""
-    common = ["train", "iwae", "--epochs", "3", "--dtype", "float64", *IWAE_RUN]
-    cli(*common, "--out", "whole", cwd=tmp_path, check_status=0)
-    killed = cli(*common, "--out", "killed", cwd=tmp_path, env={KILL_AT_STEP_VARIABLE: "18"})
-    assert killed.returncode == -signal.SIGKILL
-    cli("train", "--resume", "killed", "--quiet", cwd=tmp_path, check_status=0)
-    whole = load_tensors(tmp_path / "whole" / "model.safetensors")
-    again = load_tensors(tmp_path / "killed" / "model.safetensors")
-    for key in whole:
-        np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
-    assert [m["test"] for m in _metrics(tmp_path / "killed")] == [m["test"] for m in _metrics(tmp_path / "whole")]
+    _assert_killed_run_resumes_bit_for_bit(tmp_path, ["train", "iwae", "--epochs", "3", "--dtype", "float64", *IWAE_RUN])
     result = json.loads(cli("eval", "whole", "--json", "--nll-samples", "200", cwd=tmp_path, check_status=0).stdout)
     bounds = result["variational"]["bounds"]
     assert list(bounds) == ["1", "3", "5", "50"]
