@@ -46,7 +46,9 @@ LATENT_MODELS = model_names(option="latent_dim")
 SHALLOW_AUTOENCODERS = model_names(family="regularized")
 NOISY_INPUT_MODELS = model_names(option="noise")
 # gradcheck builds small fully-connected models: those sized by input_dim and hidden width(s)
-GRADCHECK_MODELS = tuple(name for name in model_names(option="input_dim") if name in HIDDEN_DIM_MODELS + HIDDEN_DIMS_MODELS and "image_size" not in REGISTRY[name].options)
+# (not cvae: its loss needs labels; parity_tests/test_cvae.py checks its gradients)
+GRADCHECK_MODELS = tuple(name for name in model_names(option="input_dim") if name in HIDDEN_DIM_MODELS + HIDDEN_DIMS_MODELS
+                         and "image_size" not in REGISTRY[name].options and not REGISTRY[name].conditional)
 # Options the command line offers for one model only (other models may accept the key with
 # another meaning or default, e.g. every VAE's beta is 1): the option's dest -> that model.
 MODEL_SPECIFIC = {"beta": "beta-vae", "capacity_max": "beta-vae", "capacity_steps": "beta-vae", "gamma": "beta-vae",
@@ -333,14 +335,15 @@ def _eval(args) -> int:
 
     config, dataset, backend, state = _load_run(args.run_dir)
     _apply_threads(args, config.backend)
-    metrics = evaluate(backend, config, dataset.test_images)
+    metrics = evaluate(backend, config, dataset.test_images, dataset.test_labels)
     result = {"run": str(args.run_dir), "epoch": state["epoch"], "model": config.model,
               "dataset": config.dataset, "backend": config.backend, "test": metrics}
-    variational = getattr(backend.model, "loss_reduction", None) == "sum"
+    # the likelihood estimates of scratch.evaluation take q(z|x) and p(x|z): not yet q(z|x, y) (cvae)
+    variational = getattr(backend.model, "loss_reduction", None) == "sum" and not REGISTRY[config.model].conditional
     if variational:
         result["variational"] = _variational_evaluation(config, dataset, state["weights"], args.nll_samples)
     elif args.nll_samples:
-        raise UsageError(f"--nll-samples applies to the variational models, not {config.model}")
+        raise UsageError(f"--nll-samples applies to the unconditional variational models, not {config.model}")
     if args.json:
         print(json.dumps(result))
         return 0
@@ -374,7 +377,7 @@ def _reconstruct(args) -> int:
     rng = evaluation_rng(config.seed)
     x = binarize(dataset.test_images[:args.count], config.binarize, rng).astype(config.dtype, copy=False)
     noise = draw_noise(config.model, backend.model.config, x.shape, rng, np.dtype(config.dtype))
-    _, reconstruction = backend.evaluate(x, noise)
+    _, reconstruction = backend.evaluate(x, noise, dataset.test_labels[:args.count])
     rows, labels = [x], ["original"]
     corrupted = backend.corrupted_input(x, noise)
     if corrupted is not None:

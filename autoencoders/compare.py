@@ -68,16 +68,17 @@ def _compare(config: TrainConfig, out_dir: Path, dataset, backends: dict, thread
         rng = epoch_rng(config.seed, epoch)
         order = rng.permutation(len(dataset.train_images))
         times = {"scratch": [], "torch": []}
-        for batch in _progress(_batches(dataset.train_images, config.batch_size, order), steps_per_epoch,
-                               f"epoch {epoch}/{config.epochs}", progress):
+        for batch, labels in _progress(_batches(dataset.train_images, config.batch_size, order, labels=dataset.train_labels),
+                                       steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress):
             x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
             noise = draw_noise(config.model, scratch.model.config, x.shape, rng, dtype)
             for name, backend in backends.items():
                 started = time.perf_counter()
-                parts = backend.train_step(x, noise)
+                parts = backend.train_step(x, noise, labels=labels)
                 times[name].append(time.perf_counter() - started)
                 step_losses[name].append(parts["loss"])
-        test = {name: evaluate(backend, config, dataset.test_images) for name, backend in backends.items()}
+        test = {name: evaluate(backend, config, dataset.test_images, dataset.test_labels)
+                for name, backend in backends.items()}
         # the first epoch's first step includes Numba's compile (or cache load) time: report medians
         entry = {
             "epoch": epoch,

@@ -152,10 +152,12 @@ def model_config_for(config: TrainConfig, dataset: Dataset) -> dict:
     return {**config.model_config, **REGISTRY[config.model].cls.config_for_images(dataset.image_shape)}
 
 
-def _batches(images: np.ndarray, batch_size: int, order: np.ndarray | None = None):
+def _batches(images: np.ndarray, batch_size: int, order: np.ndarray | None = None, labels: np.ndarray | None = None):
+    """The images of each batch in ``order``; (images, labels) pairs when ``labels`` is given."""
     indices = np.arange(len(images)) if order is None else order
     for start in range(0, len(indices), batch_size):
-        yield images[indices[start:start + batch_size]]
+        chosen = indices[start:start + batch_size]
+        yield images[chosen] if labels is None else (images[chosen], labels[chosen])
 
 
 def reconstruction_metrics(reconstruction: np.ndarray, target: np.ndarray) -> dict[str, float]:
@@ -171,17 +173,19 @@ def _mean(weighted: dict[str, float], count: int) -> dict[str, float]:
     return {key: value / count for key, value in weighted.items()}
 
 
-def evaluate(backend, config: TrainConfig, images: np.ndarray) -> dict[str, float]:
-    """Test metrics: the model's loss parts and reconstruction BCE/MSE, averaged per image."""
+def evaluate(backend, config: TrainConfig, images: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
+    """Test metrics: the model's loss parts and reconstruction BCE/MSE, averaged per image
+    (``labels``, each image's class: what a conditional model reads besides it)."""
     rng = evaluation_rng(config.seed)
     dtype = np.dtype(config.dtype)
     totals: dict[str, float] = {}
     quantized = REGISTRY[config.model].family == "quantized"
     usage = 0
-    for batch in _batches(images, max(config.batch_size, 500)):
+    labels = np.zeros(len(images), dtype=np.int64) if labels is None else labels
+    for batch, batch_labels in _batches(images, max(config.batch_size, 500), labels=labels):
         x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
         noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
-        parts, reconstruction = backend.evaluate(x, noise)
+        parts, reconstruction = backend.evaluate(x, noise, batch_labels)
         weight = _batch_weight(backend, len(x))
         for key, value in parts.items():
             totals[key] = totals.get(key, 0.0) + float(value) * weight
@@ -221,7 +225,7 @@ def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Datase
     rng = evaluation_rng(config.seed)
     x = binarize(dataset.test_images[:16], config.binarize, rng).astype(dtype, copy=False)
     noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
-    _, reconstruction = backend.evaluate(x, noise)
+    _, reconstruction = backend.evaluate(x, noise, dataset.test_labels[:16])
     rows, labels = [x], ["original"]
     corrupted = backend.corrupted_input(x, noise)
     if corrupted is not None:
@@ -235,10 +239,15 @@ def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Datase
     first = next(iter(backend.weights().items()))  # encoder.0.weight: the first layer's filters
     # tied-ae's decoder uses the same weight, transposed: its filters are the decoder's too
     tied = " (the decoder's too, transposed)" if config.model == "tied-ae" else ""
-    plots.save_filters(run_dir / f"filters-{tag}.png", first[1], dataset.image_shape,
+    weight = first[1]
+    if REGISTRY[config.model].conditional:  # fc1 reads [x, one-hot(y)]: its image columns are the filters
+        weight, tied = weight[:, :math.prod(dataset.image_shape)], " (its image columns)"
+    plots.save_filters(run_dir / f"filters-{tag}.png", weight, dataset.image_shape,
                        title=f"{first[0]}{tied}, epoch {epoch}")
     family = REGISTRY[config.model].family
-    if getattr(backend.model, "loss_reduction", None) == "sum":  # the VAEs: a generative model
+    if family == "conditional":
+        write_conditional_artifacts(run_dir, backend, config, dataset, tag)
+    elif getattr(backend.model, "loss_reduction", None) == "sum":  # the VAEs: a generative model
         write_generative_artifacts(run_dir, backend, config, dataset, tag)
     elif family == "wasserstein":
         write_prior_artifacts(run_dir, backend, config, dataset, tag)
@@ -287,6 +296,21 @@ def write_code_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: D
         plots.save_histogram(run_dir / f"unit-means-{tag}.png", hidden.mean(axis=0), bins=min(50, units),
                              title=f"{heading}: each unit's mean activation ρ̂_j\nover {count} test images; {detail}",
                              xlabel="ρ̂_j, unit j's mean activation")
+
+
+def write_conditional_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
+    """cvae: samples of every class, one row per class and one prior draw z ~ N(0, I) per column
+    (the same z down each column: what the label alone changes)."""
+    from autoencoders import plots
+
+    dtype = np.dtype(config.dtype)
+    rng = evaluation_rng(config.seed)
+    classes, columns = backend.model.config["num_classes"], 10
+    z = rng.standard_normal((columns, backend.model.config["latent_dim"])).astype(dtype)
+    labels = np.repeat(np.arange(classes, dtype=np.int64), columns)  # (classes·columns,)
+    images = np.asarray(backend.decode(np.tile(z, (classes, 1)), labels)).reshape(classes, columns, *dataset.image_shape)
+    plots.save_image_rows(run_dir / f"samples-{tag}.png", list(images), labels=[f"y = {c}" for c in range(classes)],
+                          title=f"{config.model}: {columns} prior samples per class, the same z down each column")
 
 
 def write_prior_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
@@ -559,7 +583,7 @@ def _train_epochs(run_dir: Path, backend, config: TrainConfig, dataset: Dataset,
         _check_weights_after_epoch(run_dir, backend, epoch, step)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            test = evaluate(backend, config, dataset.test_images)
+            test = evaluate(backend, config, dataset.test_images, dataset.test_labels)
         entry = {"epoch": epoch, "train": _mean(totals, max(trained_images, 1)), "test": test,
                  "seconds": time.perf_counter() - started}
         if skipped_batches:
@@ -580,14 +604,15 @@ def _train_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, 
     order = rng.permutation(len(dataset.train_images))
     totals: dict[str, float] = {}
     skipped_batches, trained_images = 0, 0
-    batches = _batches(dataset.train_images, config.batch_size, order)
-    for batch in _progress(batches, steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress):
+    batches = _batches(dataset.train_images, config.batch_size, order, labels=dataset.train_labels)
+    for batch, labels in _progress(batches, steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress):
         step += 1
         if kill_at and step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
         noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
-        guard = _StepGuard(run_dir, config, backend, x, noise, epoch, step, step - (epoch - 1) * steps_per_epoch)
+        guard = _StepGuard(run_dir, config, backend, x, noise, epoch, step, step - (epoch - 1) * steps_per_epoch,
+                           labels)
         parts = _guarded_step(backend, guard, log)
         if parts is None:
             skipped_batches += 1
@@ -602,8 +627,10 @@ def _train_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, 
 class _StepGuard:
     """One training step's non-finite policy: ``check`` runs between the loss and the backward pass."""
 
-    def __init__(self, run_dir: Path, config: TrainConfig, backend, x, noise, epoch: int, step: int, in_epoch: int):
+    def __init__(self, run_dir: Path, config: TrainConfig, backend, x, noise, epoch: int, step: int, in_epoch: int,
+                 labels=None):
         self.run_dir, self.config, self.backend, self.x, self.noise, self.epoch = run_dir, config, backend, x, noise, epoch
+        self.labels = labels
         self.where = f"epoch {epoch}, step {step} (batch {in_epoch} of the epoch)"
 
     def nonfinite(self, cause: str, what: str, detail: str = "") -> str:
@@ -630,7 +657,7 @@ def _guarded_step(backend, guard: _StepGuard, log) -> dict | None:
     try:
         with warnings.catch_warnings():  # NaN/inf are reported by the checks here, once, clearly
             warnings.simplefilter("ignore", RuntimeWarning)
-            return backend.train_step(guard.x, guard.noise, before_update=guard.check)
+            return backend.train_step(guard.x, guard.noise, before_update=guard.check, labels=guard.labels)
     except _SkipBatch as skipped:
         log(str(skipped))
         return None

@@ -18,11 +18,14 @@ from parity_tests.mnist import mnist_train_images, mnist_train_labels
 from parity_tests.tolerances import GRADCHECK, assert_close
 from scratch import optim
 from scratch.gradcheck import gradcheck
+from scratch.models import model_names
 from scratch.models.cvae import ConditionalVAE
 from scratch.models.vae import VariationalAutoencoder
 from scratch.nn.inplace import InplaceModificationError
 from torch_impl.models.cvae import ConditionalVAE as TorchConditionalVAE
 
+# This file's parity family (test_registry.py holds the families' union equal to the registry)
+NAMES = list(model_names(family="conditional"))
 OWNER = "ConditionalVAE"
 KEYS = [f"{layer}.{kind}" for layer in ("fc1", "fc21", "fc22", "fc3", "fc4") for kind in ("weight", "bias")]
 PARTS = {"loss", "recon", "kl"}
@@ -448,7 +451,8 @@ STEPS, BATCH = 30, 128
 
 
 @pytest.mark.slow  # 30 Adam steps on real MNIST: `python -m pytest -m slow`
-def test_adam_training_run_on_mnist_with_labels_tracks_torch():
+@pytest.mark.parametrize("name", NAMES)
+def test_adam_training_run_tracks_torch(name):
     """30 Adam steps (lr 1e-3, weight_decay 1e-5, batch 128) on binarized MNIST with its labels,
     from identical weights, batches and ε, in float64: every loss and, at the end, every weight
     element within the table's training row, and no ReLU unit ever on different sides of 0."""
@@ -457,6 +461,7 @@ def test_adam_training_run_on_mnist_with_labels_tracks_torch():
     labels = mnist_train_labels(STEPS * BATCH)
     assert set(np.unique(labels)) == set(range(10))
     model = ConditionalVAE(rng=0, dtype=dtype)
+    assert model.name == name
     twin = twin_of(model, dtype)
     opt = optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     topt = torch.optim.Adam(twin.parameters(), lr=1e-3, weight_decay=1e-5)

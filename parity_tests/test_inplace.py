@@ -22,7 +22,7 @@ from parity_tests import strategies as S
 from parity_tests.test_reliability_inputs import refused
 from scratch import nn, optim
 from scratch.kernels import fingerprint as K
-from scratch.models import MODELS, build, model_names
+from scratch.models import MODELS, REGISTRY, build, model_names
 from scratch.nn import inplace
 from scratch.nn.inplace import InplaceModificationError
 
@@ -448,7 +448,7 @@ def test_every_model_refuses_a_batch_edited_between_loss_and_backward(name):
     """model.loss(x), then x edited in place, then model.backward(): refused before any layer
     runs (no .grad, cache or bookkeeping changed), naming the layer or loss that keeps x."""
     model, x, noise = _model_case(name)
-    model.loss(x, noise)
+    model.loss(x, noise, **REGISTRY[name].label_arguments(np.arange(len(x)) % 10))
     x[0, ...] = 1.0 - x[0, ...]
     refused(lambda: model.backward(), InplaceModificationError,
             rf"^{type(model).__name__}\.backward: \S+ \(\w+\)'s (input|target) {EDITED}", model)
@@ -460,7 +460,7 @@ def test_every_model_refuses_a_batch_edited_between_loss_and_backward(name):
 def test_the_vaes_refuse_noise_edited_between_loss_and_backward(name):
     """dlogvar = ½ dz ε σ reads the ε passed in: editing it is caught (torch saves ε too)."""
     model, x, noise = _model_case(name)
-    model.loss(x, noise)
+    model.loss(x, noise, **REGISTRY[name].label_arguments(np.arange(len(x)) % 10))
     noise *= 2.0
     refused(lambda: model.backward(), InplaceModificationError,
             rf"^{type(model).__name__}\.backward: its noise \(ε\) {EDITED}", model)
@@ -506,7 +506,7 @@ def test_detection_changes_no_number(name):
         try:
             model, x, noise = _model_case(name)
             opt = optim.Adam(model.parameters(), lr=1e-3)
-            parts = model.loss(x, noise)
+            parts = model.loss(x, noise, **REGISTRY[name].label_arguments(np.arange(len(x)) % 10))
             dx = model.backward()
             opt.step()
             results.append((parts, dx, [p.data.copy() for p in model.parameters()],

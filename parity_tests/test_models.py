@@ -24,7 +24,7 @@ from torch_impl.models import build as torch_build
 # test_regularized.py checks term by term, wae-mmd (test_wae.py: the MMD through both sample sets)
 # and vq-vae (test_vq_vae.py: the straight-through estimator and the codebook); test_registry.py
 # holds the families' union equal to the registry.
-OWN_FILES = ("regularized", "wasserstein", "quantized")
+OWN_FILES = ("regularized", "wasserstein", "quantized", "conditional")  # cvae: test_cvae.py (labels)
 MODEL_NAMES = [name for name in REGISTRY if REGISTRY[name].family not in OWN_FILES]
 VAE_NAMES = list(model_names(family="variational"))
 # the MLPs take hidden_dims too, but as the widths of fully-connected layers: deep-conv-vae's are conv widths

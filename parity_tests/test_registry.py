@@ -9,7 +9,7 @@ import inspect
 import numpy as np
 import pytest
 
-from parity_tests import test_models, test_regularized, test_vq_vae, test_wae
+from parity_tests import test_cvae, test_models, test_regularized, test_vq_vae, test_wae
 from scratch.models import REGISTRY, ModelSpec, build, draw_noise, model_names, spec
 from torch_impl.models import MODELS as TWINS
 from torch_impl.models import build as torch_build
@@ -46,6 +46,8 @@ FAMILY_FILES = (
     (test_regularized, test_regularized.NAMES,
      ("test_loss_parts_and_every_gradient_match_torch", "test_whole_loss_matches_finite_differences")),
     (test_wae, test_wae.NAMES, ("test_loss_parts_and_every_gradient_match_torch", "test_whole_loss_matches_finite_differences")),
+    (test_cvae, test_cvae.NAMES, ("test_loss_parts_every_gradient_and_dx_match_torch",
+                                  "test_loss_gradients_match_central_differences")),
     (test_vq_vae, test_vq_vae.NAMES,
      ("test_loss_parts_codes_every_gradient_and_buffers_match_torch",
       "test_decoder_and_codebook_gradients_match_finite_differences_of_the_loss")),
@@ -54,8 +56,8 @@ FAMILY_FILES = (
 
 def test_every_registered_model_is_in_each_parity_family():
     """Loss and every gradient against torch, finite differences, the 30-step training run: the
-    models of test_models.py, test_regularized.py, test_wae.py and test_vq_vae.py together are
-    the registry, each once."""
+    models of test_models.py, test_regularized.py, test_cvae.py, test_wae.py and test_vq_vae.py
+    together are the registry, each once."""
     families = [set(names) for _, names, _ in FAMILY_FILES]
     assert sum(len(family) for family in families) == len(set().union(*families)), "a model is in two families"
     assert set().union(*families) == set(NAMES)
@@ -101,15 +103,19 @@ def test_the_registered_kinds_are_what_the_model_does(name):
     else:
         assert noise.shape == (2, model.config["latent_dim"])
     flat = images.reshape(2, -1)
+    labels = entry.label_arguments(np.array([3, 8]))  # a conditional model's classes: required there
+    if entry.conditional:
+        with pytest.raises(TypeError, match="labels"):
+            model.loss(flat, noise=draw_noise(name, model.config, flat.shape, rng, np.float64))
     if entry.input_kind == "flat":
         noise = draw_noise(name, model.config, flat.shape, rng, np.float64)
-        parts = model.loss(flat, noise=noise)
-        model.loss(images, noise=draw_noise(name, model.config, images.shape, rng, np.float64))  # images too
+        parts = model.loss(flat, noise=noise, **labels)
+        model.loss(images, noise=draw_noise(name, model.config, images.shape, rng, np.float64), **labels)  # images too
     else:
-        parts = model.loss(images, noise=noise)
+        parts = model.loss(images, noise=noise, **labels)
         with pytest.raises(ValueError):
-            model.loss(flat, noise=noise)
-    assert ("kl" in parts) == entry.variational
+            model.loss(flat, noise=noise, **labels)
+    assert ("kl" in parts) == (entry.variational or entry.conditional)
     assert "penalty" not in parts or entry.family == "regularized"  # tied-ae's is a constraint, not a term
     assert hasattr(model, "corrupt") == (entry.family == "denoising")
 

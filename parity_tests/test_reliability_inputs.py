@@ -807,6 +807,7 @@ SMALL = {  # small enough to build and run in milliseconds; every input is (N, 1
     "conv-vae": {"channels": [2, 2], "latent_dim": 3},
     "deep-conv-vae": {"hidden_dims": [2, 2], "latent_dim": 3},
     "iwae": {"hidden_dims": [6], "latent_dim": 3, "num_samples": 2},
+    "cvae": {"hidden_dim": 6, "latent_dim": 3},
     "wae-mmd": {"hidden_dim": 6, "latent_dim": 3},
     "vq-vae": {"channels": [2, 2], "embedding_dim": 2, "num_embeddings": 4},
     "sparse-ae": {"hidden_dim": 6},
@@ -824,9 +825,14 @@ def _model(name, loss=True):
     x = (_rng().random((2, 1, 28, 28)) < 0.3).astype(F64)
     noise = model.draw_noise(x.shape) if name in NOISY else None
     if loss:
-        model.loss(x, noise=noise)
+        model.loss(x, noise=noise, **_conditions(name, len(x)))
         model.backward()
     return model, x, noise
+
+
+def _conditions(name, n):
+    """A conditional model's ``labels=`` for a batch of n (classes 0, 1, ...); {} for the others."""
+    return REGISTRY[name].label_arguments(np.arange(n, dtype=np.int64) % 10)
 
 
 def _owner(name):
@@ -836,9 +842,12 @@ def _owner(name):
 def _run(model, method, x, noise):
     """``model.<method>(x)``, with the noise the method takes: reconstruct always does, forward
     for the variational models (the denoising model's forward is the plain net)."""
+    conditions = _conditions(model.name, len(x))
+    if method == "encode":  # cvae's encode(x, labels) takes them positionally, as decode(z, labels)
+        return model.encode(x, *conditions.values())
     if method == "reconstruct" or (method == "forward" and model.name in NOISY and model.name != "denoising-ae"):
-        return getattr(model, method)(x, noise)
-    return getattr(model, method)(x)
+        return getattr(model, method)(x, noise, **conditions)
+    return getattr(model, method)(x, **conditions)
 
 
 def _input_faults(name):
@@ -872,7 +881,7 @@ MODEL_INPUT_CASES = [pytest.param(name, *fault, id=f"{name}-{fault[0]}") for nam
 def test_model_loss_refuses_bad_input_before_anything_changes(name, fault, corrupt, error, message):
     model, x, noise = _model(name)
     model.train()  # the beta-VAE counts its steps in training mode: a refused loss must not
-    refused(lambda: model.loss(corrupt(x), noise=noise), error, message, model)
+    refused(lambda: model.loss(corrupt(x), noise=noise, **_conditions(name, len(x))), error, message, model)
 
 
 @pytest.mark.parametrize("method", ["forward", "reconstruct", "encode"])
@@ -904,8 +913,9 @@ NOISE_CASES = [pytest.param(name, *fault, id=f"{name}-{fault[0]}") for name in N
 def test_bad_noise_is_refused_before_any_layer_runs(name, fault, corrupt, error, message):
     """The VAEs checked ε only after the encoder had run and overwritten its caches."""
     model, x, noise = _model(name)
-    refused(lambda: model.loss(x, noise=corrupt(noise)), error, message, model)
-    refused(lambda: model.reconstruct(x, noise=corrupt(noise)), error, message, model)
+    conditions = _conditions(name, len(x))
+    refused(lambda: model.loss(x, noise=corrupt(noise), **conditions), error, message, model)
+    refused(lambda: model.reconstruct(x, noise=corrupt(noise), **conditions), error, message, model)
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(MODELS) if n not in NOISY])
@@ -944,8 +954,8 @@ def test_model_backward_after_a_forward_is_refused(name):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_backward_after_the_layers_ran_again_is_refused(name):
-    model, x, _ = _model(name)
-    model.encode(x[:1])
+    model, x, noise = _model(name)
+    _run(model, "encode", x[:1], noise)
     refused(model.backward, RuntimeError,
             rf"^{type(model).__name__}\.backward: the layers ran again after the last loss", model)
 

@@ -38,7 +38,7 @@ from scratch import functional as F
 from scratch import nn
 from scratch.functional.activations import sigmoid_zero_below
 from scratch.kernels import activations as E
-from scratch.models import MODELS, build, model_names
+from scratch.models import MODELS, REGISTRY, build, model_names
 from torch_impl.functional import gaussian_kl
 from torch_impl.models.regularized import SparseAutoencoder as TorchSparse
 from torch_impl.models.regularized import TiedDecoder
@@ -456,8 +456,9 @@ MODEL_NAMES = tuple(MODELS)
 VAE_NAMES = model_names(family="variational")
 #: the layer whose output is the log-variance (for seed-vae: the second half of its rows)
 LOGVAR_LAYER = {"vae": "fc22", "beta-vae": "fc22", "conv-vae": "fc22", "deep-conv-vae": "fc22", "iwae": "fc22",
-                "seed-vae": "encoder.2"}
-assert set(LOGVAR_LAYER) == set(VAE_NAMES), "a variational model was added: name its log-variance layer here"
+                "cvae": "fc22", "seed-vae": "encoder.2"}
+assert set(LOGVAR_LAYER) == set(VAE_NAMES) | set(model_names(family="conditional")), \
+    "a variational model was added: name its log-variance layer here"
 PARAMETER_LAYERS = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d, TiedDecoder)
 #: a pre-activation inside float32's underflow window, about (-104, -88.7): σ(x) is 0 in torch, a
 #: subnormal in the overflow-free e^x / (1 + e^x); BCE makes that 100 nats against |x|
@@ -494,6 +495,9 @@ def extreme_model_cases(draw, name):
     elif name == "iwae":
         config = dict(input_dim=width, hidden_dims=draw(st.lists(st.integers(1, 6), min_size=1, max_size=2)),
                       latent_dim=draw(st.integers(1, 4)), num_samples=draw(st.integers(1, 3)))
+    elif name == "cvae":
+        config = dict(input_dim=width, hidden_dim=draw(st.integers(1, 8)), latent_dim=draw(st.integers(1, 4)),
+                      num_classes=draw(st.integers(1, 4)))
     elif name in VAE_NAMES:
         config = dict(input_dim=width, hidden_dim=draw(st.integers(1, 8)), latent_dim=draw(st.integers(1, 4)))
         if name == "beta-vae" and draw(st.booleans()):
@@ -509,8 +513,14 @@ def extreme_model_cases(draw, name):
     return config, (batch, width), magnitude, seed
 
 
+def _conditions(model, n) -> dict:
+    """A conditional model's ``labels=`` for a batch of n (classes 0, 1, ... in turn); {} otherwise."""
+    return REGISTRY[model.name].label_arguments(np.arange(n) % model.config.get("num_classes", 1))
+
+
 def _torch_loss(twin, x, noise):
-    return twin.loss(torch.from_numpy(x), noise=None if noise is None else torch.from_numpy(noise))
+    return twin.loss(torch.from_numpy(x), noise=None if noise is None else torch.from_numpy(noise),
+                     **_conditions(twin, len(x)))
 
 
 def _drive_to_extremes(model, x, noise, dtype, magnitude, rng):
@@ -642,7 +652,7 @@ def _assert_model_matches_torch(model, x, noise, dtype, what):
         for key, term in _mmd_gradient_terms(twin, x, noise).items():
             terms[key] = terms.get(key, 0.0) + term
     with stable():
-        out = model.loss(x, noise=noise)
+        out = model.loss(x, noise=noise, **_conditions(model, len(x)))
         model.zero_grad()
         model.backward()
     tout = _torch_loss(twin, x, noise)

@@ -88,12 +88,13 @@ def _assert_killed_run_resumes_bit_for_bit(tmp_path: Path, common: list[str], ki
     ("tied-ae", {"hidden_dim": 32, "activation": "tanh"}, {"loss", "recon"}),
     ("deep-conv-vae", {"hidden_dims": [4, 8], "latent_dim": 4}, {"loss", "recon", "kl"}),
     ("iwae", {"hidden_dims": [16, 8], "latent_dim": 4, "num_samples": 3}, {"loss", "recon", "kl"}),
+    ("cvae", {"hidden_dim": 32, "latent_dim": 4}, {"loss", "recon", "kl"}),
     ("wae-mmd", {"hidden_dim": 32, "latent_dim": 4, "kernel": "rbf"}, {"loss", "recon", "mmd"}),
     ("vq-vae", {"channels": [4, 8], "embedding_dim": 4, "num_embeddings": 8}, {"loss", "recon", "codebook", "commitment"}),
     ("vq-vae", {"channels": [4, 8], "embedding_dim": 4, "num_embeddings": 8, "ema": True},
      {"loss", "recon", "codebook", "commitment"}),
 ], ids=["mlp-ae", "denoising-ae", "sparse-ae", "sparse-ae-l1", "contractive-ae", "tied-ae", "tied-ae-tanh",
-        "deep-conv-vae", "iwae", "wae-mmd", "vq-vae", "vq-vae-ema"])
+        "deep-conv-vae", "iwae", "cvae", "wae-mmd", "vq-vae", "vq-vae-ema"])
 def test_both_backends_train_the_same_run(tmp_path, model, model_config, parts):
     """Same seed: identical initial weights, batches and noise, so the two runs agree (float64),
     every loss part (the penalty too) epoch by epoch and the final weights."""
@@ -479,20 +480,57 @@ def test_eval_of_a_vae_reports_elbo_kl_per_dimension_active_units_and_nll(tmp_pa
     assert bad.returncode == 2 and "non-negative integer" in bad.stderr
 
 
+def test_the_training_loop_gives_a_conditional_model_each_images_own_label(tmp_path, monkeypatch):
+    """cvae on grey levels (the batch is the images themselves): every step's labels are the
+    dataset's labels of exactly the images in that batch, in the epoch's shuffled order, and the
+    test metrics read the test labels (wrong labels would cost the class-bias the model learns)."""
+    from autoencoders.backends.scratch_backend import ScratchBackend
+    from autoencoders.data import load_dataset
+
+    seen, calls = [], []
+    original_step, original_evaluate = ScratchBackend.train_step, ScratchBackend.evaluate
+
+    def recording_step(self, x, noise, before_update=None, labels=None):
+        seen.append((x.copy(), None if labels is None else labels.copy()))
+        return original_step(self, x, noise, before_update, labels)
+
+    def recording_evaluate(self, x, noise, labels=None):
+        calls.append((x.copy(), None if labels is None else labels.copy()))
+        return original_evaluate(self, x, noise, labels)
+
+    monkeypatch.setattr(ScratchBackend, "train_step", recording_step)
+    monkeypatch.setattr(ScratchBackend, "evaluate", recording_evaluate)
+    config = TrainConfig(model="cvae", epochs=1, dtype="float64", binarize="grey", model_config={"hidden_dim": 8,
+                                                                                                 "latent_dim": 2})
+    run(tmp_path / "run", config, progress=False, log=lambda _: None)
+    dataset = load_dataset("digits")
+    train = dataset.train_images.reshape(len(dataset.train_images), -1)
+    assert sum(len(x) for x, _ in seen) == len(train)
+    for x, labels in seen:
+        rows = [int(np.flatnonzero((train == row).all(axis=1))[0]) for row in x.reshape(len(x), -1)]
+        np.testing.assert_array_equal(labels, dataset.train_labels[rows])
+    test = dataset.test_images.reshape(len(dataset.test_images), -1)
+    for x, labels in calls:
+        rows = [int(np.flatnonzero((test == row).all(axis=1))[0]) for row in x.reshape(len(x), -1)]
+        np.testing.assert_array_equal(labels, dataset.test_labels[rows])
+
+
 IWAE_RUN = ["--hidden-dims", "16,8", "--latent-dim", "4", "--num-samples", "3", "--binarize", "dynamic", "--quiet"]
 
 
 @pytest.mark.parametrize("model, options", [
+    ("cvae", ["--hidden-dims", "16", "--latent-dim", "3"]),
     ("wae-mmd", ["--hidden-dims", "16", "--latent-dim", "3", "--reg-weight", "5"]),
     ("vq-vae", ["--embedding-dim", "3", "--num-embeddings", "6", "--ema"]),
 ])
-def test_wae_and_vq_vae_resume_after_sigkill_bit_for_bit(tmp_path, model, options):
-    """wae-mmd (prior samples drawn every step) and vq-vae with its EMA codebook (buffers moved by
-    every training-mode loss, saved in the checkpoint) killed in epoch 2 and resumed: the weights,
-    buffers and test metrics of the uninterrupted run, bit for bit; and the run's pictures."""
+def test_cvae_wae_and_vq_vae_resume_after_sigkill_bit_for_bit(tmp_path, model, options):
+    """cvae (each batch's labels from the shuffled order), wae-mmd (prior samples drawn every step)
+    and vq-vae with its EMA codebook (buffers moved by every training-mode loss, saved in the
+    checkpoint) killed in epoch 2 and resumed: the weights, buffers and test metrics of the
+    uninterrupted run, bit for bit; and the run's pictures."""
     _assert_killed_run_resumes_bit_for_bit(tmp_path, ["train", model, "--epochs", "3", "--dtype", "float64", *options,
                                                       "--quiet"])
-    pictures = {"wae-mmd": ["samples-epoch003.png", "interpolation-epoch003.png"],
+    pictures = {"cvae": ["samples-epoch003.png"], "wae-mmd": ["samples-epoch003.png", "interpolation-epoch003.png"],
                 "vq-vae": ["codebook-usage-epoch003.png", "perplexity.png"]}[model]
     for name in pictures:
         assert (tmp_path / "whole" / name).stat().st_size > 0, name

@@ -26,11 +26,13 @@ class Backend(Protocol):
 
     name: str
 
-    def train_step(self, x: np.ndarray, noise, before_update: Callable[[dict], None] | None = None) -> dict[str, float]:
+    def train_step(self, x: np.ndarray, noise, before_update: Callable[[dict], None] | None = None,
+                   labels: np.ndarray | None = None) -> dict[str, float]:
         """One optimizer step on ``x``; the loss parts as floats. ``before_update(parts)`` runs between
-        the loss and the backward pass and may raise to leave weights and optimizer untouched."""
+        the loss and the backward pass and may raise to leave weights and optimizer untouched.
+        ``labels`` (N,) int64: the class of each image, read by a conditional model only."""
 
-    def evaluate(self, x: np.ndarray, noise) -> tuple[dict[str, float], np.ndarray]:
+    def evaluate(self, x: np.ndarray, noise, labels: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray]:
         """Loss parts and the reconstruction (shape of ``x``) in evaluation mode, no update."""
 
     def weights(self) -> dict[str, np.ndarray]:
@@ -57,8 +59,8 @@ class Backend(Protocol):
     def encode(self, x: np.ndarray):
         """The model's code for ``x``: (μ, logvar) of a VAE, the hidden code otherwise."""
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        """Bernoulli means (N, D) for latents z (N, latent_dim)."""
+    def decode(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Bernoulli means (N, D) for latents z (N, latent_dim) (and a conditional model's labels)."""
 
     def hidden_activations(self, x: np.ndarray) -> np.ndarray:
         """The hidden code (N, hidden_dim) of a one-hidden-layer model, in evaluation mode."""

@@ -19,21 +19,22 @@ class ScratchBackend:
         self.spec = REGISTRY[config.model]
         self.optimizer = optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    def train_step(self, x: np.ndarray, noise, before_update=None) -> dict[str, float]:
+    def train_step(self, x: np.ndarray, noise, before_update=None, labels=None) -> dict[str, float]:
         """One step; ``before_update(parts)``, called between the loss and the backward pass, may
-        raise to leave the weights and the optimizer untouched."""
+        raise to leave the weights and the optimizer untouched. ``labels``: a conditional model's."""
         self.optimizer.zero_grad()
-        parts = self.model.loss(x, noise=noise)
+        parts = self.model.loss(x, noise=noise, **self.spec.label_arguments(labels))
         if before_update is not None:
             before_update(parts)
         self.model.backward(input_grad=False)
         self.optimizer.step()
         return parts
 
-    def evaluate(self, x: np.ndarray, noise) -> tuple[dict[str, float], np.ndarray]:
+    def evaluate(self, x: np.ndarray, noise, labels=None) -> tuple[dict[str, float], np.ndarray]:
+        conditions = self.spec.label_arguments(labels)
         with evaluation_mode(self.model):
-            parts = self.model.loss(x, noise=noise)
-            return parts, self.model.reconstruct(x, noise=noise)
+            parts = self.model.loss(x, noise=noise, **conditions)
+            return parts, self.model.reconstruct(x, noise=noise, **conditions)
 
     def weights(self) -> dict[str, np.ndarray]:
         return dict(self.model.state_dict())
@@ -68,10 +69,11 @@ class ScratchBackend:
         with evaluation_mode(self.model):
             return np.asarray(self.model.codebook_usage(x), dtype=np.int64)
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        """A VAE's Bernoulli means (N, D) for latents (N, latent_dim), in evaluation mode."""
+    def decode(self, z: np.ndarray, labels=None) -> np.ndarray:
+        """A VAE's Bernoulli means (N, D) for latents (N, latent_dim) (and a conditional model's
+        labels (N,)), in evaluation mode."""
         with evaluation_mode(self.model):
-            return self.model.decode(z)
+            return self.model.decode(z, *([labels] if self.spec.conditional else []))
 
     def hidden_activations(self, x: np.ndarray) -> np.ndarray:
         """The hidden code h (N, hidden_dim) of a one-hidden-layer model (``HIDDEN_CODE_MODELS``)

@@ -25,11 +25,11 @@ class TorchBackend:
     def _tensor(array):
         return None if array is None else torch.from_numpy(np.ascontiguousarray(array))
 
-    def train_step(self, x: np.ndarray, noise, before_update=None) -> dict[str, float]:
+    def train_step(self, x: np.ndarray, noise, before_update=None, labels=None) -> dict[str, float]:
         """One step; ``before_update(parts)`` runs between the loss and the backward pass and may
-        raise to leave the weights and the optimizer untouched."""
+        raise to leave the weights and the optimizer untouched. ``labels``: a conditional model's."""
         self.optimizer.zero_grad()
-        parts = self.model.loss(self._tensor(x), noise=self._tensor(noise))
+        parts = self.model.loss(self._tensor(x), noise=self._tensor(noise), **self.spec.label_arguments(labels))
         if before_update is not None:
             before_update({key: float(value.detach()) for key, value in parts.items()})
         parts["loss"].backward()
@@ -37,11 +37,11 @@ class TorchBackend:
         return {key: float(value.detach()) for key, value in parts.items()}
 
     @torch.no_grad()
-    def evaluate(self, x: np.ndarray, noise) -> tuple[dict[str, float], np.ndarray]:
+    def evaluate(self, x: np.ndarray, noise, labels=None) -> tuple[dict[str, float], np.ndarray]:
         with evaluation_mode(self.model):
-            tx, tnoise = self._tensor(x), self._tensor(noise)
-            parts = {key: float(value) for key, value in self.model.loss(tx, noise=tnoise).items()}
-            return parts, self.model.reconstruct(tx, noise=tnoise).numpy()
+            tx, tnoise, conditions = self._tensor(x), self._tensor(noise), self.spec.label_arguments(labels)
+            parts = {key: float(value) for key, value in self.model.loss(tx, noise=tnoise, **conditions).items()}
+            return parts, self.model.reconstruct(tx, noise=tnoise, **conditions).numpy()
 
     def weights(self) -> dict[str, np.ndarray]:
         return {key: value.detach().cpu().numpy().copy() for key, value in self.model.state_dict().items()}
@@ -98,9 +98,9 @@ class TorchBackend:
             return np.asarray(self.model.codebook_usage(self._tensor(x)), dtype=np.int64)
 
     @torch.no_grad()
-    def decode(self, z: np.ndarray) -> np.ndarray:
+    def decode(self, z: np.ndarray, labels=None) -> np.ndarray:
         with evaluation_mode(self.model):
-            return self.model.decode(self._tensor(z)).numpy()
+            return self.model.decode(self._tensor(z), *([labels] if self.spec.conditional else [])).numpy()
 
     @torch.no_grad()
     def hidden_activations(self, x: np.ndarray) -> np.ndarray:

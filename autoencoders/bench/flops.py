@@ -98,11 +98,12 @@ def backward_flops(layer, input_shape, input_gradient: bool = True) -> int:
     return forward + (forward if input_gradient else 0)
 
 
-def input_shapes(twin, x, noise=None) -> list[tuple[str, tuple[int, ...]]]:
+def input_shapes(twin, x, noise=None, **conditions) -> list[tuple[str, tuple[int, ...]]]:
     """``(module name, input shape)`` of every Linear/Conv2d/ConvTranspose2d/TiedDecoder of the torch
     ``twin``, in the order its ``loss(x, noise)`` calls them (a module called twice appears twice).
 
-    ``x`` and ``noise`` may be NumPy arrays or tensors; nothing is back-propagated.
+    ``x`` and ``noise`` may be NumPy arrays or tensors (``conditions``: a conditional model's
+    ``labels=``); nothing is back-propagated.
     """
     import torch
 
@@ -122,7 +123,7 @@ def input_shapes(twin, x, noise=None) -> list[tuple[str, tuple[int, ...]]]:
             handles.append(module.register_forward_pre_hook(record))
     try:
         with torch.no_grad():
-            twin.loss(tensor(x), noise=tensor(noise))
+            twin.loss(tensor(x), noise=tensor(noise), **conditions)
     finally:
         for handle in handles:
             handle.remove()

@@ -55,12 +55,12 @@ def binary_batch(batch_size: int, rng: np.random.Generator) -> np.ndarray:
     return (rng.random((batch_size, *IMAGE_SHAPE)) < INK).astype(DTYPE)
 
 
-def step_flops(name: str, config: dict, x: np.ndarray, noise) -> dict:
+def step_flops(name: str, config: dict, x: np.ndarray, noise, **conditions) -> dict:
     """``autoencoders.bench.flops.training_step_flops`` of model ``name`` on batch ``x``: the layers from a
     scratch model of that configuration, their input shapes and order from its torch twin."""
     model = scratch_models.build(name, dtype=DTYPE, rng=0, **config)
     probe = torch_models.build(name, dtype=torch.float32, **config)
-    return flop_count.training_step_flops(model, flop_count.input_shapes(probe, x, noise))
+    return flop_count.training_step_flops(model, flop_count.input_shapes(probe, x, noise, **conditions))
 
 
 def _gradients(outputs: dict) -> dict:
@@ -101,6 +101,8 @@ def training_step_case(name: str, batch_size: int, seed: int = 0, peers=("torch"
     x = binary_batch(batch_size, rng)
     model = scratch_models.build(name, dtype=DTYPE, rng=seed)
     noise = scratch_models.draw_noise(name, model.config, x.shape, rng, DTYPE)
+    # a conditional model's labels (uniform classes), the same on every side
+    conditions = scratch_models.spec(name).label_arguments(scratch_models.draw_labels(name, model.config, len(x), rng))
     twin = torch_models.build(name, dtype=torch.float32, **model.config)
     initial = {key: value.copy() for key, value in model.state_dict().items()}  # state_dict shares storage, as torch's
     twin.load_state_dict({key: torch.from_numpy(value) for key, value in initial.items()}, strict=True)
@@ -112,14 +114,14 @@ def training_step_case(name: str, batch_size: int, seed: int = 0, peers=("torch"
 
     def scratch_step():
         optimizer.zero_grad()
-        loss = model.loss(x, noise=noise)["loss"]
+        loss = model.loss(x, noise=noise, **conditions)["loss"]
         model.backward(input_grad=False)
         optimizer.step()
         return loss
 
     def torch_step():
         twin_optimizer.zero_grad()
-        loss = twin.loss(tx, noise=tnoise)["loss"]
+        loss = twin.loss(tx, noise=tnoise, **conditions)["loss"]
         loss.backward()
         twin_optimizer.step()
         return loss
@@ -137,13 +139,13 @@ def training_step_case(name: str, batch_size: int, seed: int = 0, peers=("torch"
         twin64.load_state_dict({key: torch.from_numpy(value.astype(np.float64)) for key, value in initial.items()})
         optimizer64 = torch.optim.Adam(twin64.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
         noise64 = None if noise is None else torch.from_numpy(noise.astype(np.float64))
-        loss = twin64.loss(torch.from_numpy(x.astype(np.float64)), noise=noise64)["loss"]
+        loss = twin64.loss(torch.from_numpy(x.astype(np.float64)), noise=noise64, **conditions)["loss"]
         loss.backward()
         optimizer64.step()
         return outputs(to_numpy(loss), twin64.named_parameters())
 
     label = f"{name} training step (Adam)"
-    count = step_flops(name, model.config, x, noise)
+    count = step_flops(name, model.config, x, noise, **conditions)
     meta = {"batch_size": batch_size, "kind": "training_step", "model": name, "dtype": np.dtype(DTYPE).name,
             "parameters": model.num_parameters(), "lr": LR, "weight_decay": WEIGHT_DECAY,
             "flops": count["total"], "flops_detail": {key: count[key] for key in

@@ -23,7 +23,7 @@ from parity_tests import strategies as S
 from parity_tests.tolerances import GRADCHECK
 from scratch import nn
 from scratch.gradcheck import gradcheck
-from scratch.models import MODELS, build, draw_noise
+from scratch.models import MODELS, REGISTRY, build, draw_noise
 from scratch.testing import assert_matches_torch
 
 # ---------------------------------------------------------------------------- oracle 1: torch
@@ -105,8 +105,9 @@ def test_model_backward_without_input_gradient(name):
     rng = np.random.default_rng(1)
     x = (rng.random((3, 1, 28, 28)) < 0.3).astype(np.float64)
     noise = draw_noise(name, model.config, x.shape, np.random.default_rng(2), np.float64)
-    model.loss(x, noise=noise)
-    other.loss(x, noise=noise)
+    labels = REGISTRY[name].label_arguments(np.array([1, 4, 7]))  # a conditional model's classes
+    model.loss(x, noise=noise, **labels)
+    other.loss(x, noise=noise, **labels)
     assert model.backward(input_grad=False) is None
     grad_input = other.backward()
     assert grad_input.shape == x.shape

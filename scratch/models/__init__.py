@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratch.models.conv import ConvAutoencoder
+from scratch.models.cvae import ConditionalVAE
 from scratch.models.iwae import ImportanceWeightedAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from scratch.models.registry import FAMILIES, REGISTRY, ModelSpec, model_names, spec
@@ -34,6 +35,14 @@ def build(name: str, dtype=np.float32, rng=None, **config):
     return model.flatten_parameters()
 
 
+def draw_labels(name: str, config: dict, n: int, rng: np.random.Generator):
+    """Uniform class labels (n,) int64 for a conditional model (None for the others): what tests and
+    benchmarks feed where no dataset supplies labels."""
+    if not spec(name).conditional:
+        return None
+    return rng.integers(0, config.get("num_classes", 10), n).astype(np.int64)
+
+
 def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype=np.float32):
     """The noise model ``name`` needs for a batch of shape ``x_shape`` (None if deterministic).
 
@@ -42,7 +51,7 @@ def draw_noise(name: str, config: dict, x_shape, rng: np.random.Generator, dtype
     return spec(name).cls.noise_for(config, tuple(x_shape), rng, np.dtype(dtype))
 
 
-__all__ = ["FAMILIES", "MODELS", "REGISTRY", "ModelSpec", "build", "draw_noise", "model_names", "spec", "BetaVAE", "ContractiveAutoencoder", "ConvAutoencoder",
+__all__ = ["FAMILIES", "MODELS", "REGISTRY", "ModelSpec", "build", "draw_labels", "draw_noise", "model_names", "spec", "BetaVAE", "ConditionalVAE", "ContractiveAutoencoder", "ConvAutoencoder",
            "DeepConvVAE",
            "DenoisingAutoencoder", "ImportanceWeightedAutoencoder", "MLPAutoencoder", "SeedVAE", "SparseAutoencoder", "TiedAutoencoder", "VQVAE", "WAEMMD",
            "VariationalAutoencoder"]

@@ -6,7 +6,8 @@ equal). A model is added here once, and the parity families pick it up by its fa
 
 - family: ``plain`` | ``denoising`` | ``variational`` | ``regularized`` | ``conv`` (DESIGN.md), and
   ``wasserstein`` (a deterministic code matched to the prior by a divergence of samples: wae-mmd)
-  and ``quantized`` (a code of nearest codebook vectors: vq-vae)
+  and ``quantized`` (a code of nearest codebook vectors: vq-vae), ``conditional`` (a VAE that also
+  reads each image's class label: cvae; its loss, encode, decode and reconstruct take ``labels=``)
 - input kind: ``flat`` (N, D), also accepting (N, C, H, W) with C·H·W = D; ``image`` (N, C, H, W)
 - noise kind: what ``noise=`` carries: ``none``; ``corruption`` (the denoising mask or noise,
   shaped like x); ``gaussian`` (the reparameterisation ε, (N, latent_dim)); ``gaussian-samples``
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from scratch.models.conv import ConvAutoencoder
+from scratch.models.cvae import ConditionalVAE
 from scratch.models.iwae import ImportanceWeightedAutoencoder
 from scratch.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from scratch.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
@@ -29,7 +31,7 @@ from scratch.models.vae import BetaVAE, ConvVAE, DeepConvVAE, SeedVAE, Variation
 from scratch.models.vq import VQVAE
 from scratch.models.wae import WAEMMD
 
-FAMILIES = ("plain", "denoising", "variational", "regularized", "conv", "wasserstein", "quantized")
+FAMILIES = ("plain", "denoising", "variational", "regularized", "conv", "wasserstein", "quantized", "conditional")
 INPUT_KINDS = ("flat", "image")
 NOISE_KINDS = ("none", "corruption", "gaussian", "gaussian-samples", "prior")
 
@@ -66,6 +68,16 @@ class ModelSpec:
         return self.family == "variational"
 
     @property
+    def conditional(self) -> bool:
+        """Whether the model reads class labels (``labels=``) besides the images."""
+        return self.family == "conditional"
+
+    def label_arguments(self, labels) -> dict:
+        """``{"labels": labels}`` for a conditional model, ``{}`` for the others: the keyword
+        arguments its loss, reconstruct and backends' calls take beside x and noise."""
+        return {"labels": labels} if self.conditional else {}
+
+    @property
     def options(self) -> frozenset[str]:
         """The configuration keys the constructor accepts."""
         return frozenset(self.defaults)
@@ -82,6 +94,7 @@ REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("deep-conv-vae", DeepConvVAE, family="variational", input_kind="flat", noise_kind="gaussian"),
     ModelSpec("iwae", ImportanceWeightedAutoencoder, family="variational", input_kind="flat",
               noise_kind="gaussian-samples"),
+    ModelSpec("cvae", ConditionalVAE, family="conditional", input_kind="flat", noise_kind="gaussian"),
     ModelSpec("wae-mmd", WAEMMD, family="wasserstein", input_kind="flat", noise_kind="prior"),
     ModelSpec("vq-vae", VQVAE, family="quantized", input_kind="flat", noise_kind="none"),
     ModelSpec("sparse-ae", SparseAutoencoder, family="regularized", input_kind="flat", noise_kind="none"),

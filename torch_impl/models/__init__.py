@@ -6,6 +6,7 @@ import torch
 
 from torch_impl.functional import resolve_dtype
 from torch_impl.models.conv import ConvAutoencoder
+from torch_impl.models.cvae import ConditionalVAE
 from torch_impl.models.iwae import ImportanceWeightedAutoencoder
 from torch_impl.models.mlp import DenoisingAutoencoder, MLPAutoencoder
 from torch_impl.models.regularized import ContractiveAutoencoder, SparseAutoencoder, TiedAutoencoder
@@ -23,6 +24,7 @@ MODELS = {
     "conv-vae": ConvVAE,
     "deep-conv-vae": DeepConvVAE,
     "iwae": ImportanceWeightedAutoencoder,
+    "cvae": ConditionalVAE,
     "wae-mmd": WAEMMD,
     "vq-vae": VQVAE,
     "sparse-ae": SparseAutoencoder,
