@@ -181,8 +181,9 @@ def evaluate(backend, config: TrainConfig, images: np.ndarray, labels: np.ndarra
     totals: dict[str, float] = {}
     quantized = REGISTRY[config.model].family == "quantized"
     usage = 0
-    labels = np.zeros(len(images), dtype=np.int64) if labels is None else labels
-    for batch, batch_labels in _batches(images, max(config.batch_size, 500), labels=labels):
+    batches = _batches(images, max(config.batch_size, 500), labels=labels)
+    # no labels: every batch's are None (a conditional model then refuses, naming them)
+    for batch, batch_labels in (batches if labels is not None else ((batch, None) for batch in batches)):
         x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
         noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
         parts, reconstruction = backend.evaluate(x, noise, batch_labels)

@@ -166,13 +166,7 @@ class ConditionalVAE(_Variational):
     @forward_pass
     def loss(self, x, noise=None, *, labels) -> dict:
         """{"loss": BCE + β·KL, "recon": BCE, "kl": KL}, each summed over the batch (floats)."""
-        flat, probabilities = self._forward(x, noise, labels)
-        recon = self.bce(probabilities, flat)
-        _, mean, logvar, _ = self._state
-        kl = self.kl(mean, logvar)
-        object.__setattr__(self, "_kl_weight", self.kl_weight(kl, len(flat)))
-        mark_pass(self, from_loss=True)
-        return {"loss": self._objective(recon, kl, len(flat)), "recon": recon, "kl": kl}
+        return self._elbo_parts(*self._forward(x, noise, labels))
 
     def kl_per_dimension(self, x, noise=None, *, labels) -> np.ndarray:
         """Mean over the batch of each latent dimension's KL term, (latent_dim,)."""

@@ -106,7 +106,10 @@ class _Variational(FlatInputModel):
     @forward_pass
     def loss(self, x, noise=None) -> dict:
         """{"loss": BCE + β·KL, "recon": BCE, "kl": KL}, each summed over the batch (floats)."""
-        flat, probabilities = self._forward(x, noise)
+        return self._elbo_parts(*self._forward(x, noise))
+
+    def _elbo_parts(self, flat, probabilities) -> dict:
+        """The loss parts of the pass ``_forward`` just made, marked as a loss for ``backward``."""
         recon = self.bce(probabilities, flat)
         _, mean, logvar, _ = self._state
         kl = self.kl(mean, logvar)
