@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from autoencoders.threads import quiet_wait_policies
@@ -57,15 +56,8 @@ MODEL_SPECIFIC = {"beta": "beta-vae", "capacity_max": "beta-vae", "capacity_step
                   "reg_weight": "wae-mmd", "kernel": "wae-mmd", "num_embeddings": "vq-vae", "embedding_dim": "vq-vae",
                   "ema": "vq-vae"}
 DEFAULTS = dict(epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-5, seed=0)
-# The offline digits are 1,500 small training images: 12 steps an epoch at batch 128, so an
-# epoch there teaches as much as 1/40 of an MNIST epoch. Its default runs longer to compare.
-DEFAULT_EPOCHS = {"digits": 100}
-
-
-def _epochs_for(args, dataset: str) -> int:
-    return args.epochs if args.epochs is not None else DEFAULT_EPOCHS.get(dataset, DEFAULTS["epochs"])
-
-
+# reconstruct draws its images in blocks of this many columns, one block under the other
+RECONSTRUCT_COLUMNS = 16
 class UsageError(Exception):
     """A problem with what the user asked for; reported in one line, exit status 2."""
 
@@ -194,7 +186,8 @@ def _add_data_options(parser) -> None:
     group.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                        help=f"dataset (default {OFFLINE_DEFAULT!r}: 8x8 digits that install with the package, no network)")
     group.add_argument("--data-dir", metavar="DIR",
-                       help="folder with the four IDX files (.gz or raw); otherwise the cache, then a download")
+                       help="folder with the four IDX files (.gz or raw); otherwise the cache, then a download "
+                            "(recorded as an absolute path; with train --resume, where the run's data is now)")
     group.add_argument("--binarize", choices=BINARIZATION_MODES, default="threshold",
                        help="grey levels, the seed's threshold at 0.5 (default), or Bernoulli resampled every batch")
 
@@ -261,41 +254,37 @@ def _add_training_options(parser) -> None:
 
 
 def _train(args) -> int:
-    from autoencoders.train import TrainConfig, run
+    """``autoencoders.train`` (or a resume) from the command line; the same configuration and loop."""
+    from autoencoders.api import default_run_directory, training_config
+    from autoencoders.training import run_training
 
     if args.resume:
         if args.model is not None or args.out is not None:
             raise UsageError("--resume RUN_DIR continues a run with its own settings; give no MODEL or --out with it")
         threads = None if args.threads is None else _resolve_threads(args)  # None: the run's recorded counts
-        run(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs, on_nonfinite=args.on_nonfinite,
-            threads=threads)
+        run_training(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs,
+                     on_nonfinite=args.on_nonfinite, threads=threads, data_dir=args.data_dir)
         return 0
     if args.model is None:
         raise UsageError("train needs a MODEL (or --resume RUN_DIR)")
-    from autoencoders.data import OFFLINE_DEFAULT
-
-    dataset = args.dataset or ("mnist" if args.data_dir else OFFLINE_DEFAULT)
+    config = training_config(args.model, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
+                             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                             backend=args.backend, seed=args.seed, dtype=args.dtype, binarize=args.binarize,
+                             image_every=args.image_every, on_nonfinite=args.on_nonfinite or "stop",
+                             **_model_config(args))
     # A default name is claimed exclusively, with -2, -3, ... after it when a run started in the
     # same second took it (autoencoders.runs.directory); an explicit --out must be new or empty.
-    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    epochs = _epochs_for(args, dataset)
-    config = TrainConfig(
-        model=args.model, dataset=dataset, data_dir=args.data_dir, epochs=epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, backend=args.backend,
-        seed=args.seed, dtype=args.dtype, binarize=args.binarize,
-        image_every=args.image_every or max(1, epochs // 10), model_config=_model_config(args),
-        on_nonfinite=args.on_nonfinite or "stop",
-    )
-    threads = _resolve_threads(args)
-    run(out, config, progress=not args.quiet, unique=not args.out, threads=threads)  # prints the run directory it took
+    out = Path(args.out) if args.out else default_run_directory(args.model, config.dataset)
+    run_training(out, config, progress=not args.quiet, unique=not args.out, threads=_resolve_threads(args))
     return 0
 
 
-def _load_run(run_dir):
-    """(config, dataset, backend, state) of a run, with its newest checkpoint's weights loaded."""
+def _load_run(args):
+    """(config, dataset, backend, state) of RUN_DIR, its newest checkpoint's weights loaded and its
+    data read from --data-dir when given."""
     from autoencoders.runs.load import load_run
 
-    run = load_run(run_dir)
+    run = load_run(args.run_dir, data_dir=args.data_dir)
     return run.config, run.dataset, run.backend, run.state
 
 
@@ -304,7 +293,7 @@ def _variational_evaluation(config, dataset, weights, samples: int, bound_sample
     −ℒ_K for K in ``bound_samples``, and (samples > 0) the importance-sampled −log p(x). Runs on a scratch model holding the run's weights, whichever
     backend trained them (the keys are the same)."""
     from autoencoders.data import binarize
-    from autoencoders.train import evaluation_rng, model_config_for
+    from autoencoders.training import evaluation_rng, model_config_for
     from scratch import evaluation
     from scratch.models import build
 
@@ -331,9 +320,9 @@ def _variational_evaluation(config, dataset, weights, samples: int, bound_sample
 
 
 def _eval(args) -> int:
-    from autoencoders.train import evaluate
+    from autoencoders.training import evaluate, loss_unit
 
-    config, dataset, backend, state = _load_run(args.run_dir)
+    config, dataset, backend, state = _load_run(args)
     _apply_threads(args, config.backend)
     metrics = evaluate(backend, config, dataset.test_images, dataset.test_labels)
     result = {"run": str(args.run_dir), "epoch": state["epoch"], "model": config.model,
@@ -349,8 +338,8 @@ def _eval(args) -> int:
         return 0
     print(f"{config.model} on {config.dataset} ({config.backend}), epoch {state['epoch']}, "
           f"{len(dataset.test_images)} test images:")
-    for key, value in metrics.items():
-        print(f"  {key:<8} {value:.6f}")
+    for line in _metric_lines(metrics, loss_unit(config.model, backend.model.config)):
+        print(f"  {line}")
     if variational:
         v = result["variational"]
         print(f"  -ELBO    {v['negative_elbo']:.4f} nats per image (float64, one ε per image)")
@@ -364,13 +353,23 @@ def _eval(args) -> int:
     return 0
 
 
+def _metric_lines(metrics: dict, unit: str) -> list[str]:
+    """The test metrics a line each, each distinct quantity once with its unit: the loss and its
+    parts in the model's loss unit, then what the loss does not measure (per-pixel BCE or MSE,
+    vq-vae's codebook perplexity)."""
+    from autoencoders.training import RECONSTRUCTION_METRICS, loss_parts, test_extras
+
+    lines = [f"{key:<10} {metrics[key]:.6f}  {unit}" for key in ["loss", *loss_parts(metrics)]]
+    return lines + [f"{key:<10} {value:.6f}  {RECONSTRUCTION_METRICS[key]}" for key, value in test_extras(metrics, unit).items()]
+
+
 def _reconstruct(args) -> int:
     from autoencoders import plots
     from autoencoders.data import binarize
-    from autoencoders.train import evaluation_rng
+    from autoencoders.training import evaluation_rng
     from scratch.models import draw_noise
 
-    config, dataset, backend, state = _load_run(args.run_dir)
+    config, dataset, backend, state = _load_run(args)
     _apply_threads(args, config.backend)
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "reconstructions.png"
@@ -378,14 +377,34 @@ def _reconstruct(args) -> int:
     x = binarize(dataset.test_images[:args.count], config.binarize, rng).astype(config.dtype, copy=False)
     noise = draw_noise(config.model, backend.model.config, x.shape, rng, np.dtype(config.dtype))
     _, reconstruction = backend.evaluate(x, noise, dataset.test_labels[:args.count])
-    rows, labels = [x], ["original"]
+    stages, names = [x], ["original"]
     corrupted = backend.corrupted_input(x, noise)
     if corrupted is not None:
-        rows, labels = rows + [corrupted], labels + ["noisy input"]
-    plots.save_image_rows(out, rows + [reconstruction], labels=labels + ["reconstruction"],
-                          title=f"{config.model}, epoch {state['epoch']}")
-    print(f"wrote {out}")
+        stages, names = stages + [corrupted], names + ["noisy input"]
+    stages, names = stages + [reconstruction], names + ["reconstruction"]
+    rows, labels = [], []  # every image: blocks of RECONSTRUCT_COLUMNS, each block its stages above each other
+    for start in range(0, len(x), RECONSTRUCT_COLUMNS):
+        first = start + 1
+        for stage, name in zip(stages, names):
+            rows.append(stage[start:start + RECONSTRUCT_COLUMNS])
+            labels.append(name if len(x) <= RECONSTRUCT_COLUMNS else f"{name} {first}-{min(len(x), start + RECONSTRUCT_COLUMNS)}")
+    plots.save_image_rows(out, rows, labels=labels, title=f"{config.model}, epoch {state['epoch']}: {len(x)} test images",
+                          max_columns=RECONSTRUCT_COLUMNS)
+    print(f"wrote {out} ({len(x)} test images and their reconstructions)")
     return 0
+
+
+def _report(args) -> int:
+    from autoencoders.report import write_report
+
+    print(f"wrote {write_report(args.run_dir)}")
+    return 0
+
+
+def _add_run_data_option(parser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="folder with the run's four IDX files, when they are no longer where the run's "
+                             "config.json says (a run or its data moved to another machine)")
 
 
 def _convert(args) -> int:
@@ -397,17 +416,13 @@ def _convert(args) -> int:
 
 
 def _compare(args) -> int:
+    from autoencoders.api import default_run_directory, training_config
     from autoencoders.compare import compare
-    from autoencoders.data import OFFLINE_DEFAULT
-    from autoencoders.train import TrainConfig
 
-    dataset = args.dataset or ("mnist" if args.data_dir else OFFLINE_DEFAULT)
-    out = Path(args.out) if args.out else Path("runs") / f"compare-{args.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = TrainConfig(
-        model=args.model, dataset=dataset, data_dir=args.data_dir, epochs=_epochs_for(args, dataset),
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-        dtype=args.dtype, binarize=args.binarize, model_config=_model_config(args),
-    ).validate()
+    config = training_config(args.model, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
+                             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+                             dtype=args.dtype, binarize=args.binarize, **_model_config(args))
+    out = Path(args.out) if args.out else default_run_directory(args.model, config.dataset, prefix="compare-")
     compare(config, out, progress=not args.quiet, unique=not args.out, threads=_resolve_threads(args))
     return 0
 
@@ -492,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "after it when that name is taken)")
     run_group.add_argument("--resume", metavar="RUN_DIR",
                            help="continue a run from its newest checkpoint with the settings it was started "
-                                "with; only --epochs (to extend it), --on-nonfinite and --quiet apply")
+                                "with; only --epochs (to extend it), --on-nonfinite, --data-dir, --threads and "
+                                "--quiet apply")
     run_group.add_argument("--on-nonfinite", choices=["stop", "skip"], default=None,
                            help="a batch whose loss is NaN or infinite: stop the run, keeping the last "
                                 "checkpoint (default), or skip that batch and go on; with --resume, replaces "
@@ -506,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a run's newest checkpoint on the test set",
                                    description="Test-set metrics of RUN_DIR's newest checkpoint.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    _add_run_data_option(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--nll-samples", type=_non_negative_int, default=0, metavar="K",
                           help="variational models: also estimate -log p(x) by importance sampling with K samples "
@@ -516,10 +533,20 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct = commands.add_parser("reconstruct", help="picture test images above their reconstructions",
                                       description="Write originals above reconstructions for RUN_DIR's newest checkpoint.")
     reconstruct.add_argument("run_dir", metavar="RUN_DIR")
-    reconstruct.add_argument("--count", type=_positive_int, default=16, help="images (default 16)")
+    _add_run_data_option(reconstruct)
+    reconstruct.add_argument("--count", type=_positive_int, default=16,
+                             help=f"test images (default 16), drawn in blocks of {RECONSTRUCT_COLUMNS} columns")
     reconstruct.add_argument("--out", metavar="PNG", help="output file (default RUN_DIR/reconstructions.png)")
     _add_threads_option(reconstruct)
     reconstruct.set_defaults(handler=_reconstruct)
+
+    report = commands.add_parser(
+        "report", help="write RUN_DIR/report.html: a run (or compare) directory in one page for a browser",
+        description="Write one self-contained RUN_DIR/report.html (no network needed): the configuration, the "
+                    "metrics table, the curves, every picture by epoch, for a compare directory both backends' "
+                    "curves and their difference, and the environment. train and compare write it at their end.")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.set_defaults(handler=_report)
 
     convert = commands.add_parser(
         "convert", help="convert weights between .safetensors and a torch .pt state_dict",
@@ -583,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from autoencoders.data import DataError
     from autoencoders.runs.checkpoint import CheckpointError
-    from autoencoders.train import NonFiniteLossError
+    from autoencoders.training import NonFiniteLossError
     from scratch.memory import AllocationTooLarge
 
     parser = build_parser()
@@ -605,8 +632,9 @@ def main(argv=None) -> int:
         prefix = "" if isinstance(error, AllocationTooLarge) else "out of memory: "
         print(f"autoencoders {args.command}: error: {prefix}{detail}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"autoencoders {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # a training run says how to continue (TrainingInterrupted)
+        detail = str(interrupt) or "interrupted"
+        print(f"autoencoders {args.command}: {detail}", file=sys.stderr)
         return 130
 
 

@@ -13,12 +13,14 @@ from autoencoders.data import binarize, load_dataset
 from autoencoders.runs.checkpoint import atomic_write_json
 from autoencoders.runs.directory import RunDirectoryError, claim_new_run_directory, claim_unique_run_directory
 from autoencoders.threads import set_threads
-from autoencoders.train import (
+from autoencoders.training import (
     TrainConfig,
     _batches,
     _progress,
+    complete_config,
     epoch_rng,
     evaluate,
+    loss_unit,
     model_config_for,
 )
 from scratch.models import draw_noise
@@ -29,12 +31,13 @@ def max_parameter_difference(a: dict, b: dict) -> float:
 
 
 def compare(config: TrainConfig, out_dir, *, progress: bool = True, log=print, unique: bool = False,
-            threads: int | None = None) -> dict:
+            threads: int | None = None, report: bool = True) -> dict:
     """Train ``config.model`` with both backends in lockstep; print and save the comparison.
 
     ``out_dir`` must be new or empty; it is locked and marked like a run directory
     (``autoencoders.runs.directory``), so a second compare never overwrites it. With ``unique=True`` it is a
-    base name whose first free variant (``-2``, ``-3``, ...) is taken."""
+    base name whose first free variant (``-2``, ``-3``, ...) is taken. ``report``: write
+    OUT_DIR/report.html at the end (``autoencoders.report``)."""
     from autoencoders.backends import TorchBackend
 
     out_dir = Path(out_dir)
@@ -49,8 +52,14 @@ def compare(config: TrainConfig, out_dir, *, progress: bool = True, log=print, u
             (out_dir, claim_new_run_directory(out_dir, "compare"))
     except OSError as error:
         raise RunDirectoryError(f"cannot write to {out_dir}: {error.strerror or error}") from None
+    complete_config(config, scratch.model.config)  # compare.json records the whole model configuration
     with lock:
-        return _compare(config, out_dir, dataset, {"scratch": scratch, "torch": torch_backend}, threads, progress, log)
+        result = _compare(config, out_dir, dataset, {"scratch": scratch, "torch": torch_backend}, threads, progress, log)
+        if report:
+            from autoencoders.report import write_report
+
+            log(f"wrote {write_report(out_dir)}")
+        return result
 
 
 def _compare(config: TrainConfig, out_dir: Path, dataset, backends: dict, threads: dict, progress: bool, log) -> dict:
@@ -59,8 +68,8 @@ def _compare(config: TrainConfig, out_dir: Path, dataset, backends: dict, thread
     scratch, torch_backend = backends["scratch"], backends["torch"]
     dtype = np.dtype(config.dtype)
     log(f"compare {config.model} on {config.dataset}: {config.epochs} epochs, batch {config.batch_size}, "
-        f"{config.dtype}, threads {threads}")
-    log(f"{'epoch':>5} {'scratch loss':>14} {'torch loss':>14} {'max |Δparam|':>13} "
+        f"{config.dtype}, threads {threads}; test losses in {loss_unit(config.model, scratch.model.config)}")
+    log(f"{'epoch':>5} {'scratch test':>14} {'torch test':>14} {'max |Δparam|':>13} "
         f"{'scratch ms/step':>16} {'torch ms/step':>14} {'ratio':>6}")
     epochs, step_losses = [], {"scratch": [], "torch": []}
     steps_per_epoch = math.ceil(len(dataset.train_images) / config.batch_size)
@@ -98,7 +107,9 @@ def _compare(config: TrainConfig, out_dir: Path, dataset, backends: dict, thread
     plots.save_curves(out_dir / "compare.png", {
         "scratch (training loss per step)": (steps, step_losses["scratch"]),
         "torch (training loss per step)": (steps, step_losses["torch"]),
-    }, xlabel="step", title=f"{config.model}: scratch vs torch, max |Δparam| {epochs[-1]['max_parameter_difference']:.1e}")
+    }, xlabel="step", title=f"{config.model}: scratch vs torch, max |Δparam| {epochs[-1]['max_parameter_difference']:.1e}",
+        styles={"scratch (training loss per step)": plots.OVERLAY_STYLE,  # thin, dashed, on top
+                "torch (training loss per step)": plots.REFERENCE_STYLE})  # wide, translucent, underneath
     scratch_losses, torch_losses = np.array(step_losses["scratch"]), np.array(step_losses["torch"])
     relative = np.abs(scratch_losses - torch_losses) / np.abs(torch_losses)
     # exact agreement (0) cannot sit on a log axis: drawn at the unit roundoff instead

@@ -115,7 +115,7 @@ def test_none_reduction_needs_an_upstream_gradient():
 
 def test_scratch_never_imports_torch():
     code = ("import sys, scratch, scratch.nn, scratch.optim, scratch.functional, scratch.gradcheck, "
-            "scratch.models, autoencoders.cli, autoencoders.train, autoencoders.compare, autoencoders.convert, autoencoders.data, "
+            "scratch.models, autoencoders.cli, autoencoders.training, autoencoders.compare, autoencoders.convert, autoencoders.data, "
             "autoencoders.plots, autoencoders.runs.checkpoint, scratch.kernels.conv; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -24,7 +24,7 @@ from autoencoders.data import binarize, load_dataset
 from autoencoders.runs import checkpoint as checkpoint_module
 from autoencoders.runs.checkpoint import CheckpointError, latest_checkpoint, load_tensors, read_checkpoint
 from autoencoders.runs.directory import LOCK_NAME
-from autoencoders.train import (
+from autoencoders.training import (
     KILL_AT_STEP_VARIABLE,
     NonFiniteLossError,
     TrainConfig,
@@ -59,12 +59,15 @@ def _without_seconds(value):
 
 def run_directory_contents(run_dir: Path) -> dict[str, object]:
     """Every file under ``run_dir`` by relative path: its bytes, or for the JSON files its value
-    less the epochs' timings (``seconds``); the lock file's content (a pid) is left out."""
+    less the epochs' timings (``seconds``); the lock file's content (a pid) and report.html's (the
+    timings again, and when it was written) are left out."""
     contents = {}
     for path in sorted(p for p in run_dir.rglob("*") if not p.is_dir()):
         name = path.relative_to(run_dir).as_posix()
         if path.name == LOCK_NAME:
             contents[name] = "lock"
+        elif path.name == "report.html":  # present; it shows the timings and when it was written
+            contents[name] = "report"
         elif path.name == "metrics.jsonl":
             contents[name] = [_without_seconds(json.loads(line)) for line in path.read_text().splitlines()]
         elif path.name == "state.json":
@@ -264,7 +267,7 @@ def test_skip_applies_nothing_for_the_skipped_step(tmp_path, monkeypatch):
 def test_a_nan_batch_is_a_nonfinite_loss_too(tmp_path, monkeypatch):
     """NaN pixels make the reconstruction NaN, which BCE refuses before any loss exists (as
     torch's does): the loop reports it as the batch's fault, and skip goes past it."""
-    import autoencoders.train as train_module
+    import autoencoders.training as train_module
 
     original = train_module.binarize
     calls = {"n": 0}
@@ -459,7 +462,7 @@ def test_resume_with_fewer_epochs_than_done_is_refused_and_config_json_is_unchan
 def test_each_checkpoint_records_its_thread_counts_and_resume_sets_them_again(tmp_path):
     from threadpoolctl import threadpool_limits
 
-    from autoencoders.train import current_thread_counts
+    from autoencoders.training import current_thread_counts
 
     run_dir = tmp_path / "run"
     with threadpool_limits(limits=2, user_api="blas"):

@@ -45,7 +45,7 @@ from autoencoders.threads import (
     set_threads,
     start_numba_pool,
 )
-from autoencoders.train import TrainConfig, run
+from autoencoders.training import TrainConfig, run
 from parity_tests.test_train import ROOT, cli
 
 POOL = int(numba.config.NUMBA_NUM_THREADS)  # Numba's pool in this process (conftest: min(2, cores))
@@ -383,10 +383,11 @@ def test_auto_says_in_one_line_when_it_takes_fewer_threads_than_the_pool(quiet_e
 
 
 def test_train_passes_threads_to_the_run_and_resume_only_an_explicit_one(tmp_path, quiet_environment, monkeypatch):
-    import autoencoders.train
+    import autoencoders.training
 
     calls = []
-    monkeypatch.setattr(autoencoders.train, "run", lambda *args, **kwargs: calls.append(kwargs) or [])
+    monkeypatch.setattr(autoencoders.training, "run_training",
+                        lambda *args, **kwargs: calls.append(kwargs) or (Path(args[0]), []))
     quiet_environment["cores"] = 1.2
     cli("train", "mlp-ae", "--out", "new", "--quiet", cwd=tmp_path, check_status=0)
     cli("train", "mlp-ae", "--out", "new", "--quiet", "--threads", "2", cwd=tmp_path, check_status=0)

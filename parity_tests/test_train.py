@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from autoencoders.runs.checkpoint import load_tensors
-from autoencoders.train import KILL_AT_STEP_VARIABLE, TrainConfig, run
+from autoencoders.training import KILL_AT_STEP_VARIABLE, TrainConfig, run
 from parity_tests.mnist import MNIST_DIR
 from parity_tests.tolerances import assert_close
 from torch_impl.models import build as torch_build
@@ -187,12 +187,13 @@ def test_a_run_leaves_metrics_pictures_and_a_checkpoint_torch_loads(tmp_path):
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert metrics[-1]["test"]["loss"] < metrics[0]["test"]["loss"]
     assert {"loss", "recon", "bce", "mse"} <= set(metrics[-1]["test"])
-    for name in ("reconstructions-epoch003.png", "filters-epoch003.png", "loss.png", "model.safetensors", "config.json"):
+    for name in ("pictures/reconstructions-epoch003.png", "pictures/filters-epoch003.png", "loss.png", "model.safetensors",
+                 "config.json", "report.html"):
         assert (run_dir / name).stat().st_size > 0, name
     from safetensors.torch import load_file
 
     config = json.loads((run_dir / "config.json").read_text())
-    twin = torch_build("denoising-ae", input_dim=64, **config["model_config"])
+    twin = torch_build("denoising-ae", **config["model_config"])  # the whole configuration: input_dim 64 too
     twin.load_state_dict(load_file(run_dir / "model.safetensors"), strict=True)
     evaluation = cli("eval", "run", "--json", cwd=tmp_path, check_status=0)
     assert json.loads(evaluation.stdout)["test"]["loss"] == pytest.approx(metrics[-1]["test"]["loss"], rel=1e-6)
@@ -311,7 +312,8 @@ def test_the_regularized_models_train_from_the_command_line(tmp_path, model, opt
     cli("train", model, "--epochs", "1", "--backend", backend, "--hidden-dims", "16", *options, "--out", "run",
         "--quiet", cwd=tmp_path, check_status=0)
     run_dir = tmp_path / "run"
-    assert json.loads((run_dir / "config.json").read_text())["model_config"] == model_config
+    recorded = json.loads((run_dir / "config.json").read_text())["model_config"]  # the whole configuration
+    assert {key: recorded[key] for key in model_config} == model_config and recorded["input_dim"] == 64
     [entry] = _metrics(run_dir)
     assert set(entry["train"]) == parts and set(entry["test"]) == parts | {"bce", "mse"}
     for split in ("train", "test"):
@@ -320,10 +322,10 @@ def test_the_regularized_models_train_from_the_command_line(tmp_path, model, opt
         assert values["loss"] == pytest.approx(values["recon"] + values.get("penalty", 0.0), rel=1e-6)
         if "penalty" in parts:
             assert values["penalty"] > 0
-    for name in ("model.safetensors", "checkpoints/epoch-0001/model.safetensors", "filters-epoch001.png",
-                 "activations-epoch001.png", "reconstructions-epoch001.png", "loss.png"):
+    for name in ("model.safetensors", "checkpoints/epoch-0001/model.safetensors", "pictures/filters-epoch001.png",
+                 "pictures/activations-epoch001.png", "pictures/reconstructions-epoch001.png", "loss.png"):
         assert (run_dir / name).stat().st_size > 0, name
-    assert (run_dir / "unit-means-epoch001.png").exists() == (model == "sparse-ae")
+    assert (run_dir / "pictures" / "unit-means-epoch001.png").exists() == (model == "sparse-ae")
     weights = load_tensors(run_dir / "model.safetensors")
     assert weights["encoder.weight"].shape == (16, 64)  # --hidden-dims 16 on the 8x8 digits
     from safetensors.torch import load_file
@@ -418,7 +420,7 @@ def test_conv_ae_trains_on_real_mnist(tmp_path):
         "--quiet", cwd=tmp_path, check_status=0)
     run_dir = tmp_path / "conv"
     assert _metrics(run_dir)[0]["test"]["bce"] < _constant_predictor_bce()
-    for name in ("reconstructions-epoch001.png", "filters-epoch001.png", "loss.png"):
+    for name in ("pictures/reconstructions-epoch001.png", "pictures/filters-epoch001.png", "loss.png"):
         assert (run_dir / name).stat().st_size > 0, name
     from safetensors.torch import load_file
 
@@ -441,7 +443,7 @@ def test_a_vae_run_leaves_samples_interpolation_traversals_and_a_latent_map(tmp_
         cwd=tmp_path, check_status=0)
     run_dir = tmp_path / "run"
     for name in ("samples", "interpolation", "traversals", "latent", "reconstructions"):
-        assert (run_dir / f"{name}-epoch002.png").stat().st_size > 0, name
+        assert (run_dir / "pictures" / f"{name}-epoch002.png").stat().st_size > 0, name
     metrics = _metrics(run_dir)
     assert {"loss", "recon", "kl", "bce", "mse"} <= set(metrics[-1]["test"])
     # nats per image: the summed objective divided by the image count, so recon ≈ 64 pixels × bce
@@ -530,8 +532,9 @@ def test_cvae_wae_and_vq_vae_resume_after_sigkill_bit_for_bit(tmp_path, model, o
     uninterrupted run, bit for bit; and the run's pictures."""
     _assert_killed_run_resumes_bit_for_bit(tmp_path, ["train", model, "--epochs", "3", "--dtype", "float64", *options,
                                                       "--quiet"])
-    pictures = {"cvae": ["samples-epoch003.png"], "wae-mmd": ["samples-epoch003.png", "interpolation-epoch003.png"],
-                "vq-vae": ["codebook-usage-epoch003.png", "perplexity.png"]}[model]
+    pictures = {"cvae": ["pictures/samples-epoch003.png"],
+                "wae-mmd": ["pictures/samples-epoch003.png", "pictures/interpolation-epoch003.png"],
+                "vq-vae": ["pictures/codebook-usage-epoch003.png", "perplexity.png"]}[model]
     for name in pictures:
         assert (tmp_path / "whole" / name).stat().st_size > 0, name
 
@@ -576,7 +579,7 @@ def test_evaluation_and_pictures_run_in_evaluation_mode_and_give_back_each_modul
     encodes or decodes; afterwards every module has the mode it had (a submodule the user froze
     in evaluation mode stays so)."""
     from autoencoders.backends import make_backend
-    from autoencoders.train import TrainConfig
+    from autoencoders.training import TrainConfig
 
     config = TrainConfig(model="vae", dtype="float64", backend=backend)
     engine = make_backend(config, {})

@@ -14,7 +14,7 @@ import numpy as np
 from autoencoders.backends.scratch_backend import ScratchBackend
 
 if TYPE_CHECKING:
-    from autoencoders.train import TrainConfig
+    from autoencoders.training import TrainConfig
 
 
 class Backend(Protocol):

@@ -684,7 +684,7 @@ def _check_metrics(metrics: list, epoch: int, path: Path) -> None:
                               f"(epochs 1 to {epoch})")
 
 
-# The fields of a metrics entry (autoencoders.train writes them): field -> (required, its check), the
+# The fields of a metrics entry (autoencoders.training writes them): field -> (required, its check), the
 # check returning what follows the field's name in a refusal, or None.
 _METRICS_FIELDS = {
     "epoch": (True, lambda value: _unless(_is_int(value), "must be an integer", value)),

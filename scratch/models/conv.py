@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch.models._inputs import MODEL_DTYPE, check_backward_ready, check_model_array, mark_pass
+from scratch.models._inputs import MODEL_DTYPE, _owner, check_backward_ready, check_model_array, mark_pass
+from scratch.models._latent import LatentMethods
 from scratch.nn import BCELoss, Conv2d, ConvTranspose2d, MaxPool2d, Module, ReLU, Sequential, Sigmoid
 from scratch.nn.inplace import backward_pass, forward_pass
 from scratch.validate import check_array, check_float_dtype, check_integer, resolve_rng
@@ -29,10 +30,12 @@ def check_conv_config(owner, in_channels, channels, image_size):
                          f"{image_size!r}; train it on an MNIST-format dataset (--dataset mnist)")
 
 
-class ConvAutoencoder(Module):
+class ConvAutoencoder(LatentMethods, Module):
     """x (N, C, 28, 28) -> encoder -> (N, channels[1], 2, 2) -> decoder -> x̂ (N, C, 28, 28).
 
     ``state_dict`` keys: ``encoder.{0,3}.{weight,bias}``, ``decoder.{0,2,4}.{weight,bias}``.
+    ``encode``/``decode`` speak images and codes (N, channels[1], 2, 2); ``interpolate`` takes one
+    image (C, 28, 28) or a batch (N, C, 28, 28) each.
     """
 
     name = "conv-ae"
@@ -77,10 +80,23 @@ class ConvAutoencoder(Module):
         if x.shape[1:] != expected or x.shape[0] == 0:
             raise ValueError(f"{owner}: {name} must be (N, {', '.join(map(str, expected))}) with N >= 1, got shape {x.shape}")
 
+    def _check_batch(self, x, name="x"):
+        self._check_input(x, name)
+
     def encode(self, x):
         """(N, C, 28, 28) -> (N, channels[1], 2, 2)."""
         self._check_input(x)
         return self.encoder(x)
+
+    @forward_pass
+    def decode(self, z):
+        """(N, channels[1], 2, 2) -> (N, C, 28, 28) probabilities."""
+        check_array(z, _owner(self), dtype=self.dtype, ndim=4, name="z", dtype_source=MODEL_DTYPE)
+        expected = (self._config["channels"][1], 2, 2)
+        if z.shape[1:] != expected or z.shape[0] == 0:
+            raise ValueError(f"{_owner(self)}: z must be (N, {', '.join(map(str, expected))}) with N >= 1, "
+                             f"got shape {z.shape}")
+        return self.decoder(z)
 
     @forward_pass
     def forward(self, x):

@@ -18,7 +18,8 @@ import math
 import numpy as np
 
 from scratch import functional as F
-from scratch.models._inputs import MODEL_DTYPE, check_model_array, mark_pass
+from scratch.models._inputs import MODEL_DTYPE, mark_pass
+from scratch.models._latent import interpolation_inputs, mix_codes
 from scratch.models.vae import _positive, _Variational
 from scratch.nn import Linear, ReLU, Sigmoid
 from scratch.nn.inplace import forward_pass, watch
@@ -32,8 +33,9 @@ class ConditionalVAE(_Variational):
 
     The labels are a required keyword argument wherever a layer reads them: ``loss(x, noise=None,
     *, labels)``, ``forward``/``reconstruct(x, noise=None, *, labels)``, ``encode(x, labels)``,
-    ``decode(z, labels)``, ``sample(labels, noise=None)``: an integer array of shape (N,), each in
-    [0, num_classes). Refused labels raise before any layer runs or any noise is drawn.
+    ``decode(z, labels)``, ``sample(labels, noise=None)``, ``interpolate(x1, x2, steps=10, *, labels)``:
+    an integer array of shape (N,), each in [0, num_classes) ((1,) for ``interpolate`` between two
+    single examples). Refused labels raise before any layer runs or any noise is drawn.
     """
 
     name = "cvae"
@@ -132,12 +134,27 @@ class ConditionalVAE(_Variational):
         with ``labels`` (N,); returns (N, D) Bernoulli means. ``labels = np.repeat(np.arange(10),
         8)`` draws eight of each digit."""
         labels = self.check_labels(labels)  # before any noise is drawn
-        n, latent = len(labels), self._config["latent_dim"]
-        if noise is None:
-            z = self.rng.standard_normal((n, latent)).astype(self.dtype)
-        else:
-            z = check_model_array(self, noise, "noise (z)", (n, latent))
-        return self._decode(z, self.one_hot(labels))
+        return self._decode(self._prior(len(labels), noise), self.one_hot(labels))
+
+    @forward_pass
+    def interpolate(self, x1, x2, steps=10, *, labels):
+        """Decode the path between the posterior means μ(x1, y), μ(x2, y), with y = ``labels``.
+
+        Parameters
+        ----------
+        x1, x2 : one example each, (D,) or (C, H, W), or two batches of the same shape (N, ...)
+        steps : int >= 2, the number of points, both endpoints included
+        labels : (N,) integer classes, (1,) for single examples: pair n is encoded, and every mix
+            of it decoded, with class labels[n]
+
+        Returns
+        -------
+        (steps, *x1.shape) probabilities: row k decodes (1 − t)·μ1 + t·μ2, t = k/(steps − 1).
+        """
+        steps, both = interpolation_inputs(self, x1, x2, steps)
+        one_hot = self.one_hot(labels, len(both) // 2)  # after x, before any layer runs
+        mean, _ = self._encode(self._flatten_input(both), np.tile(one_hot, (2, 1)))
+        return self._decode(mix_codes(mean, steps), np.tile(one_hot, (steps, 1))).reshape(steps, *x1.shape)
 
     # -- the passes: the VAE's, with the labels carried to both halves ----------------------------
     def _forward(self, x, noise, labels):

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from scratch.models._inputs import FlatInputModel, check_backward_ready, check_model_array, mark_pass
+from scratch.models._latent import LatentMethods
 from scratch.nn import BCELoss, LeakyReLU, Linear, MSELoss, ReLU, Sequential, Sigmoid, Tanh
 from scratch.nn.inplace import backward_pass, forward_pass
 from scratch.validate import check_float_dtype, check_integer, resolve_rng
@@ -43,10 +44,11 @@ def mlp_layers(sizes, activation, final, *, rng, dtype):
     return layers
 
 
-class MLPAutoencoder(FlatInputModel):
+class MLPAutoencoder(LatentMethods, FlatInputModel):
     """x (N, D) -> encoder -> z (N, latent_dim) -> decoder -> x̂ (N, D), a Sigmoid output.
 
     ``state_dict`` keys: ``encoder.{0,2,...}.{weight,bias}``, ``decoder.{0,2,...}.{weight,bias}``.
+    ``interpolate(x1, x2, steps)`` decodes the linear path between the codes z = encode(x).
     """
 
     name = "mlp-ae"
@@ -146,6 +148,7 @@ class DenoisingAutoencoder(MLPAutoencoder):
     "masking" (each pixel zeroed with probability level: u < level, u ~ U[0, 1)),
     "salt-and-pepper" (u < level/2 -> 0, u > 1 - level/2 -> 1, else x).
     The ``noise`` array passed to ``loss``/``corrupt`` is ε for gaussian and u otherwise, x's shape.
+    ``encode`` and ``interpolate`` read x as given (no corruption); ``reconstruct`` corrupts it first.
     """
 
     name = "denoising-ae"

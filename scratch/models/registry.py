@@ -68,6 +68,13 @@ class ModelSpec:
         return self.family == "variational"
 
     @property
+    def generative(self) -> bool:
+        """Whether the model has a prior p(z) = N(0, I) to draw from, hence a ``sample`` method: the
+        variational family, wae-mmd, and cvae (``sample(labels, noise=None)``: the labels set n);
+        the others (plain, denoising, regularized, conv autoencoders, vq-vae) have none."""
+        return self.family in ("variational", "wasserstein", "conditional")
+
+    @property
     def conditional(self) -> bool:
         """Whether the model reads class labels (``labels=``) besides the images."""
         return self.family == "conditional"

@@ -20,6 +20,7 @@ import numpy as np
 
 from scratch import functional as F
 from scratch.models._inputs import FlatInputModel, check_backward_ready, check_loss_scale, mark_pass
+from scratch.models._latent import LatentMethods
 from scratch.nn import BCELoss, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, TiedLinear
 from scratch.nn.inplace import backward_pass, forward_pass
 from scratch.validate import check_float_dtype, check_integer, resolve_rng
@@ -38,7 +39,7 @@ def _non_negative(owner, label, value):
     return float(value)
 
 
-class _ShallowAutoencoder(FlatInputModel):
+class _ShallowAutoencoder(LatentMethods, FlatInputModel):
     """Shared plumbing: input checks, the summed-per-image BCE, and the backward pass around a
     penalty on h. Subclasses build ``encoder``, ``hidden_activation``, ``decoder`` and say what
     the penalty adds to dL/dh (``_penalty_forward``/``_penalty_backward``)."""

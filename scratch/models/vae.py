@@ -15,6 +15,7 @@ import numpy as np
 
 from scratch import functional as F
 from scratch.models._inputs import FlatInputModel, check_backward_ready, check_model_array, flatten_image_input, mark_pass
+from scratch.models._latent import PriorSampling
 from scratch.nn import BCELoss, GaussianKL, Linear, ReLU, Sequential, Sigmoid
 from scratch.nn.inplace import backward_pass, forward_pass, watch
 from scratch.validate import check_float_dtype, check_integer, resolve_rng
@@ -25,8 +26,12 @@ def _positive(owner, **values):
         check_integer(value, owner, label, minimum=1)
 
 
-class _Variational(FlatInputModel):
-    """Shared plumbing: input checks, sampling, the summed BCE + weighted KL, and its backward."""
+class _Variational(PriorSampling, FlatInputModel):
+    """Shared plumbing: input checks, sampling, the summed BCE + weighted KL, and its backward.
+
+    ``sample(n, noise=None)`` decodes n draws z ~ N(0, I) (the model's generator); ``interpolate``
+    mixes the posterior means μ(x1), μ(x2) and decodes the mixes (no ε: a deterministic path).
+    """
 
     name = "vae"
     loss_reduction = "sum"  # loss parts are sums over the batch; divide by N for per-image values
@@ -71,6 +76,9 @@ class _Variational(FlatInputModel):
     def _decoder_backward_from_loss(self):
         """dL/dz from the last BCE, through the decoder: the BCE and the Sigmoid in one pass."""
         raise NotImplementedError
+
+    def _code(self, x):
+        return self.encode(x)[0]  # the posterior mean μ: interpolate's deterministic code
 
     # -- the shared passes ----------------------------------------------------------------
     def _forward(self, x, noise):

@@ -19,6 +19,7 @@ from scratch.models._inputs import (
     flatten_image_input,
     mark_pass,
 )
+from scratch.models._latent import LatentMethods
 from scratch.nn import BCELoss, Conv2d, ConvTranspose2d, Module, Parameter, ReLU, Sequential, Sigmoid
 from scratch.nn.inplace import backward_pass, forward_pass
 from scratch.validate import check_array, check_float_dtype, check_integer, check_real_number, resolve_rng
@@ -67,7 +68,7 @@ def _sequence_of_two(owner, name, value):
     return tuple(check_integer(width, owner, f"{name}[{index}]", minimum=1) for index, width in enumerate(value))
 
 
-class VQVAE(FlatInputModel):
+class VQVAE(LatentMethods, FlatInputModel):
     """The VQ-VAE: a convolutional encoder, a codebook of K vectors and a convolutional decoder.
 
     Architecture (the paper's shape, two stride-2 convolutions down and two up, without its
@@ -106,6 +107,11 @@ class VQVAE(FlatInputModel):
     quantisation (the paper's z_e(x)); ``quantize(z_e)`` -> (z_q, codes (N, S/4, S/4) int64);
     ``decode(z_q)`` -> x̂ as flat (N, C·S·S) probabilities, for any (N, D, S/4, S/4) latent
     (codebook vectors, or anything else).
+
+    ``interpolate(x1, x2, steps)`` mixes the continuous codes z_e(x1), z_e(x2) and decodes each mix
+    as ``reconstruct`` decodes z_e: quantised first, decode(quantize(z_t)). The decoder only ever
+    saw codebook vectors; the path is piecewise constant, jumping where a position's nearest code
+    changes. Row 0 is the reconstruction of x1, the last x2's. The model has no prior: no ``sample``.
     """
 
     name = "vq-vae"
@@ -207,6 +213,9 @@ class VQVAE(FlatInputModel):
         self._check_latent(z_e, "z_e")
         z_q, codes, _ = self._quantize_rows(z_e)
         return z_q, codes
+
+    def _decode_code(self, z_e):
+        return self.decode(self.quantize(z_e)[0])  # interpolate: each mix quantised, as reconstruct does
 
     @forward_pass
     def decode(self, z_q: np.ndarray) -> np.ndarray:

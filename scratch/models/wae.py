@@ -32,6 +32,7 @@ import numpy as np
 
 from scratch.functional.mmd import KERNELS, mmd_backward, mmd_forward
 from scratch.models._inputs import FlatInputModel, check_backward_ready, check_loss_scale, check_model_array, mark_pass
+from scratch.models._latent import LatentMethods
 from scratch.nn import BCELoss, Linear, ReLU, Sigmoid
 from scratch.nn.inplace import backward_pass, forward_pass, watch
 from scratch.validate import check_float_dtype, check_integer, check_real_number, resolve_rng
@@ -39,7 +40,7 @@ from scratch.validate import check_float_dtype, check_integer, check_real_number
 NOISE_NAME = "noise (z_p, the prior samples)"
 
 
-class WAEMMD(FlatInputModel):
+class WAEMMD(LatentMethods, FlatInputModel):
     """WAE-MMD with an MLP: fc1 D-400 ReLU, fc2 400-d (the code z, no activation); decoder fc3
     d-400 ReLU, fc4 400-D Sigmoid. 635,192 parameters with the defaults (784, 400, 8).
 
@@ -47,7 +48,8 @@ class WAEMMD(FlatInputModel):
     averaged over the batch; mmd the batch's MMD² estimate, which can be slightly negative);
     ``backward(grad_output=None, *, input_grad=True)``; ``encode(x)`` -> z (N, d);
     ``decode(z)`` -> (N, D) Bernoulli means; ``reconstruct(x)``; ``sample(n, noise=None)`` decodes
-    n prior draws. The loss needs a batch of N >= 2 (the estimator averages over pairs).
+    n prior draws; ``interpolate(x1, x2, steps)`` decodes the path between the codes E(x1), E(x2).
+    The loss needs a batch of N >= 2 (the estimator averages over pairs).
     """
 
     name = "wae-mmd"
@@ -126,6 +128,7 @@ class WAEMMD(FlatInputModel):
     def reconstruct(self, x, noise=None):
         return self.forward(x, noise)
 
+    @forward_pass
     def sample(self, n, noise=None):
         """n images decoded from prior draws z_p ~ N(0, I), (n, D); ``noise``: those draws, (n, latent_dim)."""
         n = check_integer(n, self._owner, "n", minimum=1)

@@ -6,8 +6,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from torch_impl.models._latent import LatentMethods
 
-class ConvAutoencoder(nn.Module):
+
+class ConvAutoencoder(LatentMethods, nn.Module):
     """Same layers, keys (encoder.{0,3}, decoder.{0,2,4}) and configuration as the scratch model."""
 
     name = "conv-ae"
@@ -28,8 +30,22 @@ class ConvAutoencoder(nn.Module):
             nn.ConvTranspose2d(narrow, in_channels, 2, stride=2, padding=1), nn.Sigmoid(),
         )
 
+    def _accepts_example(self, shape) -> bool:
+        return shape == (self.config["in_channels"], 28, 28)
+
+    def _example_shapes(self) -> str:
+        return f"({self.config['in_channels']}, 28, 28)"
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, 28, 28) -> (N, channels[1], 2, 2)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, channels[1], 2, 2) -> (N, C, 28, 28) probabilities."""
+        return self.decoder(z)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
+        return self.decode(self.encode(x))
 
     def reconstruct(self, x, noise=None):
         return self.forward(x)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from torch_impl.functional import as_tensor, gaussian_kl
+from torch_impl.functional import gaussian_kl
+from torch_impl.models._latent import interpolation_inputs, mix_codes
 from torch_impl.models.vae import _Variational
 
 
@@ -72,9 +73,13 @@ class ConditionalVAE(_Variational):
     def sample(self, labels, noise=None):
         """Images of the chosen classes: z ~ N(0, I) (or ``noise``) decoded with ``labels``."""
         n = len(self.one_hot(labels))  # checked before anything is drawn
-        like = torch.empty((n, self.config["latent_dim"]), dtype=self.fc1.weight.dtype)
-        if noise is None:
-            z = torch.randn(like.shape, generator=self.generator, dtype=like.dtype)
-        else:
-            z = as_tensor(noise, like, type(self).__name__, "noise (z)")
-        return self.decode(z, labels)
+        return self.decode(self._prior(n, noise), labels)
+
+    def interpolate(self, x1, x2, steps=10, *, labels):
+        """(steps, *x1.shape) decodes of (1 − t)·μ1 + t·μ2, t = k/(steps − 1), μ the posterior means
+        of x1, x2 given ``labels`` (N,) ((1,) for single examples), decoded with the same labels."""
+        steps, both = interpolation_inputs(self, x1, x2, steps)
+        labels = torch.as_tensor(labels)
+        self.one_hot(labels, both.shape[0] // 2)  # checked before any layer runs
+        mean, _ = self.encode(both, labels.repeat(2))
+        return self.decode(mix_codes(mean, steps), labels.repeat(steps)).reshape(steps, *x1.shape)

@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from torch_impl.functional import as_tensor
+from torch_impl.models._latent import LatentMethods
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 LOSSES = {"bce": F.binary_cross_entropy, "mse": F.mse_loss}
@@ -21,7 +22,7 @@ def mlp_layers(sizes, activation, final):
     return layers
 
 
-class MLPAutoencoder(nn.Module):
+class MLPAutoencoder(LatentMethods, nn.Module):
     """x (N, D) -> encoder -> z -> decoder -> Sigmoid x̂; keys ``encoder.0.weight``, ..."""
 
     name = "mlp-ae"
@@ -38,11 +39,19 @@ class MLPAutoencoder(nn.Module):
         self.encoder = nn.Sequential(*mlp_layers(sizes, activation, ACTIVATIONS[activation]))
         self.decoder = nn.Sequential(*mlp_layers(sizes[::-1], activation, nn.Sigmoid))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) or (N, C, H, W) -> (N, latent_dim)."""
         flat = x.reshape(x.shape[0], -1)
         if flat.shape[1] != self.config["input_dim"]:
             raise ValueError(f"{type(self).__name__}: expected {self.config['input_dim']} features, got shape {tuple(x.shape)}")
-        return self.decoder(self.encoder(flat)).reshape(x.shape)
+        return self.encoder(flat)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, latent_dim) -> (N, D) probabilities."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)).reshape(x.shape)
 
     def _reconstruction_loss(self, model_input, target):
         reconstruction = self.forward(model_input)

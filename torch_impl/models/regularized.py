@@ -11,12 +11,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from torch_impl.models._latent import LatentMethods
+
 DEFAULT_SPARSITY_WEIGHT = {"kl": 3.0, "l1": 0.1}
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu, "tanh": torch.tanh,
                "leaky_relu": lambda x: F.leaky_relu(x, 0.01)}
 
 
-class _ShallowAutoencoder(nn.Module):
+class _ShallowAutoencoder(LatentMethods, nn.Module):
     """x -> h = act(encoder(x)) -> x̂ = σ(decoder(h)); recon = BCE summed over pixels / N."""
 
     name = ""

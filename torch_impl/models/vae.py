@@ -7,9 +7,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from torch_impl.functional import as_tensor, gaussian_kl
+from torch_impl.models._latent import PriorSampling
 
 
-class _Variational(nn.Module):
+class _Variational(PriorSampling, nn.Module):
+    """Shared passes; ``sample(n, noise=None)`` decodes prior draws, ``interpolate`` mixes the
+    posterior means (no ε); ``_posterior_forward`` is the sampled pass that forward and loss share."""
+
     loss_reduction = "sum"
 
     def _eps(self, mean, noise):
@@ -17,7 +21,10 @@ class _Variational(nn.Module):
             return torch.randn(mean.shape, generator=self.generator, dtype=mean.dtype)
         return as_tensor(noise, mean, type(self).__name__, "noise (ε)")
 
-    def sample(self, x, noise=None):
+    def _code(self, x):
+        return self.encode(x)[0]  # the posterior mean μ
+
+    def _posterior_forward(self, x, noise=None):
         """(flat x, x̂ probabilities, μ, logvar) with z = μ + exp(½ logvar)·ε."""
         flat = x.reshape(x.shape[0], -1)
         mean, logvar = self.encode(flat)
@@ -25,7 +32,7 @@ class _Variational(nn.Module):
         return flat, self.decode(z), mean, logvar
 
     def forward(self, x, noise=None):
-        return self.sample(x, noise)[1].reshape(x.shape)
+        return self._posterior_forward(x, noise)[1].reshape(x.shape)
 
     def reconstruct(self, x, noise=None):
         return self.forward(x, noise)
@@ -34,7 +41,7 @@ class _Variational(nn.Module):
         return recon + self.config.get("beta", 1.0) * kl
 
     def loss(self, x, noise=None) -> dict:
-        flat, probabilities, mean, logvar = self.sample(x, noise)
+        flat, probabilities, mean, logvar = self._posterior_forward(x, noise)
         recon = F.binary_cross_entropy(probabilities, flat, reduction="sum")
         kl = gaussian_kl(mean, logvar, "sum")
         return {"loss": self.objective(recon, kl, flat.shape[0]), "recon": recon, "kl": kl}
@@ -56,7 +63,8 @@ class VariationalAutoencoder(_Variational):
         self.fc4 = nn.Linear(hidden_dim, input_dim)
 
     def encode(self, x):
-        h = F.relu(self.fc1(x))
+        """(N, D) or (N, C, H, W) -> (μ, logvar), each (N, latent_dim)."""
+        h = F.relu(self.fc1(x.reshape(x.shape[0], -1)))
         return self.fc21(h), self.fc22(h)
 
     def decode(self, z):
@@ -76,7 +84,8 @@ class SeedVAE(_Variational):
         self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, input_dim), nn.Sigmoid())
 
     def encode(self, x):
-        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        """(N, D) or (N, C, H, W) -> (μ, logvar), each (N, latent_dim)."""
+        mean, logvar = self.encoder(x.reshape(x.shape[0], -1)).chunk(2, dim=1)
         return mean, logvar
 
     def decode(self, z):
@@ -113,6 +122,14 @@ class BetaVAE(VariationalAutoencoder):
 
 class _ConvVariational(_Variational):
     """The convolutional VAEs' image plumbing: (N, D) or (N, C, H, W) in, flat (N, D) out."""
+
+    def _accepts_example(self, shape) -> bool:
+        size, channels = self.config["image_size"], self.config["in_channels"]
+        return shape in ((channels * size * size,), (channels, size, size))
+
+    def _example_shapes(self) -> str:
+        size, channels = self.config["image_size"], self.config["in_channels"]
+        return f"({channels * size * size},) or ({channels}, {size}, {size})"
 
     def encode(self, x):
         size = self.config["image_size"]

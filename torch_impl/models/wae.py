@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from torch_impl.functional import as_tensor
+from torch_impl.models._latent import LatentMethods, check_count
 
 KERNELS = ("imq", "rbf")
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -49,7 +50,7 @@ def mmd(z_q: torch.Tensor, z_p: torch.Tensor, kernel: str = "imq", scales=None, 
     return within_q + within_p - cross
 
 
-class WAEMMD(nn.Module):
+class WAEMMD(LatentMethods, nn.Module):
     """Twin of scratch's wae-mmd: fc1 D-400 ReLU, fc2 400-d; fc3 d-400 ReLU, fc4 400-D Sigmoid.
     loss = (1/N) Σ BCE(x̂, x) + λ·MMD²(z, z_p); ``noise`` is z_p (N, latent_dim), drawn from
     ``generator`` when not given."""
@@ -92,7 +93,7 @@ class WAEMMD(nn.Module):
 
     def sample(self, n, noise=None):
         """n images decoded from prior draws z_p ~ N(0, I) (or the given ``noise``, (n, latent_dim))."""
-        return self.decode(self._prior(n, self.fc3.weight, noise))
+        return self.decode(self._prior(check_count(self, n), self.fc3.weight, noise))
 
     def loss(self, x, noise=None) -> dict:
         flat = x.reshape(x.shape[0], -1)

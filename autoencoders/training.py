@@ -62,6 +62,12 @@ ACTIVATION_IMAGES = 1000
 NONFINITE_POLICIES = ("stop", "skip")
 # Fault injection for the crash tests: SIGKILL this process just before training step N.
 KILL_AT_STEP_VARIABLE = "AUTOENCODERS_FAULT_KILL_AT_STEP"
+# Per-epoch pictures (NAME-epochNNN.png) go in this folder of the run directory; the curves over
+# all epochs (loss.png, perplexity.png) and report.html stay at its top.
+PICTURES = "pictures"
+# config.json's "format": 2 records the model's whole configuration (derived sizes included) and
+# an absolute data_dir; format 1 (no "format" key) recorded only the options given, and still loads.
+CONFIG_FORMAT = 2
 
 
 class NonFiniteLossError(RuntimeError):
@@ -217,11 +223,19 @@ def _batch_weight(backend, batch_size: int) -> int:
 # -- artifacts -----------------------------------------------------------------------------
 
 
+def picture_directory(run_dir: Path) -> Path:
+    """``RUN_DIR/pictures``, made when missing: where the per-epoch pictures go."""
+    directory = Path(run_dir) / PICTURES
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
 def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int, history: list) -> None:
     """Reconstructions (with the noisy input for the denoising model), filters, loss curves; the
     VAEs' samples and interpolations; the hidden activations' histograms of ``HIDDEN_CODE_MODELS``."""
     from autoencoders import plots
 
+    pictures = picture_directory(run_dir)
     dtype = np.dtype(config.dtype)
     rng = evaluation_rng(config.seed)
     x = binarize(dataset.test_images[:16], config.binarize, rng).astype(dtype, copy=False)
@@ -235,7 +249,7 @@ def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Datase
     rows.append(reconstruction)
     labels.append("reconstruction")
     tag = f"epoch{epoch:03d}"
-    plots.save_image_rows(run_dir / f"reconstructions-{tag}.png", rows, labels=labels,
+    plots.save_image_rows(pictures / f"reconstructions-{tag}.png", rows, labels=labels,
                           title=f"{config.model} ({config.backend}), epoch {epoch}")
     first = next(iter(backend.weights().items()))  # encoder.0.weight: the first layer's filters
     # tied-ae's decoder uses the same weight, transposed: its filters are the decoder's too
@@ -243,27 +257,28 @@ def write_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Datase
     weight = first[1]
     if REGISTRY[config.model].conditional:  # fc1 reads [x, one-hot(y)]: its image columns are the filters
         weight, tied = weight[:, :math.prod(dataset.image_shape)], " (its image columns)"
-    plots.save_filters(run_dir / f"filters-{tag}.png", weight, dataset.image_shape,
+    plots.save_filters(pictures / f"filters-{tag}.png", weight, dataset.image_shape,
                        title=f"{first[0]}{tied}, epoch {epoch}")
     family = REGISTRY[config.model].family
     if family == "conditional":
-        write_conditional_artifacts(run_dir, backend, config, dataset, tag)
+        write_conditional_artifacts(pictures, backend, config, dataset, tag)
     elif getattr(backend.model, "loss_reduction", None) == "sum":  # the VAEs: a generative model
-        write_generative_artifacts(run_dir, backend, config, dataset, tag)
+        write_generative_artifacts(pictures, backend, config, dataset, tag)
     elif family == "wasserstein":
-        write_prior_artifacts(run_dir, backend, config, dataset, tag)
+        write_prior_artifacts(pictures, backend, config, dataset, tag)
     elif family == "quantized":
-        write_codebook_artifacts(run_dir, backend, config, dataset, epoch, history)
+        write_codebook_artifacts(pictures, backend, config, dataset, epoch, history)
     if config.model in HIDDEN_CODE_MODELS:
-        write_code_artifacts(run_dir, backend, config, dataset, epoch)
+        write_code_artifacts(pictures, backend, config, dataset, epoch)
     epochs = [entry["epoch"] for entry in history]
     plots.save_curves(run_dir / "loss.png", {
         "train loss": (epochs, [entry["train"]["loss"] for entry in history]),
         "test loss": (epochs, [entry["test"]["loss"] for entry in history]),
-    }, title=f"{config.model} on {config.dataset} ({config.backend})")
+    }, ylabel=f"loss, {loss_unit(config.model, backend.model.config)}",
+        title=f"{config.model} on {config.dataset} ({config.backend})")
 
 
-def write_code_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int) -> None:
+def write_code_artifacts(pictures: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int) -> None:
     """What the penalty does to the code: a histogram of the hidden activations h on the first
     ``ACTIVATION_IMAGES`` test images (``activations-epochNNN.png``) and, for sparse-ae, of each
     unit's mean activation ρ̂_j over them (``unit-means-epochNNN.png``), the quantity its KL
@@ -290,16 +305,16 @@ def write_code_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: D
         detail = f"contraction λ = {model_config['contraction_weight']:g}; mean activation {mean:.4f}"
     else:
         detail = f"{model_config['activation']} units, tied weights; mean activation {mean:.4f}"
-    plots.save_histogram(run_dir / f"activations-{tag}.png", hidden, bins=50,
+    plots.save_histogram(pictures / f"activations-{tag}.png", hidden, bins=50,
                          title=f"{heading}: {units} hidden units on {count} test images\n{detail}",
                          xlabel="hidden activation h")
     if config.model == "sparse-ae":
-        plots.save_histogram(run_dir / f"unit-means-{tag}.png", hidden.mean(axis=0), bins=min(50, units),
+        plots.save_histogram(pictures / f"unit-means-{tag}.png", hidden.mean(axis=0), bins=min(50, units),
                              title=f"{heading}: each unit's mean activation ρ̂_j\nover {count} test images; {detail}",
                              xlabel="ρ̂_j, unit j's mean activation")
 
 
-def write_conditional_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
+def write_conditional_artifacts(pictures: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
     """cvae: samples of every class, one row per class and one prior draw z ~ N(0, I) per column
     (the same z down each column: what the label alone changes)."""
     from autoencoders import plots
@@ -310,11 +325,11 @@ def write_conditional_artifacts(run_dir: Path, backend, config: TrainConfig, dat
     z = rng.standard_normal((columns, backend.model.config["latent_dim"])).astype(dtype)
     labels = np.repeat(np.arange(classes, dtype=np.int64), columns)  # (classes·columns,)
     images = np.asarray(backend.decode(np.tile(z, (classes, 1)), labels)).reshape(classes, columns, *dataset.image_shape)
-    plots.save_image_rows(run_dir / f"samples-{tag}.png", list(images), labels=[f"y = {c}" for c in range(classes)],
+    plots.save_image_rows(pictures / f"samples-{tag}.png", list(images), labels=[f"y = {c}" for c in range(classes)],
                           title=f"{config.model}: {columns} prior samples per class, the same z down each column")
 
 
-def write_prior_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
+def write_prior_artifacts(pictures: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
     """wae-mmd: 64 decoded prior samples z ~ N(0, I), and the codes of two test digits mixed
     linearly in ten steps, decoded (its encoder is deterministic)."""
     from autoencoders import plots
@@ -324,17 +339,17 @@ def write_prior_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: 
     image_shape = dataset.image_shape
     as_images = lambda flat: np.asarray(flat).reshape(len(flat), *image_shape)  # noqa: E731
     z = rng.standard_normal((64, backend.model.config["latent_dim"])).astype(dtype)
-    plots.save_image_grid(run_dir / f"samples-{tag}.png", as_images(backend.decode(z)),
+    plots.save_image_grid(pictures / f"samples-{tag}.png", as_images(backend.decode(z)),
                           title=f"{config.model}: 64 samples from the prior")
     pair = binarize(dataset.test_images[:2], config.binarize, rng).astype(dtype).reshape(2, -1)
     codes = np.asarray(backend.encode(pair))
     steps = np.linspace(0, 1, 10, dtype=dtype)[:, None]
     row = backend.decode((1 - steps) * codes[0] + steps * codes[1])
-    plots.save_image_rows(run_dir / f"interpolation-{tag}.png", [as_images(pair), as_images(row)],
+    plots.save_image_rows(pictures / f"interpolation-{tag}.png", [as_images(pair), as_images(row)],
                           labels=["endpoints", "interpolation"], title=f"{config.model}: between two test digits' codes")
 
 
-def write_codebook_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int,
+def write_codebook_artifacts(pictures: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int,
                              history: list) -> None:
     """vq-vae: how often each codebook entry is chosen on the first ``ACTIVATION_IMAGES`` test
     images (``codebook-usage-epochNNN.png``) and the test set's codebook perplexity by epoch."""
@@ -343,19 +358,17 @@ def write_codebook_artifacts(run_dir: Path, backend, config: TrainConfig, datase
     rng = evaluation_rng(config.seed)
     x = binarize(dataset.test_images[:ACTIVATION_IMAGES], config.binarize, rng).astype(np.dtype(config.dtype), copy=False)
     counts = backend.codebook_usage(x)
-    codes = np.repeat(np.arange(len(counts)), counts)
     used = int(np.count_nonzero(counts))
-    plots.save_histogram(run_dir / f"codebook-usage-epoch{epoch:03d}.png", codes, bins=len(counts),
-                         title=f"{config.model} ({config.backend}), epoch {epoch}: {used} of {len(counts)} codes used "
-                               f"on {len(x)} test images, perplexity {codebook_perplexity(counts):.1f}",
-                         xlabel="codebook entry k")
+    plots.save_code_usage(pictures / f"codebook-usage-epoch{epoch:03d}.png", counts,
+                          title=f"{config.model} ({config.backend}), epoch {epoch}: {used} of {len(counts)} codes used "
+                                f"on {len(x)} test images, perplexity {codebook_perplexity(counts):.1f}")
     epochs = [entry["epoch"] for entry in history]
-    plots.save_curves(run_dir / "perplexity.png", {
+    plots.save_curves(pictures.parent / "perplexity.png", {
         "test perplexity": (epochs, [entry["test"]["perplexity"] for entry in history])},
         ylabel="codebook perplexity", title=f"{config.model}: codebook perplexity (max {len(counts)})")
 
 
-def write_generative_artifacts(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
+def write_generative_artifacts(pictures: Path, backend, config: TrainConfig, dataset: Dataset, tag: str) -> None:
     """Samples from the prior (8x8), an interpolation between two test digits, latent traversals
     (β-VAE), and the test set's posterior means coloured by digit when the latent is 2-D."""
     from autoencoders import plots
@@ -366,7 +379,7 @@ def write_generative_artifacts(run_dir: Path, backend, config: TrainConfig, data
     image_shape = dataset.image_shape
     as_images = lambda flat: np.asarray(flat).reshape(len(flat), *image_shape)  # noqa: E731
     z = rng.standard_normal((64, latent)).astype(dtype)  # z ~ p(z) = N(0, I)
-    plots.save_image_grid(run_dir / f"samples-{tag}.png", as_images(backend.decode(z)),
+    plots.save_image_grid(pictures / f"samples-{tag}.png", as_images(backend.decode(z)),
                           title=f"{config.model}: 64 samples from the prior")
     # The seed's interpolation: mean and log-variance of two test digits, mixed in ten steps, sampled.
     pair = binarize(dataset.test_images[:2], config.binarize, rng).astype(dtype).reshape(2, -1)
@@ -376,7 +389,7 @@ def write_generative_artifacts(run_dir: Path, backend, config: TrainConfig, data
     mixed_logvar = (1 - steps) * logvar[0] + steps * logvar[1]
     eps = rng.standard_normal((1, latent)).astype(dtype)  # one ε for the whole row: a smooth path
     row = backend.decode(mixed_mean + np.exp(0.5 * mixed_logvar) * eps)
-    plots.save_image_rows(run_dir / f"interpolation-{tag}.png", [as_images(pair), as_images(row)],
+    plots.save_image_rows(pictures / f"interpolation-{tag}.png", [as_images(pair), as_images(row)],
                           labels=["endpoints", "interpolation"], title=f"{config.model}: between two test digits")
     if config.model == "beta-vae":  # one row per latent dimension, swept over [-3, 3] around a digit
         values = np.linspace(-3, 3, 10, dtype=dtype)
@@ -385,22 +398,73 @@ def write_generative_artifacts(run_dir: Path, backend, config: TrainConfig, data
             sweep = np.repeat(mean[:1], len(values), axis=0)
             sweep[:, dimension] = values
             rows.append(as_images(backend.decode(sweep)))
-        plots.save_image_rows(run_dir / f"traversals-{tag}.png", rows, labels=[f"z[{d}]" for d in range(latent)],
+        plots.save_image_rows(pictures / f"traversals-{tag}.png", rows, labels=[f"z[{d}]" for d in range(latent)],
                               title=f"{config.model}: latent traversals, -3 to 3")
     if latent == 2:
         images = binarize(dataset.test_images, config.binarize, rng).astype(dtype).reshape(len(dataset.test_images), -1)
         means = np.concatenate([np.asarray(backend.encode(images[i:i + 1000])[0]) for i in range(0, len(images), 1000)])
-        plots.save_scatter(run_dir / f"latent-{tag}.png", means, dataset.test_labels,
+        plots.save_scatter(pictures / f"latent-{tag}.png", means, dataset.test_labels,
                            title=f"{config.model}: posterior means of the test set")
 
 
 # -- the loop ------------------------------------------------------------------------------
 
 
-def _format_metrics(entry: dict) -> str:
-    train = " ".join(f"{k} {v:.5f}" for k, v in entry["train"].items())
-    test = " ".join(f"{k} {v:.5f}" for k, v in entry["test"].items())
-    return f"epoch {entry['epoch']:3d}  train: {train}  |  test: {test}  ({entry['seconds']:.1f} s)"
+# What the loss parts of each family measure, as metrics.jsonl and the console report them: the
+# VAEs' sums over the batch divided by its size, the regularized models' and wae-mmd's batch means
+# of per-image sums (their reconstruction is the BCE summed over pixels), the others' means over
+# every pixel (mlp-ae and denoising-ae may take MSE instead of BCE).
+PER_IMAGE_FAMILIES = ("variational", "conditional", "regularized", "wasserstein")
+PART_NAMES = {"kl": "KL", "mmd": "MMD"}
+
+
+def loss_unit(model: str, model_config: dict) -> str:
+    """The unit of ``model``'s loss parts: "nats per image", "per-pixel BCE" or "per-pixel MSE"
+    (vq-vae's code terms are squared distances averaged per code element)."""
+    if REGISTRY[model].family in PER_IMAGE_FAMILIES:
+        return "nats per image"
+    if REGISTRY[model].family == "quantized":
+        return "per-pixel BCE (recon), per code element (codebook, commitment)"
+    return "per-pixel MSE" if model_config.get("loss") == "mse" else "per-pixel BCE"
+
+
+RECONSTRUCTION_METRICS = {"bce": "per-pixel BCE", "mse": "per-pixel MSE", "perplexity": "codebook perplexity"}
+
+
+def test_extras(test: dict, unit: str) -> dict[str, float]:
+    """The test metrics beside the loss parts that the loss does not already measure: per-pixel
+    BCE where the loss is per-pixel BCE is the loss again, and where it is nats per image it is
+    the reconstruction term over the pixel count; likewise MSE for an MSE loss."""
+    measured = {"per-pixel BCE": "bce", "per-pixel MSE": "mse"}.get(unit.split(" (")[0])
+    return {key: value for key, value in test.items() if key in RECONSTRUCTION_METRICS
+            and key != measured and not (key == "bce" and unit == "nats per image")}
+
+
+def format_metrics(entry: dict, unit: str) -> str:
+    """One epoch in one line, each distinct quantity once, with its unit: the loss with its parts
+    (``recon`` alone is the loss itself: not repeated), then the test-set reconstruction metrics
+    that the loss does not already measure (``test_extras``), then the time."""
+    extras = [f"{RECONSTRUCTION_METRICS[key]} {value:.5g}" for key, value in test_extras(entry["test"], unit).items()]
+    text = (f"epoch {entry['epoch']:3d}  train {_loss_and_parts(entry['train'])}  |  test {_loss_and_parts(entry['test'])}"
+            f" {unit}")
+    if extras:
+        text += "; test " + ", ".join(extras)
+    return f"{text}  ({entry['seconds']:.1f} s)"
+
+
+def loss_parts(parts: dict) -> list[str]:
+    """The named parts of a loss worth showing beside it: none when ``recon`` is all of it."""
+    named = [key for key in parts if key != "loss" and key not in RECONSTRUCTION_METRICS]
+    return [] if named == ["recon"] else named
+
+
+def _loss_and_parts(parts: dict) -> str:
+    """"loss 104.2 (recon 95.1, KL 9.07)", or "loss 0.1105" when the loss is its reconstruction alone."""
+    named = loss_parts(parts)
+    text = f"loss {parts['loss']:.6g}"
+    if named:
+        text += " (" + ", ".join(f"{PART_NAMES.get(key, key)} {parts[key]:.4g}" for key in named) + ")"
+    return text
 
 
 def _progress(iterable, total: int, description: str, enabled: bool):
@@ -412,7 +476,59 @@ def _progress(iterable, total: int, description: str, enabled: bool):
 
 
 def load_run_config(run_dir) -> TrainConfig:
-    return TrainConfig.from_json(read_json(Path(run_dir) / "config.json"), str(Path(run_dir) / "config.json"))
+    """RUN_DIR/config.json as a ``TrainConfig`` (``read_run_config`` without the format)."""
+    return read_run_config(run_dir)[0]
+
+
+def read_run_config(run_dir) -> tuple[TrainConfig, int]:
+    """(RUN_DIR/config.json as a ``TrainConfig``, its format): 2, or 1 (no "format" key: only the
+    options given were recorded, the rest follow from the dataset as when it trained)."""
+    path = Path(run_dir) / "config.json"
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: not a valid training configuration (expected a JSON object)")
+    value = dict(value)
+    version = value.pop("format", 1)
+    if version not in (1, CONFIG_FORMAT) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: written in format {version!r}, which this autoencoders "
+                              f"{_package_version()} does not read (it reads formats 1 and {CONFIG_FORMAT}); "
+                              f"load it with the version that wrote it, or upgrade autoencoders")
+    return TrainConfig.from_json(value, str(path)), version
+
+
+def write_run_config(run_dir: Path, config: TrainConfig) -> None:
+    """RUN_DIR/config.json, atomically, in format ``CONFIG_FORMAT``."""
+    atomic_write_json(Path(run_dir) / "config.json", {"format": CONFIG_FORMAT, **asdict(config)})
+
+
+def complete_config(config: TrainConfig, model_config: dict) -> None:
+    """Record what a new run resolved: the model's whole configuration (the sizes the dataset
+    set included, so that the weights' shapes can be read off config.json) and an absolute
+    data_dir (so that the run evaluates and resumes from any working directory)."""
+    config.model_config = json.loads(json.dumps(model_config))  # lists, numbers, strings: as read back
+    if config.data_dir is not None:
+        config.data_dir = os.path.abspath(os.path.expanduser(config.data_dir))
+
+
+def load_run_dataset(config: TrainConfig, data_dir=None) -> Dataset:
+    """The run's dataset, from ``data_dir`` when given (moved data), else where config.json says;
+    a failure says how to point at the data elsewhere."""
+    from autoencoders.data import DataError
+
+    where = config.data_dir if data_dir is None else os.path.abspath(os.path.expanduser(str(data_dir)))
+    try:
+        return load_dataset(config.dataset, data_dir=where)
+    except DataError as error:
+        if config.dataset == "digits" or data_dir is not None:
+            raise
+        raise DataError(f"{error}; the run's config.json records data_dir {config.data_dir!r}: pass --data-dir "
+                        f"(load_run(..., data_dir=)) to read the data from elsewhere") from None
+
+
+def _package_version() -> str:
+    from autoencoders import __version__
+
+    return __version__
 
 
 def _claim(run_dir: Path, unique: bool) -> tuple[Path, RunLock]:
@@ -434,9 +550,10 @@ def _start_new_run(run_dir: Path, config: TrainConfig, unique: bool, log):
         raise RunDirectoryError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --out")
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     backend = make_backend(config, model_config_for(config, dataset))
+    complete_config(config, backend.model.config)
     run_dir, lock = _claim(run_dir, unique)
     try:
-        atomic_write_json(run_dir / "config.json", asdict(config))
+        write_run_config(run_dir, config)
     except OSError as error:
         (run_dir / MARKER_NAME).unlink(missing_ok=True)  # not a run after all: the directory is free again
         lock.release()
@@ -452,7 +569,8 @@ def _lock_for_resume(run_dir: Path) -> RunLock:
     return lock_run_directory(run_dir, "resume")
 
 
-def _resume(run_dir: Path, epochs: int | None, on_nonfinite: str | None, log, threads: int | None = None):
+def _resume(run_dir: Path, epochs: int | None, on_nonfinite: str | None, log, threads: int | None = None,
+            data_dir=None):
     """Reload a run under its lock: (config, dataset, backend, history, start epoch).
 
     Removes what a killed process left half-written, reloads the newest checkpoint (verified
@@ -460,7 +578,7 @@ def _resume(run_dir: Path, epochs: int | None, on_nonfinite: str | None, log, th
     completion step again (a process killed inside it left it partly done)."""
     config = load_run_config(run_dir)
     changes = {key: value for key, value in (("epochs", epochs), ("on_nonfinite", on_nonfinite)) if value is not None}
-    dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+    dataset = load_run_dataset(config, data_dir)  # data_dir: this process only; config.json keeps its own
     backend = make_backend(config, model_config_for(config, dataset))
     remove_temporaries(run_dir)  # half-finished atomic writes of a killed run (only this library's names)
     remove_temporaries(run_dir / "checkpoints")
@@ -499,7 +617,7 @@ def _update_config(run_dir: Path, config: TrainConfig, changes: dict, done: int)
         for key, value in changed.items():
             setattr(config, key, value)
         config.validate()
-        atomic_write_json(run_dir / "config.json", asdict(config))
+        write_run_config(run_dir, config)
 
 
 def complete_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, history: list) -> None:
@@ -518,19 +636,49 @@ def complete_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset
         write_artifacts(run_dir, backend, config, dataset, epoch, history)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run: ``run_dir`` continues with ``autoencoders train --resume``
+    from its newest checkpoint (``epochs_done`` epochs; 0: it starts again, same seed)."""
+
+    def __init__(self, run_dir: Path, epochs_done: int):
+        super().__init__(f"interrupted; {run_dir} has {epochs_done} finished epoch{'s' if epochs_done != 1 else ''}: "
+                         f"continue with: {resume_command(run_dir)}")
+        self.run_dir, self.epochs_done = run_dir, epochs_done
+
+
+def resume_command(run_dir: Path, *options: str) -> str:
+    """The command line that continues ``run_dir`` (quoted for a POSIX shell)."""
+    import shlex
+
+    return " ".join(["autoencoders", "train", "--resume", shlex.quote(str(run_dir)), *options])
+
+
 def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] = print, epochs: int | None = None,
-        on_nonfinite: str | None = None, unique: bool = False, threads: int | None = None) -> list[dict]:
-    """Train (or resume) the run in ``run_dir``; returns the metrics of every epoch so far.
+        on_nonfinite: str | None = None, unique: bool = False, threads: int | None = None,
+        data_dir=None) -> list[dict]:
+    """Train (or resume) the run in ``run_dir``; returns the metrics of every epoch so far
+    (``run_training`` also returns the directory a ``unique`` name resolved to)."""
+    return run_training(run_dir, config, resume=resume, progress=progress, log=log, epochs=epochs,
+                        on_nonfinite=on_nonfinite, unique=unique, threads=threads, data_dir=data_dir)[1]
+
+
+def run_training(run_dir, config: TrainConfig | None = None, *, resume: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = print, epochs: int | None = None,
+                 on_nonfinite: str | None = None, unique: bool = False, threads: int | None = None,
+                 data_dir=None, report: bool = True) -> tuple[Path, list[dict]]:
+    """Train (or resume) the run in ``run_dir``: (the run directory, the metrics of every epoch so far).
 
     New run: ``config`` given; ``run_dir`` new or empty (it is locked and marked as this
     library's, ``autoencoders.runs.directory``), or with ``unique=True`` a base name whose first free
-    variant (``-2``, ``-3``, ...) is taken. Resume: ``config=None, resume=True``; the run
-    continues after its newest checkpoint with the configuration it was started with, for
-    ``epochs`` epochs in all when given (extending a finished run is how to train longer; it
-    cannot be less than the epochs done), and with ``on_nonfinite`` ("stop" or "skip")
-    replacing the run's policy when given. Either way the process holds the run directory's
-    lock until it returns, and another process refuses it.
+    variant (``-2``, ``-3``, ...) is taken. config.json then records the model's whole
+    configuration and an absolute data_dir (``complete_config``). Resume: ``config=None,
+    resume=True``; the run continues after its newest checkpoint with the configuration it was
+    started with, for ``epochs`` epochs in all when given (extending a finished run is how to
+    train longer; it cannot be less than the epochs done), with ``on_nonfinite`` ("stop" or
+    "skip") replacing the run's policy when given, and its data read from ``data_dir`` when given
+    (for this process only). Either way the process holds the run directory's lock until it
+    returns, and another process refuses it. ``report``: write RUN_DIR/report.html at the end.
 
     ``threads``: the thread count of Numba, the BLAS and torch (``autoencoders.threads.set_threads``).
     A new run takes it, or with None leaves the pools as the caller set them (the command passes
@@ -542,7 +690,8 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
     Raises ``NonFiniteLossError`` when a batch's loss is NaN or infinite under the "stop" policy,
     or when the weights are not finite after an epoch's last step: that step is not applied
     (or, at the epoch's end, not checkpointed), and the newest checkpoint is the last good state.
-    Raises ``RunDirectoryError`` when ``run_dir`` is taken.
+    Raises ``TrainingInterrupted`` (a KeyboardInterrupt) on Ctrl-C, naming the resume command, and
+    ``RunDirectoryError`` when ``run_dir`` is taken.
     """
     run_dir = Path(run_dir)
     if threads is not None:
@@ -555,19 +704,34 @@ def run(run_dir, config: TrainConfig | None = None, *, resume: bool = False, pro
         else:
             start_pools(torch=config.backend == "torch")
         run_dir, lock, dataset, backend = _start_new_run(run_dir, config, unique, log)
+    history: list[dict] = []
     with lock:
-        if resume:
-            config, dataset, backend, history, start_epoch = _resume(run_dir, epochs, on_nonfinite, log, threads)
-        else:
-            history, start_epoch = [], 1
-        if start_epoch > config.epochs:
-            log(f"{run_dir}: all {config.epochs} epochs are done")
-        else:
-            _train_epochs(run_dir, backend, config, dataset, history, start_epoch, progress, log)
+        try:
+            if resume:
+                config, dataset, backend, history, start_epoch = _resume(run_dir, epochs, on_nonfinite, log, threads,
+                                                                         data_dir)
+            else:
+                start_epoch = 1
+            if start_epoch > config.epochs:
+                log(f"{run_dir}: all {config.epochs} epochs are done")
+            else:
+                _train_epochs(run_dir, backend, config, dataset, history, start_epoch, progress, log)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(run_dir, len(history)) from None
+        if history and report:
+            _write_report(run_dir, log)
         if history:
             log(f"done: {run_dir}/metrics.jsonl, {run_dir}/model.safetensors, "
-                f"{run_dir}/reconstructions-epoch{history[-1]['epoch']:03d}.png, {run_dir}/loss.png")
-    return history
+                f"{run_dir}/{PICTURES}/reconstructions-epoch{history[-1]['epoch']:03d}.png, {run_dir}/loss.png"
+                + (f", {run_dir}/report.html" if report else ""))
+    return run_dir, history
+
+
+def _write_report(run_dir: Path, log) -> None:
+    """RUN_DIR/report.html (``autoencoders.report``)."""
+    from autoencoders.report import write_report
+
+    write_report(run_dir)
 
 
 def _train_epochs(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, history: list,
@@ -593,7 +757,7 @@ def _train_epochs(run_dir: Path, backend, config: TrainConfig, dataset: Dataset,
         write_checkpoint(run_dir, epoch, backend.weights(), backend.optimizer_state(),
                          {"metrics": history, "threads": current_thread_counts(config.backend)})
         complete_epoch(run_dir, backend, config, dataset, history)
-        log(_format_metrics(entry))
+        log(format_metrics(entry, loss_unit(config.model, backend.model.config)))
 
 
 def _train_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int, step: int,
@@ -606,7 +770,9 @@ def _train_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, 
     totals: dict[str, float] = {}
     skipped_batches, trained_images = 0, 0
     batches = _batches(dataset.train_images, config.batch_size, order, labels=dataset.train_labels)
-    for batch, labels in _progress(batches, steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress):
+    bar = _progress(batches, steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
+    unit = loss_unit(config.model, backend.model.config)
+    for batch, labels in bar:
         step += 1
         if kill_at and step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -622,7 +788,15 @@ def _train_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, 
         trained_images += len(x)
         for key, value in parts.items():
             totals[key] = totals.get(key, 0.0) + float(value) * weight
+        if progress:  # the epoch's running loss, in the unit of its line
+            _show_running_loss(bar, totals["loss"] / trained_images, unit)
     return totals, trained_images, skipped_batches, step
+
+
+def _show_running_loss(bar, loss: float, unit: str) -> None:
+    """The running mean loss of the epoch so far beside the progress bar (tqdm's postfix)."""
+    if hasattr(bar, "set_postfix_str"):
+        bar.set_postfix_str(f"loss {loss:.5g} {unit}", refresh=False)
 
 
 class _StepGuard:
@@ -638,11 +812,13 @@ class _StepGuard:
         """Stop the run (raise), or return the line to log when the batch may be skipped."""
         if cause != "weights" and self.config.on_nonfinite == "skip":
             return f"{self.run_dir}: {what} at {self.where}{detail}: batch skipped (--on-nonfinite skip)"
-        advice = ("an earlier update overflowed, and skipping batches cannot repair weights; a lower "
-                  "--lr may get past it" if cause == "weights"
-                  else "a lower --lr, or --on-nonfinite skip, may get past it")
+        if cause == "weights":
+            advice, options = ("an earlier update overflowed, and skipping batches cannot repair weights; a new "
+                               "run with a lower --lr may get past it"), ()
+        else:
+            advice, options = "a lower --lr, or --on-nonfinite skip, may get past it", ("--on-nonfinite", "skip")
         raise NonFiniteLossError(f"{self.run_dir}: {what} at {self.where}{detail}; stopped before that step "
-                                 f"changed anything; {_last_good_state(self.epoch)}; {advice}")
+                                 f"changed anything; {_last_good_state(self.run_dir, self.epoch, *options)}; {advice}")
 
     def check(self, parts) -> None:
         """Raise (stop, or ``_SkipBatch``) when the loss is NaN or infinite."""
@@ -677,8 +853,8 @@ def _check_weights_after_epoch(run_dir: Path, backend, epoch: int, step: int) ->
     """The epoch's last update may have overflowed the weights: then nothing is evaluated nor saved."""
     if not backend.weights_finite():
         raise NonFiniteLossError(f"{run_dir}: the weights hold NaN or inf after epoch {epoch}, step {step} "
-                                 f"(the epoch's last step overflowed them); {_last_good_state(epoch)}; "
-                                 f"a lower --lr may get past it")
+                                 f"(the epoch's last step overflowed them); {_last_good_state(run_dir, epoch)}; "
+                                 f"a new run with a lower --lr may get past it")
 
 
 _HOLDS = {"weights": "the weights hold NaN or inf", "batch": "the batch holds NaN or inf",
@@ -696,10 +872,12 @@ def _nonfinite_cause(backend, x: np.ndarray, noise) -> str | None:
     return None
 
 
-def _last_good_state(epoch: int) -> str:
-    """Where a run stopped in ``epoch`` can continue from: its newest checkpoint, if any."""
+def _last_good_state(run_dir: Path, epoch: int, *options: str) -> str:
+    """Where a run stopped in ``epoch`` can continue from: its newest checkpoint, if any, and the
+    command that continues it (with ``options``)."""
     if epoch > 1:
-        return f"its newest checkpoint, epoch {epoch - 1}, is the last good state (--resume continues from it)"
+        return (f"its newest checkpoint, epoch {epoch - 1}, is the last good state; continue from it with: "
+                f"{resume_command(run_dir, *options)}")
     return "no checkpoint was written yet (it stopped in its first epoch): start it again"
 
 
