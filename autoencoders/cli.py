@@ -258,9 +258,15 @@ def _train(args) -> int:
     from autoencoders.api import default_run_directory, training_config
     from autoencoders.training import run_training
 
+    if args.resume and (args.model is not None or args.out is not None):
+        raise UsageError("--resume RUN_DIR continues a run with its own settings; give no MODEL or --out with it")
+    if args.nproc is not None and args.nproc > 1:
+        from autoencoders import distributed
+
+        if distributed.requested():
+            raise UsageError("--nproc starts the ranks itself; under torchrun (which sets WORLD_SIZE) leave it out")
+        return _launch(args)
     if args.resume:
-        if args.model is not None or args.out is not None:
-            raise UsageError("--resume RUN_DIR continues a run with its own settings; give no MODEL or --out with it")
         threads = None if args.threads is None else _resolve_threads(args)  # None: the run's recorded counts
         run_training(args.resume, resume=True, progress=not args.quiet, epochs=args.epochs,
                      on_nonfinite=args.on_nonfinite, threads=threads, data_dir=args.data_dir)
@@ -277,6 +283,43 @@ def _train(args) -> int:
     out = Path(args.out) if args.out else default_run_directory(args.model, config.dataset)
     run_training(out, config, progress=not args.quiet, unique=not args.out, threads=_resolve_threads(args))
     return 0
+
+
+def _launch(args) -> int:
+    """``train --nproc N``: validate here, then start N ranks of the same command (autoencoders.launch)."""
+    from autoencoders.api import default_run_directory, training_config
+    from autoencoders.launch import launch
+    from autoencoders.threads import available_cores
+
+    arguments = _without_option(args.argv, "--nproc")
+    if args.resume:
+        run_dir = args.resume
+    else:
+        if args.model is None:
+            raise UsageError("train needs a MODEL (or --resume RUN_DIR)")
+        config = training_config(args.model, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
+                                 batch_size=args.batch_size, backend=args.backend, **_model_config(args))
+        if config.batch_size < args.nproc:
+            raise UsageError(f"--batch-size {config.batch_size} cannot be split over --nproc {args.nproc} processes")
+        run_dir = args.out or str(default_run_directory(args.model, config.dataset))
+        if not args.out:
+            arguments += ["--out", run_dir]
+    if args.threads is None:  # the cores shared out: N ranks of `auto` would each take them all
+        arguments += ["--threads", str(max(1, available_cores() // args.nproc))]
+    return launch(arguments, args.nproc, str(run_dir))
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` less ``option VALUE`` and ``option=VALUE``."""
+    kept, skip = [], False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument == option:
+            skip = True
+        elif not argument.startswith(option + "="):
+            kept.append(argument)
+    return kept
 
 
 def _load_run(args):
@@ -517,6 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="write pictures every N epochs and after the last (default: about ten times a run)")
     run_group.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_threads_option(run_group, resume=True)
+    run_group.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                           help="data-parallel over N local processes (torch.distributed, gloo): the same run as "
+                                "one process, each rank taking its slice of every global batch of --batch-size; "
+                                "rank 0 writes the run directory; --threads defaults to the cores over N. Several "
+                                "machines: the same command without --nproc under torchrun (docs/distributed.md)")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a run's newest checkpoint on the test set",
@@ -609,19 +657,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from autoencoders.data import DataError
+    from autoencoders.distributed import DistributedError
+    from autoencoders.launch import LaunchError
     from autoencoders.runs.checkpoint import CheckpointError
     from autoencoders.training import NonFiniteLossError
     from scratch.memory import AllocationTooLarge
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.handler(args)
     except (UsageError, DataError, CheckpointError, ValueError, TypeError) as error:
         print(f"autoencoders {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as error:  # the run itself failed, not its arguments: status 1
+    except (NonFiniteLossError, DistributedError) as error:  # the run itself failed, not its arguments: status 1
         print(f"autoencoders {args.command}: stopped: {error}", file=sys.stderr)
+        return 1
+    except LaunchError as error:  # a rank of --nproc failed; the others were stopped
+        print(f"autoencoders {args.command}: {error}", file=sys.stderr)
         return 1
     except OSError as error:
         where = f" {error.filename}" if error.filename else ""

@@ -107,7 +107,8 @@ def _compare(config: TrainConfig, out_dir: Path, dataset, backends: dict, thread
     plots.save_curves(out_dir / "compare.png", {
         "scratch (training loss per step)": (steps, step_losses["scratch"]),
         "torch (training loss per step)": (steps, step_losses["torch"]),
-    }, xlabel="step", title=f"{config.model}: scratch vs torch, max |Δparam| {epochs[-1]['max_parameter_difference']:.1e}",
+    }, xlabel="step", ylabel=f"training loss, {loss_unit(config.model, scratch.model.config)}",
+        title=f"{config.model}: scratch vs torch, max |Δparam| {epochs[-1]['max_parameter_difference']:.1e}",
         styles={"scratch (training loss per step)": plots.OVERLAY_STYLE,  # thin, dashed, on top
                 "torch (training loss per step)": plots.REFERENCE_STYLE})  # wide, translucent, underneath
     scratch_losses, torch_losses = np.array(step_losses["scratch"]), np.array(step_losses["torch"])

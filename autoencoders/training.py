@@ -60,8 +60,10 @@ ACTIVATION_IMAGES = 1000
 # A batch whose loss is NaN or ±inf: stop the run (the last checkpoint stays the newest), or skip
 # the batch (no backward, no optimizer step) and go on.
 NONFINITE_POLICIES = ("stop", "skip")
-# Fault injection for the crash tests: SIGKILL this process just before training step N.
+# Fault injection for the crash tests: SIGKILL this process just before training step N (in a
+# distributed run, only the rank KILL_RANK_VARIABLE names, when set).
 KILL_AT_STEP_VARIABLE = "AUTOENCODERS_FAULT_KILL_AT_STEP"
+KILL_RANK_VARIABLE = "AUTOENCODERS_FAULT_KILL_RANK"
 # Per-epoch pictures (NAME-epochNNN.png) go in this folder of the run directory; the curves over
 # all epochs (loss.png, perplexity.png) and report.html stay at its top.
 PICTURES = "pictures"
@@ -179,9 +181,12 @@ def _mean(weighted: dict[str, float], count: int) -> dict[str, float]:
     return {key: value / count for key, value in weighted.items()}
 
 
-def evaluate(backend, config: TrainConfig, images: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
+def evaluate(backend, config: TrainConfig, images: np.ndarray, labels: np.ndarray | None = None,
+             group=None) -> dict[str, float]:
     """Test metrics: the model's loss parts and reconstruction BCE/MSE, averaged per image
-    (``labels``, each image's class: what a conditional model reads besides it)."""
+    (``labels``, each image's class: what a conditional model reads besides it). With a process
+    ``group`` (``autoencoders.distributed``) each rank evaluates its shard of every batch, with
+    that shard's part of the one-process noise, and the sums are all-reduced."""
     rng = evaluation_rng(config.seed)
     dtype = np.dtype(config.dtype)
     totals: dict[str, float] = {}
@@ -192,6 +197,8 @@ def evaluate(backend, config: TrainConfig, images: np.ndarray, labels: np.ndarra
     for batch, batch_labels in (batches if labels is not None else ((batch, None) for batch in batches)):
         x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
         noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
+        if group is not None:  # this rank's shard, with its part of the batch's noise
+            x, noise, batch_labels = _shard_of(group, x, noise, batch_labels)
         parts, reconstruction = backend.evaluate(x, noise, batch_labels)
         weight = _batch_weight(backend, len(x))
         for key, value in parts.items():
@@ -200,10 +207,22 @@ def evaluate(backend, config: TrainConfig, images: np.ndarray, labels: np.ndarra
             totals[key] = totals.get(key, 0.0) + value * len(x)
         if quantized:
             usage = usage + backend.codebook_usage(x)
+    if group is not None:
+        totals = group.sum_values(totals)  # the same keys in the same order on every rank
+        if quantized:
+            usage = group.all_reduce(np.ascontiguousarray(usage, dtype=np.int64))
     metrics = _mean(totals, len(images))
     if quantized:  # of the whole test set's codes, not a mean of per-batch values
         metrics["perplexity"] = codebook_perplexity(usage)
     return metrics
+
+
+def _shard_of(group, x: np.ndarray, noise, labels):
+    """This rank's rows of a global batch, of its noise and of its labels (``distributed.shard``)."""
+    from autoencoders.distributed import shard
+
+    rows = shard(len(x), group.rank, group.world_size)
+    return x[rows], None if noise is None else noise[rows], None if labels is None else labels[rows]
 
 
 def codebook_perplexity(counts: np.ndarray) -> float:
@@ -696,6 +715,22 @@ def run_training(run_dir, config: TrainConfig | None = None, *, resume: bool = F
     run_dir = Path(run_dir)
     if threads is not None:
         check_threads(threads)  # before anything is locked, claimed or written
+    from autoencoders import distributed
+
+    group = distributed.start()  # None in one process; else this rank's place (WORLD_SIZE > 1)
+    try:
+        if group is not None and not group.writer:
+            return run_dir, _follow(run_dir, config, group, resume=resume, threads=threads, data_dir=data_dir)
+        return _lead(run_dir, config, group, resume=resume, progress=progress, log=log, epochs=epochs,
+                     on_nonfinite=on_nonfinite, unique=unique, threads=threads, data_dir=data_dir, report=report)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _lead(run_dir: Path, config, group, *, resume, progress, log, epochs, on_nonfinite, unique, threads, data_dir,
+          report) -> tuple[Path, list[dict]]:
+    """The run in one process, or rank 0 of several: it alone claims, locks and writes the run directory."""
     if resume:
         lock = _lock_for_resume(run_dir)
     else:
@@ -712,10 +747,12 @@ def run_training(run_dir, config: TrainConfig | None = None, *, resume: bool = F
                                                                          data_dir)
             else:
                 start_epoch = 1
+            if group is not None:
+                group.barrier()  # the directory is ready (and a resume's checkpoint complete) for the others
             if start_epoch > config.epochs:
                 log(f"{run_dir}: all {config.epochs} epochs are done")
             else:
-                _train_epochs(run_dir, backend, config, dataset, history, start_epoch, progress, log)
+                _train_epochs(run_dir, backend, config, dataset, history, start_epoch, progress, log, group)
         except KeyboardInterrupt:
             raise TrainingInterrupted(run_dir, len(history)) from None
         if history and report:
@@ -727,6 +764,35 @@ def run_training(run_dir, config: TrainConfig | None = None, *, resume: bool = F
     return run_dir, history
 
 
+def _follow(run_dir: Path, config, group, *, resume: bool, threads, data_dir) -> list[dict]:
+    """Rank r > 0: the same model and data as rank 0, from the same configuration or checkpoint,
+    trained on its shards; it writes nothing (rank 0 does). Returns the metrics, as rank 0's."""
+    if resume:
+        group.barrier()  # rank 0 has locked the run, applied --epochs, and completed its newest epoch
+        config = load_run_config(run_dir)
+    else:
+        config.validate()
+    if threads is not None:
+        set_threads(threads, torch=config.backend == "torch")
+    else:
+        start_pools(torch=config.backend == "torch")
+    dataset = load_run_dataset(config, data_dir) if resume else load_dataset(config.dataset, data_dir=config.data_dir)
+    backend = make_backend(config, model_config_for(config, dataset))
+    history, start_epoch = [], 1
+    pointer = run_dir / "checkpoints" / "latest"
+    if resume and (pointer.exists() or pointer.is_symlink()):
+        weights, optimizer_state, state = read_checkpoint(latest_checkpoint(run_dir), expected=backend.weights(),
+                                                          parameters=backend.parameter_names())
+        backend.load_weights(weights)
+        backend.load_optimizer_state(optimizer_state)
+        history, start_epoch = state.get("metrics", []), state["epoch"] + 1
+    if not resume:
+        group.barrier()  # rank 0 has claimed the directory and written config.json
+    if start_epoch <= config.epochs:
+        _train_epochs(run_dir, backend, config, dataset, history, start_epoch, False, lambda _: None, group)
+    return history
+
+
 def _write_report(run_dir: Path, log) -> None:
     """RUN_DIR/report.html (``autoencoders.report``)."""
     from autoencoders.report import write_report
@@ -735,34 +801,46 @@ def _write_report(run_dir: Path, log) -> None:
 
 
 def _train_epochs(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, history: list,
-                  start_epoch: int, progress: bool, log) -> None:
-    """Epochs ``start_epoch`` to ``config.epochs``: train, check, checkpoint, complete."""
+                  start_epoch: int, progress: bool, log, group=None) -> None:
+    """Epochs ``start_epoch`` to ``config.epochs``: train, check, checkpoint, complete. With a
+    process ``group``, rank 0 alone writes (checkpoint, metrics, pictures) while the others wait."""
     steps_per_epoch = math.ceil(len(dataset.train_images) / config.batch_size)
     step = (start_epoch - 1) * steps_per_epoch
+    writer = group is None or group.writer
     if hasattr(backend.model, "step"):  # the β-VAE's capacity schedule counts training steps
         backend.model.step = step
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
         totals, trained_images, skipped_batches, step = _train_epoch(
-            run_dir, backend, config, dataset, epoch, step, steps_per_epoch, progress, log)
+            run_dir, backend, config, dataset, epoch, step, steps_per_epoch, progress and writer, log, group)
         _check_weights_after_epoch(run_dir, backend, epoch, step)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            test = evaluate(backend, config, dataset.test_images, dataset.test_labels)
+            test = evaluate(backend, config, dataset.test_images, dataset.test_labels, group=group)
         entry = {"epoch": epoch, "train": _mean(totals, max(trained_images, 1)), "test": test,
                  "seconds": time.perf_counter() - started}
         if skipped_batches:
             entry["skipped_batches"] = skipped_batches
         history.append(entry)
-        write_checkpoint(run_dir, epoch, backend.weights(), backend.optimizer_state(),
-                         {"metrics": history, "threads": current_thread_counts(config.backend)})
-        complete_epoch(run_dir, backend, config, dataset, history)
-        log(format_metrics(entry, loss_unit(config.model, backend.model.config)))
+        if writer:
+            state = {"metrics": history, "threads": current_thread_counts(config.backend)}
+            if group is not None:
+                state["world_size"] = group.world_size
+            write_checkpoint(run_dir, epoch, backend.weights(), backend.optimizer_state(), state)
+            complete_epoch(run_dir, backend, config, dataset, history)
+            log(format_metrics(entry, loss_unit(config.model, backend.model.config)))
+        if group is not None:
+            group.barrier()  # the epoch's checkpoint is complete before any rank goes on
+
+
+def _rank(group) -> int:
+    return 0 if group is None else group.rank
 
 
 def _train_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, epoch: int, step: int,
-                 steps_per_epoch: int, progress: bool, log) -> tuple[dict[str, float], int, int, int]:
-    """One epoch's steps: (image-weighted loss totals, images trained on, batches skipped, last step)."""
+                 steps_per_epoch: int, progress: bool, log, group=None) -> tuple[dict[str, float], int, int, int]:
+    """One epoch's steps: (image-weighted loss totals, images trained on, batches skipped, last step).
+    With a process ``group``, this rank's shard of every global batch (the totals are global)."""
     dtype = np.dtype(config.dtype)
     kill_at = int(os.environ.get(KILL_AT_STEP_VARIABLE, "0") or 0)
     rng = epoch_rng(config.seed, epoch)
@@ -774,18 +852,24 @@ def _train_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, 
     unit = loss_unit(config.model, backend.model.config)
     for batch, labels in bar:
         step += 1
-        if kill_at and step == kill_at:
+        if kill_at and step == kill_at and os.environ.get(KILL_RANK_VARIABLE, str(_rank(group))) == str(_rank(group)):
             os.kill(os.getpid(), signal.SIGKILL)
         x = binarize(batch, config.binarize, rng).astype(dtype, copy=False)
-        noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)
+        noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)  # the global batch's
+        sharing, size = {}, len(x)
+        if group is not None:  # this rank's rows; its gradient weighs what they weigh in the global loss
+            from autoencoders.distributed import shard_weight
+
+            x, noise, labels = _shard_of(group, x, noise, labels)
+            sharing = {"group": group, "weight": shard_weight(len(x), size, getattr(backend.model, "loss_reduction", "mean"))}
         guard = _StepGuard(run_dir, config, backend, x, noise, epoch, step, step - (epoch - 1) * steps_per_epoch,
-                           labels)
+                           labels, sharing)
         parts = _guarded_step(backend, guard, log)
         if parts is None:
             skipped_batches += 1
             continue
-        weight = _batch_weight(backend, len(x))
-        trained_images += len(x)
+        weight = _batch_weight(backend, size)
+        trained_images += size
         for key, value in parts.items():
             totals[key] = totals.get(key, 0.0) + float(value) * weight
         if progress:  # the epoch's running loss, in the unit of its line
@@ -803,9 +887,9 @@ class _StepGuard:
     """One training step's non-finite policy: ``check`` runs between the loss and the backward pass."""
 
     def __init__(self, run_dir: Path, config: TrainConfig, backend, x, noise, epoch: int, step: int, in_epoch: int,
-                 labels=None):
+                 labels=None, sharing=None):
         self.run_dir, self.config, self.backend, self.x, self.noise, self.epoch = run_dir, config, backend, x, noise, epoch
-        self.labels = labels
+        self.labels, self.sharing = labels, sharing or {}  # sharing: {"group", "weight"} of a rank
         self.where = f"epoch {epoch}, step {step} (batch {in_epoch} of the epoch)"
 
     def nonfinite(self, cause: str, what: str, detail: str = "") -> str:
@@ -834,7 +918,8 @@ def _guarded_step(backend, guard: _StepGuard, log) -> dict | None:
     try:
         with warnings.catch_warnings():  # NaN/inf are reported by the checks here, once, clearly
             warnings.simplefilter("ignore", RuntimeWarning)
-            return backend.train_step(guard.x, guard.noise, before_update=guard.check, labels=guard.labels)
+            return backend.train_step(guard.x, guard.noise, before_update=guard.check, labels=guard.labels,
+                                      **guard.sharing)
     except _SkipBatch as skipped:
         log(str(skipped))
         return None

@@ -47,6 +47,15 @@ Justifications (u = unit roundoff: 1.1e-16 in float64, 6.0e-8 in float32):
   fc1 row 115: 2.6e-2) while every other row stays within ~1e-4. The test finds flips by
   comparing the two backends' ReLU masks at every step and allows at most three.
   float64 weights are compared element by element, and no flip is allowed.
+- distributed runs (N processes against one, float64, weights after each of 30 Adam steps): the
+  only difference is the order of the gradient's sum over the batch: the one-process GEMM adds B
+  per-example terms in one order, the ranks add their shards' partial sums and gloo adds those.
+  Both are within B·u·Σ|terms| ≈ 64 × 1.1e-16 ≈ 7e-15 of the exact sum relative to the terms'
+  magnitude; Adam turns a gradient error δg into an update error of at most lr·δg/(√v̂ + ε), and
+  30 steps add 30 of them: far below 1e-9 of the weights' magnitude unless a component's √v̂ is
+  near ε = 1e-8 (then lr·δg/ε ≈ 1e-3 × 7e-15 / 1e-8 ≈ 7e-10 a step, the bound's margin). Measured:
+  ~1e-15 relative. A missing weight, a wrong shard weight or an unreduced gradient fails by
+  orders of magnitude (a shard's gradient is half the batch's).
 - gradcheck: central differences with eps = 1e-6 in float64 have truncation error
   O(eps²) ≈ 1e-12 and rounding error O(u·|L|/eps) ≈ 1e-10·|L|; rtol 1e-5 and atol 1e-8
   leave margin while a wrong backward (off by a term or a factor) fails by orders of magnitude.
@@ -85,6 +94,7 @@ TOLERANCES: dict[tuple[str, str], tuple[float, float]] = {
     ("optim", "float32"): (1e-4, 1e-5),
     ("training", "float64"): (1e-9, 1e-9),
     ("training", "float32"): (1e-4, 1e-4),
+    ("distributed", "float64"): (1e-9, 1e-9),
 }
 
 # scratch.gradcheck's arguments for every finite-difference test.
@@ -159,7 +169,7 @@ def assert_close(actual, expected, check: str, dtype, what: str = "", scale=None
     Parameters
     ----------
     actual, expected : arrays or torch tensors of one shape
-    check : the table's row: "torch", "kernel", "optim" or "training"
+    check : the table's row: "torch", "kernel", "optim", "training" or "distributed"
     dtype : the precision compared in (the table's column)
     what : what is compared, for the message
     scale : scalar or array broadcasting to the shape; replaces max|expected| as the magnitude

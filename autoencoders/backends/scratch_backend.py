@@ -7,6 +7,7 @@ import numpy as np
 from autoencoders.backends.modes import evaluation_mode
 from scratch import optim
 from scratch.models import REGISTRY, build
+from scratch.nn.module import flat_layout
 
 
 class ScratchBackend:
@@ -19,16 +20,37 @@ class ScratchBackend:
         self.spec = REGISTRY[config.model]
         self.optimizer = optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    def train_step(self, x: np.ndarray, noise, before_update=None, labels=None) -> dict[str, float]:
+    def train_step(self, x: np.ndarray, noise, before_update=None, labels=None, group=None,
+                   weight: float = 1.0) -> dict[str, float]:
         """One step; ``before_update(parts)``, called between the loss and the backward pass, may
-        raise to leave the weights and the optimizer untouched. ``labels``: a conditional model's."""
+        raise to leave the weights and the optimizer untouched. ``labels``: a conditional model's.
+
+        With a process ``group`` (``autoencoders.distributed``), ``x`` is this rank's shard and
+        ``weight`` its share of the global loss: rank 0's buffers are broadcast first (as DDP
+        does), the loss parts returned (and given to ``before_update``) are the global ones, and
+        the flat gradient buffer is scaled by ``weight`` and all-reduced in place before Adam steps."""
+        if group is not None:
+            for _, buffer in self.model.named_buffers():
+                group.broadcast(buffer)
         self.optimizer.zero_grad()
         parts = self.model.loss(x, noise=noise, **self.spec.label_arguments(labels))
+        if group is not None:
+            parts = group.sum_values({key: float(value) * weight for key, value in parts.items()})
         if before_update is not None:
             before_update(parts)
         self.model.backward(input_grad=False)
+        if group is not None:
+            self._all_reduce_gradients(group, weight)
         self.optimizer.step()
         return parts
+
+    def _all_reduce_gradients(self, group, weight: float) -> None:
+        """Σ_r weight_r·∇_r over the ranks, in the flat gradient buffer itself (one collective)."""
+        layout = flat_layout(self.model.parameters())
+        grads = [layout[1]] if layout is not None else [p.grad for p in self.model.parameters()]
+        for grad in grads:
+            grad *= grad.dtype.type(weight)
+            group.all_reduce(grad)
 
     def evaluate(self, x: np.ndarray, noise, labels=None) -> tuple[dict[str, float], np.ndarray]:
         conditions = self.spec.label_arguments(labels)

@@ -25,9 +25,17 @@ class TorchBackend:
     def _tensor(array):
         return None if array is None else torch.from_numpy(np.ascontiguousarray(array))
 
-    def train_step(self, x: np.ndarray, noise, before_update=None, labels=None) -> dict[str, float]:
+    def train_step(self, x: np.ndarray, noise, before_update=None, labels=None, group=None,
+                   weight: float = 1.0) -> dict[str, float]:
         """One step; ``before_update(parts)`` runs between the loss and the backward pass and may
-        raise to leave the weights and the optimizer untouched. ``labels``: a conditional model's."""
+        raise to leave the weights and the optimizer untouched. ``labels``: a conditional model's.
+
+        With a process ``group``, the loss runs in ``DistributedDataParallel`` on this rank's shard
+        ``x`` (rank 0's buffers broadcast first, gradients averaged during backward); it is scaled by
+        ``weight · world_size`` so that the average is the one-process gradient, and the loss parts
+        returned (and given to ``before_update``) are the global ones."""
+        if group is not None:
+            return self._distributed_step(x, noise, before_update, labels, group, weight)
         self.optimizer.zero_grad()
         parts = self.model.loss(self._tensor(x), noise=self._tensor(noise), **self.spec.label_arguments(labels))
         if before_update is not None:
@@ -35,6 +43,25 @@ class TorchBackend:
         parts["loss"].backward()
         self.optimizer.step()
         return {key: float(value.detach()) for key, value in parts.items()}
+
+    def _distributed_step(self, x, noise, before_update, labels, group, weight: float) -> dict[str, float]:
+        if getattr(self, "_parallel", None) is None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._parallel = DistributedDataParallel(_LossOf(self.model))
+        self.optimizer.zero_grad()
+        parts = self._parallel(self._tensor(x), self._tensor(noise), self.spec.label_arguments(labels))
+        total = group.sum_values({key: float(value.detach()) * weight for key, value in parts.items()})
+        try:
+            if before_update is not None:
+                before_update(total)
+        except BaseException:
+            (parts["loss"] * 0).backward()  # every rank skips alike; DDP's reducer still sees its backward
+            self.optimizer.zero_grad()
+            raise
+        (parts["loss"] * (weight * group.world_size)).backward()
+        self.optimizer.step()
+        return total
 
     @torch.no_grad()
     def evaluate(self, x: np.ndarray, noise, labels=None) -> tuple[dict[str, float], np.ndarray]:
@@ -107,3 +134,14 @@ class TorchBackend:
         """The hidden code h (N, hidden_dim) of sparse-, contractive- or tied-ae for images x."""
         with evaluation_mode(self.model):
             return self.model.encode(self._tensor(x)).numpy()
+
+
+class _LossOf(torch.nn.Module):
+    """The twin's loss as a module's forward: what DistributedDataParallel wraps (it hooks forward)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, noise, conditions: dict):
+        return self.model.loss(x, noise=noise, **conditions)
