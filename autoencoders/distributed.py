@@ -130,6 +130,9 @@ def start() -> Group | None:
     except (RuntimeError, ValueError) as error:
         detail = " ".join(str(error).split())[:200]
         where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        if "EADDRINUSE" in detail or "address already in use" in detail.lower():
+            raise DistributedError(f"rank {rank} of {world}: port {os.environ['MASTER_PORT']} is in use by another "
+                                   f"process; choose another MASTER_PORT (--nproc picks a free one)") from None
         raise DistributedError(f"rank {rank} of {world}: the rendezvous at {where} did not complete within "
                                f"{seconds:g} s ({detail})") from None
     return Group(rank, world)

@@ -601,6 +601,7 @@ def _resume(run_dir: Path, epochs: int | None, on_nonfinite: str | None, log, th
     backend = make_backend(config, model_config_for(config, dataset))
     remove_temporaries(run_dir)  # half-finished atomic writes of a killed run (only this library's names)
     remove_temporaries(run_dir / "checkpoints")
+    remove_temporaries(run_dir / PICTURES)
     pointer = run_dir / "checkpoints" / "latest"
     if not (pointer.exists() or pointer.is_symlink()):
         # Killed before the first checkpoint was complete (`latest` moves last): start over, same

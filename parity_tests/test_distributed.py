@@ -127,3 +127,18 @@ def test_the_same_command_runs_under_torchrun(tmp_path):
     shared, alone = load_tensors(tmp_path / "run" / "model.safetensors"), load_tensors(tmp_path / "alone" / "model.safetensors")
     for key in alone:
         assert_close(shared[key], alone[key], "distributed", np.float64, key)
+
+
+def test_a_port_in_use_is_one_line_naming_it(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environment = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "AUTOENCODERS_DIST_TIMEOUT": "10"}
+        result = cli("train", "mlp-ae", "--epochs", "1", "--out", "run", "--quiet", cwd=tmp_path, env=environment)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and f"port {port} is in use" in lines[0], result.stderr
+    assert not (tmp_path / "run").exists()
