@@ -27,30 +27,49 @@ class ScratchBackend:
 
         With a process ``group`` (``autoencoders.distributed``), ``x`` is this rank's shard and
         ``weight`` its share of the global loss: rank 0's buffers are broadcast first (as DDP
-        does), the loss parts returned (and given to ``before_update``) are the global ones, and
-        the flat gradient buffer is scaled by ``weight`` and all-reduced in place before Adam steps."""
+        does); the gradient and the loss parts, each scaled by ``weight``, are summed over the
+        ranks in one all-reduce (a collective costs ~2 ms on this machine whatever its size), so
+        ``before_update`` sees the global loss after the backward pass and before Adam steps."""
         if group is not None:
-            for _, buffer in self.model.named_buffers():
-                group.broadcast(buffer)
+            return self._distributed_step(x, noise, before_update, labels, group, weight)
         self.optimizer.zero_grad()
         parts = self.model.loss(x, noise=noise, **self.spec.label_arguments(labels))
-        if group is not None:
-            parts = group.sum_values({key: float(value) * weight for key, value in parts.items()})
         if before_update is not None:
             before_update(parts)
         self.model.backward(input_grad=False)
-        if group is not None:
-            self._all_reduce_gradients(group, weight)
         self.optimizer.step()
         return parts
 
-    def _all_reduce_gradients(self, group, weight: float) -> None:
-        """Σ_r weight_r·∇_r over the ranks, in the flat gradient buffer itself (one collective)."""
+    def _distributed_step(self, x, noise, before_update, labels, group, weight: float) -> dict[str, float]:
+        for _, buffer in self.model.named_buffers():
+            group.broadcast(buffer)
+        self.optimizer.zero_grad()
+        parts = self.model.loss(x, noise=noise, **self.spec.label_arguments(labels))
+        self.model.backward(input_grad=False)
+        parts = self._all_reduce(group, weight, parts)
+        if before_update is not None:
+            before_update(parts)  # the same global parts on every rank: all skip, or none
+        self.optimizer.step()
+        return parts
+
+    def _all_reduce(self, group, weight: float, parts: dict) -> dict[str, float]:
+        """Σ_r weight_r·(∇_r, parts_r) in one collective: the flat gradient buffer (a view of every
+        parameter's .grad) and the loss parts packed into one array, reduced, unpacked in place."""
         layout = flat_layout(self.model.parameters())
-        grads = [layout[1]] if layout is not None else [p.grad for p in self.model.parameters()]
-        for grad in grads:
-            grad *= grad.dtype.type(weight)
-            group.all_reduce(grad)
+        grads = [layout[1]] if layout is not None else [p.grad.reshape(-1) for p in self.model.parameters()]
+        sizes = [grad.size for grad in grads]
+        packed = np.empty(sum(sizes) + len(parts), dtype=np.float64 if not grads else np.result_type(grads[0], np.float64))
+        start = 0
+        for grad, size in zip(grads, sizes):
+            np.multiply(grad, weight, out=packed[start:start + size])
+            start += size
+        packed[start:] = [float(value) * weight for value in parts.values()]
+        group.all_reduce(packed)
+        start = 0
+        for grad, size in zip(grads, sizes):
+            grad[...] = packed[start:start + size]
+            start += size
+        return dict(zip(parts, (float(value) for value in packed[start:])))
 
     def evaluate(self, x: np.ndarray, noise, labels=None) -> tuple[dict[str, float], np.ndarray]:
         conditions = self.spec.label_arguments(labels)
