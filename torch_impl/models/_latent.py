@@ -90,6 +90,19 @@ class LatentMethods:
         return self._decode_code(mix_codes(self._code(both), steps)).reshape(steps, *x1.shape)
 
 
+class ImageExamples:
+    """What one example is for a model of ``image_size`` images with ``in_channels`` channels that
+    also takes them flat: (C·H·W,) or (C, H, W). Mixed in before ``LatentMethods``."""
+
+    def _accepts_example(self, shape) -> bool:
+        size, channels = self.config["image_size"], self.config["in_channels"]
+        return shape in ((channels * size * size,), (channels, size, size))
+
+    def _example_shapes(self) -> str:
+        size, channels = self.config["image_size"], self.config["in_channels"]
+        return f"({channels * size * size},) or ({channels}, {size}, {size})"
+
+
 class PriorSampling(LatentMethods):
     """``sample(n, noise=None)`` for a model with the prior N(0, I) on codes (n, latent_dim)."""
 

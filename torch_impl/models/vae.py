@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from torch_impl.functional import as_tensor, gaussian_kl
-from torch_impl.models._latent import PriorSampling
+from torch_impl.models._latent import ImageExamples, PriorSampling
 
 
 class _Variational(PriorSampling, nn.Module):
@@ -120,16 +120,8 @@ class BetaVAE(VariationalAutoencoder):
         return parts
 
 
-class _ConvVariational(_Variational):
+class _ConvVariational(ImageExamples, _Variational):
     """The convolutional VAEs' image plumbing: (N, D) or (N, C, H, W) in, flat (N, D) out."""
-
-    def _accepts_example(self, shape) -> bool:
-        size, channels = self.config["image_size"], self.config["in_channels"]
-        return shape in ((channels * size * size,), (channels, size, size))
-
-    def _example_shapes(self) -> str:
-        size, channels = self.config["image_size"], self.config["in_channels"]
-        return f"({channels * size * size},) or ({channels}, {size}, {size})"
 
     def encode(self, x):
         size = self.config["image_size"]

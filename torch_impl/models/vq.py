@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from torch_impl.models._latent import LatentMethods
+from torch_impl.models._latent import ImageExamples, LatentMethods
 
 
 class EMACodebook(nn.Module):
@@ -23,7 +23,7 @@ class EMACodebook(nn.Module):
         self.register_buffer("ema_weight", weight.clone())
 
 
-class VQVAE(LatentMethods, nn.Module):
+class VQVAE(ImageExamples, LatentMethods, nn.Module):
     """Twin of scratch's vq-vae: keys encoder.{0,2,4}, codebook.weight (an nn.Embedding; with
     ``ema`` an EMACodebook, + codebook.ema_cluster_size, codebook.ema_weight), decoder.{0,2,4}."""
 
@@ -50,14 +50,6 @@ class VQVAE(LatentMethods, nn.Module):
         self.decoder = nn.Sequential(nn.Conv2d(embedding_dim, wide, 3, 1, 1), nn.ReLU(),
                                      nn.ConvTranspose2d(wide, narrow, 4, 2, 1), nn.ReLU(),
                                      nn.ConvTranspose2d(narrow, in_channels, 4, 2, 1), nn.Sigmoid())
-
-    def _accepts_example(self, shape) -> bool:
-        size, channels = self.config["image_size"], self.config["in_channels"]
-        return shape in ((channels * size * size,), (channels, size, size))
-
-    def _example_shapes(self) -> str:
-        size, channels = self.config["image_size"], self.config["in_channels"]
-        return f"({channels * size * size},) or ({channels}, {size}, {size})"
 
     def _decode_code(self, z_e):
         return self.decode(self.quantize(z_e)[0])  # interpolate: each mix quantised, as forward does
