@@ -47,9 +47,10 @@ def launch(arguments: list[str], nproc: int, run_dir: str, port: int | None = No
         ranks = [_start_rank(arguments, rank, nproc, port, Path(logs)) for rank in range(nproc)]
         try:
             failed = _wait(ranks)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C reached every rank too; their own lines went to the captured stderr
             _stop(ranks)
-            raise
+            resume = " ".join(["autoencoders", "train", "--resume", shlex.quote(run_dir), "--nproc", str(nproc)])
+            raise KeyboardInterrupt(f"interrupted; continue with: {resume}") from None
         if failed is None:
             _replay(ranks[0])
             return 0

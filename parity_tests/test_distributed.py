@@ -142,3 +142,26 @@ def test_a_port_in_use_is_one_line_naming_it(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and f"port {port} is in use" in lines[0], result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_rank_and_names_the_resume_command(tmp_path):
+    """SIGINT to the whole process group (a terminal's Ctrl-C): one line with the command that
+    continues the run, status 130, and no rank left behind."""
+    import signal
+    import time
+
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "autoencoders", "train", "mlp-ae", "--epochs", "500", "--nproc",
+                                "2", "--out", "run", "--quiet"], cwd=tmp_path, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)  # an epoch is done: the ranks are training
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["autoencoders train: interrupted; continue with: autoencoders train "
+                                           "--resume run --nproc 2"], stderr
+    survivors = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert survivors == [], survivors
