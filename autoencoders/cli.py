@@ -676,7 +676,7 @@ def main(argv=None) -> int:
         return 1
     except LaunchError as error:  # a rank of --nproc failed; the others were stopped
         print(f"autoencoders {args.command}: {error}", file=sys.stderr)
-        return 1
+        return error.status
     except OSError as error:
         where = f" {error.filename}" if error.filename else ""
         print(f"autoencoders {args.command}: error:{where} {error.strerror or error}", file=sys.stderr)

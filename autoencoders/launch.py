@@ -26,7 +26,12 @@ POLL_S = 0.05
 
 
 class LaunchError(RuntimeError):
-    """A rank failed; the message is the one line the command prints."""
+    """A rank failed; the message is the one line the command prints, ``status`` its exit status
+    (2 when the rank refused its input, as the one-process command would; else 1)."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
 
 
 def free_port() -> int:
@@ -55,7 +60,8 @@ def launch(arguments: list[str], nproc: int, run_dir: str, port: int | None = No
             _replay(ranks[0])
             return 0
         _stop(ranks)
-        raise LaunchError(_failure_line(failed, ranks, nproc, run_dir, arguments))
+        raise LaunchError(_failure_line(failed, ranks, nproc, run_dir, arguments),
+                          2 if failed["process"].returncode == 2 else 1)
 
 
 def _start_rank(arguments, rank: int, nproc: int, port: int, logs: Path) -> dict:

@@ -97,6 +97,14 @@ def test_a_killed_rank_ends_the_run_in_one_line_and_a_resume_with_other_n_gives_
         assert_close(resumed[key], alone[key], "distributed", np.float64, key)
 
 
+def test_a_rank_refusing_its_data_is_the_one_process_commands_line_and_status(tmp_path):
+    refused = cli("train", "mlp-ae", "--dataset", "mnist", "--data-dir", "missing", "--nproc", "2", "--out", "run",
+                  cwd=tmp_path, check_status=2)
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("autoencoders train: error: mnist: data dir missing is not a directory"), lines
+    assert not (tmp_path / "run").exists()
+
+
 def test_nproc_refuses_what_it_cannot_split_before_starting_anything(tmp_path):
     refused = cli("train", "mlp-ae", "--nproc", "4", "--batch-size", "2", "--out", "run", cwd=tmp_path, check_status=2)
     assert "--batch-size 2 cannot be split over --nproc 4" in refused.stderr and not (tmp_path / "run").exists()
