@@ -77,12 +77,15 @@ class Group:
         return array
 
     def broadcast(self, array: np.ndarray) -> np.ndarray:
-        """Rank 0's ``array`` into every rank's, in place."""
+        """Rank 0's ``array`` into every rank's, in place (through a contiguous copy when it is a view
+        that a tensor cannot share)."""
         import torch
         import torch.distributed as dist
 
-        _collective(lambda: dist.broadcast(torch.from_numpy(np.ascontiguousarray(array)) if not array.flags.c_contiguous
-                                           else torch.from_numpy(array), src=0), "broadcast")
+        target = array if array.flags.c_contiguous else np.ascontiguousarray(array)
+        _collective(lambda: dist.broadcast(torch.from_numpy(target), src=0), "broadcast")
+        if target is not array:
+            array[...] = target
         return array
 
     def barrier(self) -> None:

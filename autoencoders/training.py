@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from autoencoders import distributed
 from autoencoders._faults import kill_point
 from autoencoders._files import atomic_write_bytes, remove_temporaries
 from autoencoders.backends import make_backend
@@ -219,9 +220,7 @@ def evaluate(backend, config: TrainConfig, images: np.ndarray, labels: np.ndarra
 
 def _shard_of(group, x: np.ndarray, noise, labels):
     """This rank's rows of a global batch, of its noise and of its labels (``distributed.shard``)."""
-    from autoencoders.distributed import shard
-
-    rows = shard(len(x), group.rank, group.world_size)
+    rows = distributed.shard(len(x), group.rank, group.world_size)
     return x[rows], None if noise is None else noise[rows], None if labels is None else labels[rows]
 
 
@@ -716,8 +715,6 @@ def run_training(run_dir, config: TrainConfig | None = None, *, resume: bool = F
     run_dir = Path(run_dir)
     if threads is not None:
         check_threads(threads)  # before anything is locked, claimed or written
-    from autoencoders import distributed
-
     group = distributed.start()  # None in one process; else this rank's place (WORLD_SIZE > 1)
     try:
         if group is not None and not group.writer:
@@ -859,10 +856,8 @@ def _train_epoch(run_dir: Path, backend, config: TrainConfig, dataset: Dataset, 
         noise = draw_noise(config.model, backend.model.config, x.shape, rng, dtype)  # the global batch's
         sharing, size = {}, len(x)
         if group is not None:  # this rank's rows; its gradient weighs what they weigh in the global loss
-            from autoencoders.distributed import shard_weight
-
             x, noise, labels = _shard_of(group, x, noise, labels)
-            sharing = {"group": group, "weight": shard_weight(len(x), size, getattr(backend.model, "loss_reduction", "mean"))}
+            sharing = {"group": group, "weight": distributed.shard_weight(len(x), size, getattr(backend.model, "loss_reduction", "mean"))}
         guard = _StepGuard(run_dir, config, backend, x, noise, epoch, step, step - (epoch - 1) * steps_per_epoch,
                            labels, sharing)
         parts = _guarded_step(backend, guard, log)

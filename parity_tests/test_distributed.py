@@ -33,6 +33,31 @@ def test_the_shards_of_a_batch_are_contiguous_disjoint_and_even():
     assert shard_weight(46, 92, "mean") == 0.5 and shard_weight(46, 92, "sum") == 1.0
 
 
+BROADCAST_SNIPPET = """
+import os, numpy as np
+from autoencoders import distributed
+group = distributed.start()
+base = np.arange(12.0).reshape(3, 4) if group.rank == 0 else np.zeros((3, 4))
+view = base[:, ::2]  # not contiguous: a tensor cannot share it
+group.broadcast(view)
+assert np.array_equal(view, [[0, 2], [4, 6], [8, 10]]), view
+assert np.array_equal(base[:, 1::2], np.arange(12.0).reshape(3, 4)[:, 1::2] if group.rank == 0 else np.zeros((3, 2))), base
+group.close()
+"""
+
+
+def test_broadcast_reaches_a_view_that_is_not_contiguous(tmp_path):
+    """Rank 0's values land in rank 1's strided view itself (received through a copy), and only there."""
+    port = str(free_port())
+    processes = [subprocess.Popen([sys.executable, "-c", BROADCAST_SNIPPET], stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT), "RANK": str(rank), "WORLD_SIZE": "2",
+                                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "AUTOENCODERS_DIST_TIMEOUT": "30"})
+                 for rank in range(2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+
+
 def _workers(out: Path, model: str, backend: str, world: int) -> np.ndarray:
     """``parity_tests.distributed_worker`` as ``world`` ranks (1: the reference): rank 0's weights
     after every step, (steps, parameters)."""

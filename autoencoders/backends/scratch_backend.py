@@ -58,7 +58,7 @@ class ScratchBackend:
         layout = flat_layout(self.model.parameters())
         grads = [layout[1]] if layout is not None else [p.grad.reshape(-1) for p in self.model.parameters()]
         sizes = [grad.size for grad in grads]
-        packed = np.empty(sum(sizes) + len(parts), dtype=np.float64 if not grads else np.result_type(grads[0], np.float64))
+        packed = np.empty(sum(sizes) + len(parts), dtype=np.float64)  # summed in float64, cast back on unpacking
         start = 0
         for grad, size in zip(grads, sizes):
             np.multiply(grad, weight, out=packed[start:start + size])
